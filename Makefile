@@ -1,0 +1,46 @@
+# `make run` and `make test` set everything up on a fresh Debian machine, then run.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup deps run test lint bench check clean
+
+setup: deps $(STAMP)
+
+deps:
+	@sh .ci/system-deps
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: setup
+	@echo "busmgr session with the example jobs in services.d/. From a second terminal, try:"
+	@echo "  export BUSMGR_ADDRESS=\$$(cat $${XDG_RUNTIME_DIR:-/tmp}/busmgr-make-run.address)"
+	@echo "  $(VENV)/bin/busmgr list"
+	@echo "  $(VENV)/bin/busmgr start hello && $(VENV)/bin/busmgr status hello"
+	@echo "  $(VENV)/bin/busmgr events --follow"
+	@echo "  busctl --address=\$$BUSMGR_ADDRESS call org.busmgr.Manager1 /org/busmgr/Manager1 org.busmgr.Manager1 ListJobs"
+	@echo "  busctl --address=\$$BUSMGR_ADDRESS call org.example.Echo /org/example/Echo org.example.Echo Echo s hi"
+	@echo
+	exec $(VENV)/bin/busmgr session --services-dir services.d \
+		--address-file $${XDG_RUNTIME_DIR:-/tmp}/busmgr-make-run.address
+
+test: setup
+	$(VENV)/bin/ruff check busmgr tests bench
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check busmgr tests bench
+	$(VENV)/bin/ruff format --check busmgr tests bench
+
+check: setup
+	$(VENV)/bin/busmgr check services.d
+
+bench: setup
+	$(PY) bench/run.py --output docs/PERFORMANCE.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

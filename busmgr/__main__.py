@@ -1,0 +1,5 @@
+"""``python -m busmgr`` is the ``busmgr`` command."""
+
+from busmgr.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,303 @@
+"""The parsed, frozen description of a job: what a job file says, and nothing that happens at run time.
+
+Invariants:
+
+* Only :mod:`busmgr.config` builds a :class:`JobClass`; everything here is immutable, so a running
+  :class:`busmgr.job.Job` can hold its class while a reload parses a new one beside it.
+* Every value is already validated: signal numbers are real signals, users and groups were
+  resolvable when the file was parsed, numbers are in range. Run-time code never re-checks syntax.
+* Event expressions are trees of :class:`EventMatch` leaves joined by :class:`EventOp` nodes;
+  matching them (and the "every operand of an ``and`` again" re-arming rule) is
+  :mod:`busmgr.events`' business, not this module's.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import signal
+from dataclasses import dataclass, field
+
+# Characters that make an ``exec`` line need a shell (Upstart's rule: quotes, variables, globs,
+# redirections, pipes, command lists, escapes).
+SHELL_METACHARACTERS = frozenset("~`!$^&*()=|\\{}[];\"'<>?")
+SHELL = "/bin/sh"
+
+
+class ProcessKind(enum.Enum):
+    """The five processes of a job's life cycle, in the order they run."""
+
+    PRE_START = "pre-start"
+    MAIN = "main"
+    POST_START = "post-start"
+    PRE_STOP = "pre-stop"
+    POST_STOP = "post-stop"
+
+
+class ConsoleMode(enum.Enum):
+    """Where a job's stdin/stdout/stderr go: ``/dev/null``, a log file per job, or the manager's."""
+
+    NONE = "none"
+    LOG = "log"
+    OUTPUT = "output"
+
+
+class ExpectMode(enum.Enum):
+    """How the main process says it is ready (besides owning a ``dbus`` name)."""
+
+    NONE = "none"
+    STOP = "stop"
+    FORK = "fork"
+    DAEMON = "daemon"
+    NOTIFY = "notify"
+
+
+class Origin(enum.Enum):
+    """Where a job class came from: a job file, or an imported D-Bus ``.service`` file."""
+
+    FILE = "file"
+    DBUS_SERVICE = "dbus-service"
+
+
+def signal_name(signum: int) -> str:
+    """The name of a signal without its ``SIG`` prefix (``SEGV``), as events and the bus show it."""
+    try:
+        return signal.Signals(signum).name.removeprefix("SIG")
+    except ValueError:
+        return str(signum)
+
+
+def parse_signal(text: str) -> int | None:
+    """A signal given as ``TERM``, ``SIGTERM``, ``term`` or a number; None when it is not one."""
+    word = text.strip().upper()
+    if word.isdigit():
+        num = int(word)
+        return num if num in {int(s) for s in signal.Signals} else None
+    if not word.startswith("SIG"):
+        word = "SIG" + word
+    member = signal.Signals.__members__.get(word)
+    return int(member) if member is not None else None
+
+
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def is_variable_name(name: str) -> bool:
+    """True for a valid environment variable name (``[A-Za-z_][A-Za-z0-9_]*``)."""
+    return bool(_VAR_NAME.match(name))
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSpec:
+    """One of a job's processes: an ``exec`` line or a ``script`` block.
+
+    ``command`` is the text after ``exec`` (or the script body). ``line`` is where it was
+    defined, for error messages.
+    """
+
+    command: str
+    script: bool = False
+    line: int = 0
+
+    @property
+    def needs_shell(self) -> bool:
+        """Scripts always run under the shell; an exec line only when it has metacharacters."""
+        return self.script or any(c in SHELL_METACHARACTERS for c in self.command)
+
+    def argv(self) -> list[str]:
+        """The argument vector to execute.
+
+        ``script`` bodies run as ``/bin/sh -e -c BODY``; an exec line with shell
+        metacharacters as ``/bin/sh -e -c "exec LINE"``; any other exec line is split on
+        whitespace and executed directly, with no shell process in between.
+        """
+        if self.script:
+            return [SHELL, "-e", "-c", self.command]
+        if self.needs_shell:
+            return [SHELL, "-e", "-c", "exec " + self.command]
+        return self.command.split()
+
+
+@dataclass(frozen=True, slots=True)
+class EventArg:
+    """One operand of an event match: ``GLOB`` (positional), ``KEY=GLOB`` or ``KEY!=GLOB``.
+
+    ``pattern`` may contain ``$VAR``/``${VAR}`` references to the job's environment, expanded
+    when the expression is matched.
+    """
+
+    pattern: str
+    key: str | None = None
+    negate: bool = False
+
+    def __str__(self) -> str:
+        if self.key is None:
+            return self.pattern
+        return f"{self.key}{'!=' if self.negate else '='}{self.pattern}"
+
+
+@dataclass(frozen=True, slots=True)
+class EventMatch:
+    """A leaf of an event expression: an event name and the operands its env must match."""
+
+    name: str
+    args: tuple[EventArg, ...] = ()
+
+    def __str__(self) -> str:
+        return " ".join([self.name, *map(str, self.args)])
+
+
+@dataclass(frozen=True, slots=True)
+class EventOp:
+    """``left and right`` or ``left or right``."""
+
+    op: str  # "and" | "or"
+    left: EventExpr
+    right: EventExpr
+
+    def __str__(self) -> str:
+        def side(e: EventExpr) -> str:
+            return f"({e})" if isinstance(e, EventOp) and e.op != self.op else str(e)
+
+        return f"{side(self.left)} {self.op} {side(self.right)}"
+
+
+EventExpr = EventMatch | EventOp
+
+
+def expr_events(expr: EventExpr | None) -> list[EventMatch]:
+    """Every leaf of an expression, left to right."""
+    if expr is None:
+        return []
+    if isinstance(expr, EventMatch):
+        return [expr]
+    return expr_events(expr.left) + expr_events(expr.right)
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """``limit RESOURCE SOFT HARD``; ``None`` means unlimited. ``resource`` is the RLIMIT_* number."""
+
+    resource: int
+    soft: int | None
+    hard: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EnvEntry:
+    """``env KEY=VALUE`` or ``env KEY`` (``value`` None: copy from the manager's environment)."""
+
+    key: str
+    value: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecContext:
+    """What must be set up in the child before ``exec``: credentials, limits, console.
+
+    :attr:`needs_child_setup` is False for the common case, so spawning can take the fast
+    ``posix_spawn`` path that runs no Python code in the child.
+    """
+
+    setuid: str | None = None
+    setgid: str | None = None
+    chdir: str | None = None
+    chroot: str | None = None
+    umask: int | None = None
+    nice: int | None = None
+    ionice: tuple[int, int] | None = None  # (class, level)
+    limits: tuple[Limit, ...] = ()
+    oom_score: int | None = None  # -1000 for "never"
+    caps_keep: tuple[str, ...] | None = None
+    console: ConsoleMode = ConsoleMode.NONE
+
+    @property
+    def needs_child_setup(self) -> bool:
+        """True if some setting can only be applied in the child between fork and exec."""
+        return any(
+            v is not None
+            for v in (
+                self.setuid,
+                self.setgid,
+                self.chroot,
+                self.umask,
+                self.nice,
+                self.ionice,
+                self.oom_score,
+                self.caps_keep,
+            )
+        ) or bool(self.limits)
+
+
+@dataclass(frozen=True, slots=True)
+class RespawnPolicy:
+    """``respawn``, ``respawn limit COUNT INTERVAL`` (COUNT 0: no limit), ``respawn delay``."""
+
+    enabled: bool = False
+    limit: int = 10
+    interval: float = 5.0
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class JobClass:
+    """Everything one job file (or imported ``.service`` file) says.
+
+    Invariant: ``processes`` maps each defined :class:`ProcessKind` to its spec; a job with no
+    ``MAIN`` is valid (an "abstract" job that only runs hooks, or just tracks state).
+    """
+
+    name: str
+    source: str = ""
+    origin: Origin = Origin.FILE
+    description: str = ""
+    author: str = ""
+    version: str = ""
+    usage: str = ""
+    processes: dict[ProcessKind, ProcessSpec] = field(default_factory=dict)
+    task: bool = False
+    manual: bool = False
+    start_on: EventExpr | None = None
+    stop_on: EventExpr | None = None
+    emits: tuple[str, ...] = ()
+    dbus_name: str | None = None
+    dbus_bus: str | None = None  # "system-bus" | "session-bus" | None (the manager's bus)
+    instance: str = ""
+    expect: ExpectMode = ExpectMode.NONE
+    ready_timeout: float = 90.0
+    respawn: RespawnPolicy = RespawnPolicy()
+    normal_exit_codes: frozenset[int] = frozenset()
+    normal_exit_signals: frozenset[int] = frozenset()
+    kill_signal: int = int(signal.SIGTERM)
+    kill_timeout: float = 5.0
+    reload_signal: int = int(signal.SIGHUP)
+    env: tuple[EnvEntry, ...] = ()
+    export: tuple[str, ...] = ()
+    context: ExecContext = ExecContext()
+    proc_name: str | None = None
+    systemd_service: str | None = None  # SystemdService= of an imported .service file
+
+    def __hash__(self) -> int:  # processes is a dict; identity is what matters for classes
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    @property
+    def main(self) -> ProcessSpec | None:
+        return self.processes.get(ProcessKind.MAIN)
+
+    def exit_failed(self, status: int | None, signum: int | None) -> bool:
+        """Whether an exit of the main process while the goal is ``start`` counts as a failure.
+
+        Upstart's rule: an exit listed in ``normal exit`` never fails; otherwise a signal or a
+        non-zero status fails, and so does status 0 of a respawning service (it was meant to
+        keep running). A task's status 0 is always a success.
+        """
+        if signum is not None:
+            return signum not in self.normal_exit_signals
+        if status in self.normal_exit_codes:
+            return False
+        if status == 0:
+            return self.respawn.enabled and not self.task
+        return True
