@@ -79,6 +79,28 @@ def parse_signal(text: str) -> int | None:
     return int(member) if member is not None else None
 
 
+# The Linux capabilities by number (``include/uapi/linux/capability.h``), named as ``caps keep``
+# stores them: lowercase with the ``cap_`` prefix.
+CAPABILITIES: dict[str, int] = {
+    name: num
+    for num, name in enumerate(
+        (
+            "cap_chown", "cap_dac_override", "cap_dac_read_search", "cap_fowner",
+            "cap_fsetid", "cap_kill", "cap_setgid", "cap_setuid", "cap_setpcap",
+            "cap_linux_immutable", "cap_net_bind_service", "cap_net_broadcast",
+            "cap_net_admin", "cap_net_raw", "cap_ipc_lock", "cap_ipc_owner",
+            "cap_sys_module", "cap_sys_rawio", "cap_sys_chroot", "cap_sys_ptrace",
+            "cap_sys_pacct", "cap_sys_admin", "cap_sys_boot", "cap_sys_nice",
+            "cap_sys_resource", "cap_sys_time", "cap_sys_tty_config", "cap_mknod",
+            "cap_lease", "cap_audit_write", "cap_audit_control", "cap_setfcap",
+            "cap_mac_override", "cap_mac_admin", "cap_syslog", "cap_wake_alarm",
+            "cap_block_suspend", "cap_audit_read", "cap_perfmon", "cap_bpf",
+            "cap_checkpoint_restore",
+        )
+    )
+}  # fmt: skip
+
+
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -276,6 +298,10 @@ class JobClass:
     context: ExecContext = ExecContext()
     proc_name: str | None = None
     systemd_service: str | None = None  # SystemdService= of an imported .service file
+    # Where ``start on`` / ``stop on`` were written (0: not given, or not from a file), so
+    # checks across jobs can point at the offending stanza.
+    start_on_line: int = 0
+    stop_on_line: int = 0
 
     def __hash__(self) -> int:  # processes is a dict; identity is what matters for classes
         return id(self)

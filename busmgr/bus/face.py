@@ -1,0 +1,425 @@
+"""The manager's objects on the bus: ``org.busmgr.Manager1``, ``Job1`` and ``Instance1``.
+
+This module translates only. A method call becomes one :class:`busmgr.manager.Manager`
+operation; a :class:`busmgr.errors.ManagerError` becomes the D-Bus error
+``org.busmgr.Error.<name>``; job state becomes properties and signals.
+
+Signals are not sent in the middle of a transition: :class:`BusFace` queues lifecycle signals
+and marks changed instances, and flushes once per loop turn, in the order things happened
+(systemd's ``unit_add_to_dbus_queue``). ``PropertiesChanged`` carries the new values of just
+the properties that changed since the last flush.
+
+(No ``from __future__ import annotations`` here: dbus-fast reads the D-Bus signatures from
+the annotations at class creation.)
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+from dbus_fast import Message, MessageType
+from dbus_fast.annotations import (
+    DBusBool,
+    DBusInt32,
+    DBusObjectPath,
+    DBusSignature,
+    DBusStr,
+    DBusUInt32,
+)
+from dbus_fast.aio import MessageBus
+from dbus_fast.errors import DBusError
+from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_method, dbus_property, dbus_signal
+
+from busmgr import (
+    ERROR_PREFIX,
+    INSTANCE_INTERFACE,
+    JOB_INTERFACE,
+    MANAGER_INTERFACE,
+    MANAGER_PATH,
+)
+from busmgr.bus.escape import escape
+from busmgr.errors import ManagerError
+from busmgr.jobclass import JobClass, signal_name
+
+if TYPE_CHECKING:
+    from busmgr.job import Job
+    from busmgr.manager import Manager
+
+Env = Annotated[dict[str, str], DBusSignature("a{ss}")]
+JobRows = Annotated[list[list[str]], DBusSignature("a(ssso)")]
+ProcessRows = Annotated[list[list[Any]], DBusSignature("a(su)")]
+StrList = Annotated[list[str], DBusSignature("as")]
+
+JOB_ROOT = MANAGER_PATH + "/job"
+
+
+def job_path(name: str) -> str:
+    return f"{JOB_ROOT}/{escape(name)}"
+
+
+def instance_path(name: str, instance: str) -> str:
+    return f"{JOB_ROOT}/{escape(name)}/{escape(instance)}"
+
+
+async def _translate(call: Awaitable[Any]) -> Any:
+    try:
+        return await call
+    except ManagerError as err:
+        raise DBusError(ERROR_PREFIX + err.name, err.message) from None
+
+
+def _translate_now(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except ManagerError as err:
+        raise DBusError(ERROR_PREFIX + err.name, err.message) from None
+
+
+class ManagerInterface(ServiceInterface):
+    """``org.busmgr.Manager1`` at ``/org/busmgr/Manager1``."""
+
+    def __init__(self, manager: "Manager") -> None:
+        super().__init__(MANAGER_INTERFACE)
+        self._m = manager
+
+    @dbus_method()
+    def ListJobs(self) -> JobRows:
+        return [[j, i, s, p] for j, i, s, p in self._m.list_rows()]
+
+    @dbus_method()
+    def GetJob(self, job: DBusStr) -> DBusObjectPath:
+        cls = _translate_now(lambda: self._m.get_class(job))
+        return job_path(cls.name)
+
+    @dbus_method()
+    async def StartJob(self, job: DBusStr, env: Env, wait: DBusBool) -> DBusObjectPath:
+        inst = await _translate(self._m.start_job(job, env, wait))
+        return instance_path(inst.name, inst.instance)
+
+    @dbus_method()
+    async def StopJob(self, job: DBusStr, env: Env, wait: DBusBool) -> None:
+        await _translate(self._m.stop_job(job, env, wait))
+
+    @dbus_method()
+    async def RestartJob(self, job: DBusStr, env: Env, wait: DBusBool) -> DBusObjectPath:
+        inst = await _translate(self._m.restart_job(job, env, wait))
+        return instance_path(inst.name, inst.instance)
+
+    @dbus_method()
+    async def EmitEvent(self, name: DBusStr, env: Env, wait: DBusBool) -> None:
+        await _translate(self._m.emit_event(name, env, wait))
+
+    @dbus_method()
+    def ReloadJob(self, job: DBusStr, env: Env) -> None:
+        _translate_now(lambda: self._m.reload_job(job, env))
+
+    @dbus_method()
+    async def ActivateName(self, bus_name: DBusStr) -> DBusObjectPath:
+        inst = await _translate(self._m.activate_name(bus_name))
+        return instance_path(inst.name, inst.instance)
+
+    @dbus_method()
+    def ReloadConfiguration(self) -> None:
+        _translate_now(self._m.reload_configuration)
+
+    @dbus_method()
+    async def EndSession(self) -> None:
+        await _translate(self._m.end_session())
+
+    @dbus_signal()
+    def JobStarting(self, job: str, instance: str, env: dict[str, str]) -> Annotated[
+            list[Any], DBusSignature("ssa{ss}")]:
+        return [job, instance, env]
+
+    @dbus_signal()
+    def JobStarted(self, job: str, instance: str, env: dict[str, str]) -> Annotated[
+            list[Any], DBusSignature("ssa{ss}")]:
+        return [job, instance, env]
+
+    @dbus_signal()
+    def JobStopping(self, job: str, instance: str, env: dict[str, str]) -> Annotated[
+            list[Any], DBusSignature("ssa{ss}")]:
+        return [job, instance, env]
+
+    @dbus_signal()
+    def JobStopped(self, job: str, instance: str, env: dict[str, str]) -> Annotated[
+            list[Any], DBusSignature("ssa{ss}")]:
+        return [job, instance, env]
+
+    @dbus_signal()
+    def EventEmitted(self, name: str, env: dict[str, str]) -> Annotated[
+            list[Any], DBusSignature("sa{ss}")]:
+        return [name, env]
+
+
+class JobInterface(ServiceInterface):
+    """``org.busmgr.Job1``: one job class (its file), at ``.../job/<escaped name>``."""
+
+    def __init__(self, manager: "Manager", cls: JobClass) -> None:
+        super().__init__(JOB_INTERFACE)
+        self._m = manager
+        self.cls = cls
+
+    @dbus_method()
+    async def Start(self, env: Env, wait: DBusBool) -> DBusObjectPath:
+        inst = await _translate(self._m.start_job(self.cls.name, env, wait))
+        return instance_path(inst.name, inst.instance)
+
+    @dbus_method()
+    async def Stop(self, env: Env, wait: DBusBool) -> None:
+        await _translate(self._m.stop_job(self.cls.name, env, wait))
+
+    @dbus_method()
+    async def Restart(self, env: Env, wait: DBusBool) -> DBusObjectPath:
+        inst = await _translate(self._m.restart_job(self.cls.name, env, wait))
+        return instance_path(inst.name, inst.instance)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Name(self) -> DBusStr:
+        return self.cls.name
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Description(self) -> DBusStr:
+        return self.cls.description
+
+    @dbus_property(access=PropertyAccess.READ)
+    def BusName(self) -> DBusStr:
+        return self.cls.dbus_name or ""
+
+    @dbus_property(access=PropertyAccess.READ)
+    def StartOn(self) -> DBusStr:
+        return str(self.cls.start_on) if self.cls.start_on else ""
+
+    @dbus_property(access=PropertyAccess.READ)
+    def StopOn(self) -> DBusStr:
+        return str(self.cls.stop_on) if self.cls.stop_on else ""
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Emits(self) -> StrList:
+        return list(self.cls.emits)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Source(self) -> DBusStr:
+        return self.cls.source
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Origin(self) -> DBusStr:
+        return self.cls.origin.value
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Task(self) -> DBusBool:
+        return self.cls.task
+
+    @dbus_property(access=PropertyAccess.READ)
+    def InstanceTemplate(self) -> DBusStr:
+        return self.cls.instance
+
+
+def instance_properties(job: "Job") -> dict[str, Any]:
+    """The current value of every ``Instance1`` property of ``job``."""
+    status, signum = job.last_exit
+    failure = job.failure
+    if failure is not None and (failure.status is not None or failure.signal is not None):
+        status, signum = failure.status, failure.signal
+    return {
+        "Job": job.name,
+        "Instance": job.instance,
+        "Goal": job.goal.public,
+        "State": job.state.value,
+        "ActiveState": job.active.value,
+        "MainPID": job.main_pid,
+        "Processes": [[kind, pid] for kind, pid in job.host.process_rows(job)],
+        "Result": job.result,
+        "ExitStatus": -1 if status is None else status,
+        "ExitSignal": "" if signum is None else signal_name(signum),
+        "BusName": job.jobclass.dbus_name or "",
+        "FailureMessage": failure.describe() if failure else "",
+        "StatusText": job.status_text,
+    }
+
+
+class InstanceInterface(ServiceInterface):
+    """``org.busmgr.Instance1``: one job instance, at ``.../job/<job>/<instance or _>``."""
+
+    def __init__(self, job: "Job") -> None:
+        super().__init__(INSTANCE_INTERFACE)
+        self.job = job
+        self.sent: dict[str, Any] = instance_properties(job)
+
+    def _p(self, key: str) -> Any:
+        return instance_properties(self.job)[key]
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Job(self) -> DBusStr:
+        return self.job.name
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Instance(self) -> DBusStr:
+        return self.job.instance
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Goal(self) -> DBusStr:
+        return self.job.goal.public
+
+    @dbus_property(access=PropertyAccess.READ)
+    def State(self) -> DBusStr:
+        return self.job.state.value
+
+    @dbus_property(access=PropertyAccess.READ)
+    def ActiveState(self) -> DBusStr:
+        return self.job.active.value
+
+    @dbus_property(access=PropertyAccess.READ)
+    def MainPID(self) -> DBusUInt32:
+        return self.job.main_pid
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Processes(self) -> ProcessRows:
+        return self._p("Processes")
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Result(self) -> DBusStr:
+        return self.job.result
+
+    @dbus_property(access=PropertyAccess.READ)
+    def ExitStatus(self) -> DBusInt32:
+        return self._p("ExitStatus")
+
+    @dbus_property(access=PropertyAccess.READ)
+    def ExitSignal(self) -> DBusStr:
+        return self._p("ExitSignal")
+
+    @dbus_property(access=PropertyAccess.READ)
+    def BusName(self) -> DBusStr:
+        return self.job.jobclass.dbus_name or ""
+
+    @dbus_property(access=PropertyAccess.READ)
+    def FailureMessage(self) -> DBusStr:
+        return self._p("FailureMessage")
+
+    @dbus_property(access=PropertyAccess.READ)
+    def StatusText(self) -> DBusStr:
+        return self.job.status_text
+
+
+_SIGNALS = {"starting": "JobStarting", "started": "JobStarted", "stopping": "JobStopping",
+            "stopped": "JobStopped"}
+
+
+class BusFace:
+    """Exports the objects on one connection and sends their signals, once per loop turn."""
+
+    def __init__(self, manager: "Manager", bus: MessageBus) -> None:
+        self._m = manager
+        self.bus = bus
+        self.manager_iface = ManagerInterface(manager)
+        self._jobs: dict[str, JobInterface] = {}
+        self._instances: dict["Job", tuple[str, InstanceInterface]] = {}
+        self._queue: list[tuple[str, Any]] = []
+        self._dirty: set["Job"] = set()
+        self._scheduled = False
+        self._signatures = self._method_signatures()
+        bus.export(MANAGER_PATH, self.manager_iface)
+        bus.add_message_handler(self._check_call)
+
+    # ------------------------------------------------------------- objects
+    def add_class(self, cls: JobClass) -> None:
+        path = job_path(cls.name)
+        old = self._jobs.pop(cls.name, None)
+        if old is not None:
+            self.bus.unexport(path, old)
+        iface = JobInterface(self._m, cls)
+        self._jobs[cls.name] = iface
+        self.bus.export(path, iface)
+
+    def remove_class(self, name: str) -> None:
+        iface = self._jobs.pop(name, None)
+        if iface is not None:
+            self.bus.unexport(job_path(name), iface)
+
+    def add_instance(self, job: "Job") -> None:
+        path = instance_path(job.name, job.instance)
+        iface = InstanceInterface(job)
+        self._instances[job] = (path, iface)
+        self.bus.export(path, iface)
+
+    def remove_instance(self, job: "Job") -> None:
+        entry = self._instances.pop(job, None)
+        self._dirty.discard(job)
+        if entry is not None:
+            self.bus.unexport(entry[0], entry[1])
+
+    # ------------------------------------------------------------- signals
+    def job_event(self, job: "Job", name: str, env: dict[str, str]) -> None:
+        member = _SIGNALS.get(name)
+        if member is not None:
+            self._enqueue("signal", (member, [job.name, job.instance, dict(env)]))
+
+    def event_emitted(self, name: str, env: dict[str, str]) -> None:
+        self._enqueue("signal", ("EventEmitted", [name, dict(env)]))
+
+    def changed(self, job: "Job") -> None:
+        if job not in self._dirty and job in self._instances:
+            self._dirty.add(job)
+            self._enqueue("props", job)
+
+    def _enqueue(self, kind: str, item: Any) -> None:
+        self._queue.append((kind, item))
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Send everything queued, in order. Runs once per loop turn that queued something."""
+        self._scheduled = False
+        queue, self._queue = self._queue, []
+        for kind, item in queue:
+            if kind == "signal":
+                member, body = item
+                self._send_signal(member, body)
+            else:
+                self._dirty.discard(item)
+                entry = self._instances.get(item)
+                if entry is None:
+                    continue
+                iface = entry[1]
+                now = instance_properties(item)
+                diff = {k: v for k, v in now.items() if iface.sent.get(k) != v}
+                iface.sent = now
+                if diff:
+                    iface.emit_properties_changed(diff)
+
+    def _send_signal(self, member: str, body: list[Any]) -> None:
+        signature = "sa{ss}" if member == "EventEmitted" else "ssa{ss}"
+        if not self.bus.connected:
+            return
+        self.bus.send(Message.new_signal(MANAGER_PATH, MANAGER_INTERFACE, member, signature, body))
+
+    # ------------------------------------------------------------- bad input
+    def _method_signatures(self) -> dict[tuple[str, str], str]:
+        sigs: dict[tuple[str, str], str] = {}
+        for iface in (self.manager_iface, JobInterface(self._m, JobClass(name="x"))):
+            intro = iface.introspect()
+            for m in intro.methods:
+                sigs[(intro.name, m.name)] = "".join(a.signature for a in m.in_args)
+        return sigs
+
+    def _check_call(self, msg: Message) -> Message | bool | None:
+        """Answer a call with the right member but wrong argument types with
+        ``org.busmgr.Error.InvalidArgs`` (dbus-fast would say UnknownMethod)."""
+        if msg.message_type is not MessageType.METHOD_CALL or not msg.path:
+            return None
+        if not msg.path.startswith(MANAGER_PATH):
+            return None
+        ifaces = [msg.interface] if msg.interface else [MANAGER_INTERFACE, JOB_INTERFACE]
+        for iface in ifaces:
+            want = self._signatures.get((iface, msg.member))
+            if want is not None and want != msg.signature:
+                return Message.new_error(
+                    msg, ERROR_PREFIX + "InvalidArgs",
+                    f"{iface}.{msg.member} takes arguments ({want}), got ({msg.signature})")
+        if self._m.shutting_down and msg.interface in (MANAGER_INTERFACE, JOB_INTERFACE) \
+                and msg.member not in ("ListJobs", "GetJob"):
+            return Message.new_error(msg, ERROR_PREFIX + "ShuttingDown",
+                                     "the manager is shutting down")
+        return None

@@ -1,0 +1,63 @@
+"""Who owns which bus name: the readiness signal of ``dbus NAME`` jobs.
+
+For each watched name we first subscribe to ``NameOwnerChanged`` for it (``arg0`` match) and
+only then ask ``GetNameOwner``, so an owner that appears in between is never missed. The
+callback gets the new owner's unique name, or ``""`` when the name lost its owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
+
+DBUS = "org.freedesktop.DBus"
+DBUS_PATH = "/org/freedesktop/DBus"
+
+OwnerCallback = Callable[[str, str], None]  # (name, owner or "")
+
+
+class NameWatcher:
+    """Tracks the owners of the names it was asked to watch."""
+
+    def __init__(self, bus: MessageBus, callback: OwnerCallback) -> None:
+        self._bus = bus
+        self._callback = callback
+        self.owners: dict[str, str] = {}
+        self._watched: set[str] = set()
+        bus.add_message_handler(self._on_message)
+
+    def owner(self, name: str) -> str:
+        return self.owners.get(name, "")
+
+    async def watch(self, name: str) -> str:
+        """Start watching ``name``; returns its current owner (``""`` if none)."""
+        if name in self._watched:
+            return self.owner(name)
+        self._watched.add(name)
+        rule = (f"type='signal',sender='{DBUS}',interface='{DBUS}',"
+                f"member='NameOwnerChanged',arg0='{name}'")
+        await self._call("AddMatch", "s", [rule])
+        reply = await self._call("GetNameOwner", "s", [name])
+        if reply.message_type is MessageType.METHOD_RETURN:
+            self._set(name, reply.body[0])
+        return self.owner(name)
+
+    async def _call(self, member: str, signature: str, body: list[object]) -> Message:
+        return await self._bus.call(Message(destination=DBUS, path=DBUS_PATH, interface=DBUS,
+                                            member=member, signature=signature, body=body))
+
+    def _set(self, name: str, owner: str) -> None:
+        if self.owners.get(name, "") == owner:
+            return
+        if owner:
+            self.owners[name] = owner
+        else:
+            self.owners.pop(name, None)
+        self._callback(name, owner)
+
+    def _on_message(self, msg: Message) -> None:
+        if (msg.message_type is MessageType.SIGNAL and msg.member == "NameOwnerChanged"
+                and msg.sender == DBUS and msg.body and msg.body[0] in self._watched):
+            self._set(msg.body[0], msg.body[2])

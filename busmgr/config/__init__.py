@@ -1,0 +1,46 @@
+"""Job configuration: job files and D-Bus activation files -> frozen :class:`JobClass` values.
+
+The pipeline is lexer (logical lines) -> stanza table (one handler per keyword) -> parser
+(one file, all its diagnostics) -> loader (directories; the first wins for a name) and, beside
+it, the importer of D-Bus ``.service`` files. Checks across jobs (events nothing emits,
+cycles of blocking events) are separate, run by ``busmgr check``.
+
+Invariant: this package is the only builder of :class:`busmgr.jobclass.JobClass`; the daemon
+and ``busmgr check`` use the same functions, so they always agree about a file.
+"""
+
+from busmgr.config.checks import BUILTIN_EVENTS, cross_check
+from busmgr.config.dbus_service import (
+    import_service_dirs,
+    parse_service_file,
+    parse_service_path,
+    xdg_service_dirs,
+)
+from busmgr.config.diagnostics import Diagnostic, Severity, has_errors
+from busmgr.config.expr import ExprError, parse_event_expr
+from busmgr.config.loader import LoadResult, check_paths, load_directories
+from busmgr.config.parser import ParseResult, job_name_for, parse_job, parse_job_file
+from busmgr.config.stanzas import STANZAS, bus_name_problem
+
+__all__ = [
+    "BUILTIN_EVENTS",
+    "STANZAS",
+    "Diagnostic",
+    "ExprError",
+    "LoadResult",
+    "ParseResult",
+    "Severity",
+    "bus_name_problem",
+    "check_paths",
+    "cross_check",
+    "has_errors",
+    "import_service_dirs",
+    "job_name_for",
+    "load_directories",
+    "parse_event_expr",
+    "parse_job",
+    "parse_job_file",
+    "parse_service_file",
+    "parse_service_path",
+    "xdg_service_dirs",
+]

@@ -1,0 +1,148 @@
+"""The importer of D-Bus activation files: ``NAME.service`` -> a :class:`JobClass`.
+
+Model: a D-Bus ``.service`` file is a desktop-entry style key file whose ``[D-BUS Service]``
+group says which program provides a bus name::
+
+    [D-BUS Service]
+    Name=ca.desrt.dconf
+    Exec=/usr/libexec/dconf-service
+    User=...            (optional; system services)
+    SystemdService=...  (optional)
+
+Each file becomes a job named after its bus name, of origin :attr:`Origin.DBUS_SERVICE`,
+providing that name (so it is activated on request and ready when the name is owned), with
+``Exec`` as its main process (an ``exec`` line: run directly, or by ``/bin/sh`` if it has shell
+metacharacters), ``User`` as ``setuid`` (stored as given: whether it can be applied is decided
+at run time) and ``SystemdService`` kept for reference. Other keys and groups are ignored, as
+dbus-daemon does; a missing or bad ``Name`` or ``Exec`` is an error.
+
+Invariants: parsing is pure (text in, result out). Among directories, the first one that has a
+file for a bus name wins (``$XDG_DATA_HOME`` before ``$XDG_DATA_DIRS``), like dbus-daemon's
+search order; later files for that name only add a warning.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from busmgr.config.diagnostics import Diagnostic, Severity, has_errors
+from busmgr.config.loader import LoadResult, add_job, config_files
+from busmgr.config.parser import ParseResult, read_text
+from busmgr.config.stanzas import bus_name_problem
+from busmgr.jobclass import ExecContext, JobClass, Origin, ProcessKind, ProcessSpec
+
+SERVICE_GROUP = "D-BUS Service"
+SERVICE_SUFFIX = ".service"
+
+
+def _key_file(text: str, path: str) -> tuple[dict[str, tuple[str, int]], list[Diagnostic]]:
+    """The keys of the ``[D-BUS Service]`` group with their lines, and syntax problems."""
+    keys: dict[str, tuple[str, int]] = {}
+    problems: list[Diagnostic] = []
+    group: str | None = None
+    seen_group = False
+    for number, raw in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            if not line.endswith("]"):
+                problems.append(Diagnostic(path, number, f'bad group header "{line}"'))
+                group = None
+                continue
+            group = line[1:-1]
+            seen_group = seen_group or group == SERVICE_GROUP
+            continue
+        key, eq, value = line.partition("=")
+        if not eq:
+            problems.append(Diagnostic(path, number, f'expected KEY=VALUE, not "{line}"'))
+            continue
+        if group is None:
+            problems.append(Diagnostic(path, number, f'"{key.strip()}" is outside any [group]'))
+            continue
+        if group != SERVICE_GROUP:
+            continue
+        key = key.strip()
+        if key in keys:
+            problems.append(
+                Diagnostic(
+                    path,
+                    number,
+                    f'"{key}" given again (first on line {keys[key][1]}); the last one wins',
+                    Severity.WARNING,
+                )
+            )
+        keys[key] = (value.strip(), number)
+    if not seen_group:
+        problems.append(Diagnostic(path, 0, f"no [{SERVICE_GROUP}] group"))
+    return keys, problems
+
+
+def parse_service_file(text: str, path: str) -> ParseResult:
+    """Parse one D-Bus ``.service`` file into a job named after its bus name."""
+    keys, diagnostics = _key_file(text, path)
+    name, name_line = keys.get("Name", ("", 0))
+    command, exec_line = keys.get("Exec", ("", 0))
+    if "Name" not in keys:
+        diagnostics.append(Diagnostic(path, 0, f"no Name= in [{SERVICE_GROUP}]"))
+    elif (problem := bus_name_problem(name)) is not None:
+        diagnostics.append(Diagnostic(path, name_line, f'bad bus name "{name}": {problem}'))
+    if "Exec" not in keys:
+        diagnostics.append(Diagnostic(path, 0, f"no Exec= in [{SERVICE_GROUP}]"))
+    elif not command:
+        diagnostics.append(Diagnostic(path, exec_line, "Exec= is empty"))
+    if has_errors(diagnostics):
+        return ParseResult(None, tuple(diagnostics))
+    user = keys.get("User", ("", 0))[0] or None
+    job = JobClass(
+        name=name,
+        source=path,
+        origin=Origin.DBUS_SERVICE,
+        dbus_name=name,
+        processes={ProcessKind.MAIN: ProcessSpec(command, script=False, line=exec_line)},
+        context=ExecContext(setuid=user),
+        systemd_service=keys.get("SystemdService", ("", 0))[0] or None,
+    )
+    return ParseResult(job, tuple(diagnostics))
+
+
+def parse_service_path(path: str | os.PathLike[str]) -> ParseResult:
+    """Read and parse one ``.service`` file."""
+    text, problem = read_text(path)
+    if text is None:
+        return ParseResult(None, (problem,) if problem else ())
+    return parse_service_file(text, os.fspath(path))
+
+
+def import_service_dirs(dirs: Iterable[str | os.PathLike[str]]) -> LoadResult:
+    """Every ``*.service`` file of ``dirs`` as jobs; the first directory wins for a name."""
+    jobs: dict[str, JobClass] = {}
+    diagnostics: list[Diagnostic] = []
+    for directory in dirs:
+        files, problems = config_files(directory, SERVICE_SUFFIX)
+        diagnostics.extend(problems)
+        for path in files:
+            result = parse_service_path(path)
+            diagnostics.extend(result.diagnostics)
+            if result.job is not None:
+                diagnostics.extend(add_job(jobs, result.job))
+    return LoadResult(jobs, tuple(diagnostics))
+
+
+def xdg_service_dirs(environ: Mapping[str, str]) -> list[Path]:
+    """Where session services live, in search order (XDG Base Directory specification).
+
+    ``$XDG_DATA_HOME/dbus-1/services`` (default ``$HOME/.local/share``), then each directory
+    of ``$XDG_DATA_DIRS`` (default ``/usr/local/share:/usr/share``) + ``/dbus-1/services``.
+    Relative paths are ignored, as the specification says; duplicates are listed once.
+    """
+    bases: list[str] = []
+    data_home = environ.get("XDG_DATA_HOME", "")
+    if not data_home and environ.get("HOME"):
+        data_home = os.path.join(environ["HOME"], ".local", "share")
+    bases.append(data_home)
+    bases.extend((environ.get("XDG_DATA_DIRS", "") or "/usr/local/share:/usr/share").split(":"))
+    dirs = [Path(base) / "dbus-1" / "services" for base in bases if os.path.isabs(base)]
+    return list(dict.fromkeys(dirs))

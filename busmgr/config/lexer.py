@@ -1,0 +1,256 @@
+"""The lexer: job-file text -> logical stanza lines, each with the line number it starts on.
+
+Model (Upstart's, from libnih's ``nih_config`` functions): a job file is a sequence of
+stanzas, one per *logical* line. A logical line is one physical line, extended
+
+* by a trailing backslash: the backslash, the newline and the whitespace around them become
+  one space (``exec foo \\`` / ``  --bar`` is ``exec foo --bar``);
+* by an open quote: a quoted string may span lines, the newline again becoming one space;
+* by an open parenthesis, in ``start on`` and ``stop on`` only: an event expression may be
+  continued on the following lines while a ``(`` is unclosed.
+
+Comments start with ``#`` at the start of a word, outside quotes and not escaped, and run to
+the end of the physical line (``exec curl http://h/#x`` keeps its ``#``; Upstart would cut it,
+the shell would not: busmgr follows the shell, which accepts every file Upstart accepts).
+Blank and comment-only lines produce nothing.
+
+Quoting (Upstart's): double and single quotes group words, and both kinds are removed when a
+word is dequoted; a backslash escapes the next character everywhere, also inside quotes, and
+is removed when dequoting. An ``exec`` line keeps its quotes and backslashes (the shell or the
+word splitter interprets them), so a :class:`LogicalLine` keeps its text as written, minus
+comments and continuations, beside its dequoted :class:`Word` list.
+
+A line that is ``script`` or ``HOOK script`` (``pre-start script`` ...) opens a block that
+runs to the next line consisting of ``end script`` (optionally followed by a comment); the
+body between them is kept verbatim, minus the indentation common to all its lines.
+
+Invariants: every :class:`LogicalLine` has at least one word; line numbers are 1-based and
+point at the first physical line of the stanza. Lexing never stops at the first error: an
+unterminated quote, parenthesis or continuation drops that one stanza line and lexing resumes
+on the next physical line; only an unterminated ``script`` block (which swallows the rest of
+the file) ends it, with an error naming the line where the block began.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from dataclasses import dataclass
+
+from busmgr.config.diagnostics import Diagnostic
+
+WHITESPACE = " \t\r\n"
+HOOK_KEYWORDS = ("pre-start", "post-start", "pre-stop", "post-stop")
+
+_ON_STANZA = re.compile(r"[ \t]*(start|stop)[ \t]+on(?:[ \t(]|\Z)")
+_END_SCRIPT = re.compile(r"[ \t]*end[ \t]+script[ \t]*(?:#.*)?\Z")
+
+
+class LexError(Exception):
+    """Text that cannot be split into words: an unterminated quote or a dangling backslash."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One word of a logical line: its dequoted ``text`` and where it was in the line's text.
+
+    ``raw`` is the word as written (``text[start:end]`` of the line). A word is ``quoted`` if
+    any quote or backslash was involved, so ``"and"`` can be told from the operator ``and``.
+    """
+
+    text: str
+    raw: str
+    start: int
+    end: int
+
+    @property
+    def quoted(self) -> bool:
+        return any(c in self.raw for c in "\"'\\")
+
+
+@dataclass(frozen=True, slots=True)
+class LogicalLine:
+    """One stanza: its text (comments and continuations removed), words and script body.
+
+    ``line`` is where the stanza starts, ``end_line`` the last physical line it used (the
+    ``end script`` line for a block). ``body`` is the script body for ``script`` and
+    ``HOOK script`` lines, else None.
+    """
+
+    line: int
+    text: str
+    words: tuple[Word, ...]
+    end_line: int
+    body: str | None = None
+
+    @property
+    def keyword(self) -> str:
+        return self.words[0].text
+
+    def rest(self, count: int) -> str:
+        """The text after the first ``count`` words, as written (quotes kept), stripped."""
+        if count <= 0:
+            return self.text.strip()
+        if count > len(self.words):
+            return ""
+        return self.text[self.words[count - 1].end :].strip()
+
+
+@dataclass(frozen=True, slots=True)
+class LexResult:
+    """The logical lines of a text, in order, and what went wrong on the way (errors only)."""
+
+    lines: tuple[LogicalLine, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+
+def split_words(text: str, specials: str = "") -> tuple[Word, ...]:
+    """Split ``text`` into dequoted words, Upstart style.
+
+    Words are separated by unquoted whitespace; each character of ``specials`` (``"()"`` for
+    event expressions) is a word of its own when unquoted. Raises :class:`LexError` for an
+    unterminated quote or a backslash at the very end.
+    """
+    words: list[Word] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in WHITESPACE:
+            i += 1
+            continue
+        if c in specials:
+            words.append(Word(c, c, i, i + 1))
+            i += 1
+            continue
+        start, out, quote = i, [], ""
+        while i < n:
+            c = text[i]
+            if c == "\\":
+                if i + 1 >= n:
+                    raise LexError("a backslash at the end of the line escapes nothing")
+                out.append(" " if text[i + 1] == "\n" else text[i + 1])
+                i += 2
+            elif quote:
+                if c == quote:
+                    quote = ""
+                else:
+                    out.append(c)
+                i += 1
+            elif c in "\"'":
+                quote = c
+                i += 1
+            elif c in WHITESPACE or c in specials:
+                break
+            else:
+                out.append(c)
+                i += 1
+        if quote:
+            raise LexError(f"unterminated {quote} quote")
+        words.append(Word("".join(out), text[start:i], start, i))
+    return tuple(words)
+
+
+class _Unfinished(Exception):
+    """A logical line that the end of the file cut short."""
+
+
+def _join(lines: list[str], first: int) -> tuple[str, int]:
+    """Join the physical lines from ``first`` into one logical line's text.
+
+    Returns the text (comments removed) and the index of the next physical line. Raises
+    :class:`_Unfinished` if a quote, parenthesis or continuation is still open at the end.
+    """
+    buf: list[str] = []
+    quote = ""
+    depth = 0
+    j = first
+    while True:
+        line = lines[j]
+        if j > first:
+            line = line.lstrip(" \t")
+        j += 1
+        k, escaped_newline = 0, False
+        while k < len(line):
+            c = line[k]
+            if c == "\\":
+                if k + 1 == len(line):
+                    escaped_newline = True
+                    break
+                buf.append(line[k : k + 2])
+                k += 2
+                continue
+            if quote:
+                if c == quote:
+                    quote = ""
+            elif c in "\"'":
+                quote = c
+            elif c == "#" and (not buf or buf[-1][-1] in " \t"):
+                break  # a comment: the rest of this physical line
+            elif c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+            buf.append(c)
+            k += 1
+        text = "".join(buf)
+        on_stanza = _ON_STANZA.match(text)
+        in_expr = depth > 0 and on_stanza is not None
+        if not (escaped_newline or quote or in_expr):
+            return text, j
+        if j >= len(lines):
+            if quote:
+                raise _Unfinished(f"unterminated {quote} quote")
+            if escaped_newline:
+                raise _Unfinished('a trailing "\\" continues the line past the end of the file')
+            which = on_stanza.group(1) if on_stanza else "start"
+            raise _Unfinished(f'unclosed "(" in the "{which} on" expression')
+        buf = [text.rstrip(" \t\r"), " "]
+
+
+def _opens_block(words: tuple[Word, ...]) -> bool:
+    """``script`` or ``HOOK script`` (extra words are the stanza handler's error to report)."""
+    if words[0].text == "script":
+        return True
+    return len(words) >= 2 and words[0].text in HOOK_KEYWORDS and words[1].text == "script"
+
+
+def _dedent(body_lines: list[str]) -> str:
+    if not body_lines:
+        return ""
+    return textwrap.dedent("\n".join(body_lines) + "\n")
+
+
+def lex(text: str, path: str = "<string>") -> LexResult:
+    """Split ``text`` into logical lines; ``path`` only labels the diagnostics."""
+    physical = text.replace("\r\n", "\n").split("\n")
+    out: list[LogicalLine] = []
+    diagnostics: list[Diagnostic] = []
+    i = 0
+    while i < len(physical):
+        try:
+            joined, after = _join(physical, i)
+            words = split_words(joined)
+        except (_Unfinished, LexError) as exc:
+            diagnostics.append(Diagnostic(path, i + 1, str(exc)))
+            i += 1  # drop this stanza's first line only and carry on with the next
+            continue
+        if not words:
+            i = after
+            continue
+        if not _opens_block(words):
+            out.append(LogicalLine(i + 1, joined, words, after))
+            i = after
+            continue
+        end = next((k for k in range(after, len(physical)) if _END_SCRIPT.match(physical[k])), None)
+        if end is None:
+            message = f'unterminated script block begun on line {i + 1}: no "end script"'
+            diagnostics.append(Diagnostic(path, i + 1, message))
+            break
+        body = _dedent(physical[after:end])
+        out.append(LogicalLine(i + 1, joined, words, end + 1, body))
+        i = end + 1
+    return LexResult(tuple(out), tuple(diagnostics))

@@ -1,0 +1,99 @@
+"""The job-file parser: text in, a frozen :class:`JobClass` or diagnostics out.
+
+Model: :func:`parse_job` lexes the text into logical lines (:mod:`busmgr.config.lexer`) and
+hands each to its handler in the stanza table (:mod:`busmgr.config.stanzas`). It collects
+every error and warning of the file instead of stopping at the first, so ``busmgr check``
+shows them all; the job is produced only when there is no ERROR among them.
+
+Invariants: :func:`parse_job` is pure apart from the user and group look-ups of ``setuid`` /
+``setgid`` (text in, result out; no file, no process, no bus). :func:`parse_job_file` only adds
+reading the file; both the daemon and ``busmgr check`` go through it, so they agree.
+Diagnostics come out in line order.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from busmgr.config.diagnostics import Diagnostic, has_errors, sort_key
+from busmgr.config.lexer import lex
+from busmgr.config.stanzas import Draft, StanzaError, apply_stanza
+from busmgr.jobclass import JobClass, Origin
+
+JOB_SUFFIX = ".conf"
+
+
+@dataclass(frozen=True, slots=True)
+class ParseResult:
+    """What parsing one file gave: the job (None if any ERROR) and every diagnostic."""
+
+    job: JobClass | None
+    diagnostics: tuple[Diagnostic, ...] = ()
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.is_error)
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if not d.is_error)
+
+
+def job_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a job (empty, a ``/``, a NUL, a leading dot), or None."""
+    if not name:
+        return "a job name cannot be empty"
+    if "/" in name or "\0" in name:
+        return f'bad job name "{name}": it cannot contain "/"'
+    if name.startswith("."):
+        return f'bad job name "{name}": it cannot start with "."'
+    return None
+
+
+def job_name_for(path: str | os.PathLike[str]) -> str:
+    """The job a file defines: its file name without ``.conf``."""
+    return Path(path).name.removesuffix(JOB_SUFFIX)
+
+
+def parse_job(text: str, *, name: str, path: str) -> ParseResult:
+    """Parse the text of a job file named ``name``; ``path`` labels diagnostics and ``source``.
+
+    Never raises for bad input: every problem is a diagnostic.
+    """
+    problem = job_name_problem(name)
+    if problem is not None:
+        return ParseResult(None, (Diagnostic(path, 0, problem),))
+    lexed = lex(text, path)
+    draft = Draft(path, JobClass(name=name, source=path, origin=Origin.FILE))
+    draft.diagnostics.extend(lexed.diagnostics)
+    for line in lexed.lines:
+        try:
+            apply_stanza(draft, line)
+        except StanzaError as exc:
+            draft.diagnostics.append(Diagnostic(path, line.line, exc.message))
+    diagnostics = tuple(sorted(draft.diagnostics, key=sort_key))
+    return ParseResult(None if has_errors(diagnostics) else draft.job, diagnostics)
+
+
+def read_text(path: str | os.PathLike[str]) -> tuple[str | None, Diagnostic | None]:
+    """A file's text as UTF-8, or a diagnostic saying why it could not be read."""
+    label = os.fspath(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return None, Diagnostic(label, 0, f"cannot read: {exc.strerror or exc}")
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return None, Diagnostic(label, line, "not valid UTF-8 text")
+
+
+def parse_job_file(path: str | os.PathLike[str]) -> ParseResult:
+    """Read and parse one job file; the job is named after the file (``foo.conf`` -> ``foo``)."""
+    text, problem = read_text(path)
+    if text is None:
+        return ParseResult(None, (problem,) if problem else ())
+    return parse_job(text, name=job_name_for(path), path=os.fspath(path))

@@ -1,0 +1,635 @@
+"""One job instance's life cycle: goals, states, and the entry action of each state.
+
+The model is Upstart 0.5's (seed ``002_*``, "Job Lifecycle"):
+
+* A :class:`Job` has a **goal** (``start`` or ``stop``; ``respawn`` is an internal goal for a
+  restart: a start that first passes through stop) and a **state**. :func:`next_state` is the
+  pure table of where a state leads for a goal; :meth:`Job._change_state` is the only place a
+  state is set, and it runs the new state's entry action.
+* The rest states are ``waiting`` (goal stop) and ``running`` (goal start). Every other state is
+  left when what its entry action started has finished: an event (``starting``/``stopping``
+  block the job), a process (pre-start, post-start, pre-stop, post-stop), readiness (spawned),
+  or the death of every process of the job (killed).
+* Guarantees: post-stop runs once for every time the job left ``waiting``; main runs only after
+  pre-start succeeded; a failing pre-start, post-start or a main that dies before the job is
+  ready fails the start; a restart runs pre-stop, kills main, runs post-stop, then pre-start
+  and main again.
+
+Everything that touches the outside world (spawning, signalling, timers, events, the bus) goes
+through the :class:`JobHost` protocol, so this module is tested without processes or a bus.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from busmgr.errors import ManagerError as JobError
+from busmgr.jobclass import ExpectMode, JobClass, ProcessKind, signal_name
+
+
+class Goal(enum.Enum):
+    """What the job is heading for. ``RESPAWN`` is shown on the bus as ``start``."""
+
+    STOP = "stop"
+    START = "start"
+    RESPAWN = "respawn"
+
+    @property
+    def public(self) -> str:
+        """The goal as users see it: ``start`` or ``stop``."""
+        return "stop" if self is Goal.STOP else "start"
+
+
+class State(enum.Enum):
+    """The ten states of SPEC §3, in life-cycle order."""
+
+    WAITING = "waiting"
+    STARTING = "starting"
+    PRE_START = "pre-start"
+    SPAWNED = "spawned"
+    POST_START = "post-start"
+    RUNNING = "running"
+    PRE_STOP = "pre-stop"
+    STOPPING = "stopping"
+    KILLED = "killed"
+    POST_STOP = "post-stop"
+
+
+class ActiveState(enum.Enum):
+    """A coarse summary beside the detailed :class:`State` (as systemd's ActiveState)."""
+
+    INACTIVE = "inactive"
+    ACTIVATING = "activating"
+    ACTIVE = "active"
+    DEACTIVATING = "deactivating"
+
+
+_TABLE: dict[State, tuple[State, State, State]] = {
+    #                  goal STOP        goal START       goal RESPAWN
+    State.WAITING: (State.WAITING, State.STARTING, State.STARTING),
+    State.STARTING: (State.STOPPING, State.PRE_START, State.PRE_START),
+    State.PRE_START: (State.STOPPING, State.SPAWNED, State.SPAWNED),
+    State.SPAWNED: (State.STOPPING, State.POST_START, State.POST_START),
+    State.POST_START: (State.STOPPING, State.RUNNING, State.RUNNING),
+    # RUNNING with goal START is left only when main died and the job respawns.
+    State.RUNNING: (State.PRE_STOP, State.STOPPING, State.PRE_STOP),
+    # PRE_STOP with goal START: the stop was cancelled, back to running.
+    State.PRE_STOP: (State.STOPPING, State.RUNNING, State.STOPPING),
+    State.STOPPING: (State.KILLED, State.KILLED, State.KILLED),
+    State.KILLED: (State.POST_STOP, State.POST_STOP, State.POST_STOP),
+    State.POST_STOP: (State.WAITING, State.STARTING, State.STARTING),
+}
+_GOAL_COLUMN = {Goal.STOP: 0, Goal.START: 1, Goal.RESPAWN: 2}
+
+
+def next_state(state: State, goal: Goal) -> State:
+    """The state that follows ``state`` when its work is done and the job heads for ``goal``.
+
+    Pure: no I/O, no job. ``next_state(WAITING, STOP)`` is ``WAITING`` (nothing to do).
+    """
+    return _TABLE[state][_GOAL_COLUMN[goal]]
+
+
+# Which states may lead into each state (checked by _change_state: anything else is a bug).
+ALLOWED_PREVIOUS: dict[State, frozenset[State]] = {
+    target: frozenset(s for s, row in _TABLE.items() if target in row and s is not target)
+    for target in State
+}
+
+
+def active_state(state: State, goal: Goal) -> ActiveState:
+    """Coarse state: active only in ``running`` with goal start."""
+    if state is State.WAITING:
+        return ActiveState.INACTIVE
+    if state is State.RUNNING and goal is not Goal.STOP:
+        return ActiveState.ACTIVE
+    if goal is Goal.STOP or state in (State.PRE_STOP, State.STOPPING, State.KILLED,
+                                      State.POST_STOP):
+        return ActiveState.DEACTIVATING
+    return ActiveState.ACTIVATING
+
+
+class JobStateError(RuntimeError):
+    """A transition the state machine does not allow: a bug in busmgr, never user error."""
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class JobHost(Protocol):
+    """What a :class:`Job` needs from the world. The manager implements it; tests fake it.
+
+    Every callback into the job (``process_exited``, ``event_finished``...) arrives from the
+    event loop, never re-entrantly from inside one of these calls, except where noted.
+    """
+
+    def spawn(self, job: Job, kind: ProcessKind, env: Mapping[str, str]) -> int:
+        """Start ``kind``'s process for ``job``; returns its pid. Raises ``OSError``-like
+        :class:`busmgr.process.SpawnError` with a message when it cannot be started."""
+        ...
+
+    def kill(self, job: Job, signum: int) -> None:
+        """Send ``signum`` to every process of the job."""
+        ...
+
+    def has_processes(self, job: Job) -> bool:
+        """Whether any process of the job (tracked or not) is still alive or unreaped."""
+        ...
+
+    def emit_job_event(self, job: Job, name: str, env: dict[str, str],
+                       on_finished: Callable[[bool], None] | None) -> None:
+        """Queue the job event ``name``. With ``on_finished``, the event blocks the job: the
+        callback runs (later, from the loop) once every job it started or stopped is done."""
+        ...
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle: ...
+
+    def watch_readiness(self, job: Job) -> None:
+        """Begin watching what ``job.pending_ready`` names (``dbus``, ``expect``); the host
+        calls :meth:`Job.ready` for each as it happens."""
+        ...
+
+    def changed(self, job: Job) -> None:
+        """Some property of the job changed: publish it (coalesced per loop turn)."""
+        ...
+
+    def finished(self, job: Job) -> None:
+        """The job reached ``waiting``: an instance of an ``instance`` job may be removed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a job failed: which process (or ``respawn``) and how it ended."""
+
+    process: str
+    status: int | None = None
+    signal: int | None = None
+    reason: str = ""
+
+    def env(self) -> dict[str, str]:
+        env = {"RESULT": "failed", "PROCESS": self.process}
+        if self.signal is not None:
+            env["EXIT_SIGNAL"] = signal_name(self.signal)
+        elif self.status is not None:
+            env["EXIT_STATUS"] = str(self.status)
+        return env
+
+    def describe(self) -> str:
+        how = ""
+        if self.signal is not None:
+            how = f" killed by signal {signal_name(self.signal)}"
+        elif self.status is not None:
+            how = f" exited with status {self.status}"
+        text = f"RESULT=failed PROCESS={self.process}{how}"
+        return f"{text}: {self.reason}" if self.reason else text
+
+
+class Waiter:
+    """Someone waiting for a job to reach a rest state (a bus call with ``wait``, or a
+    blocking event). ``done(failure)`` is called exactly once."""
+
+    def __init__(self, callback: Callable[[Failure | None, str], None], *, want: Goal) -> None:
+        self.callback = callback
+        self.want = want
+
+
+class Job:
+    """One instance of a job class and its state machine.
+
+    Invariants: ``state`` changes only in :meth:`_change_state`; ``pids`` holds the live
+    processes the job spawned, by kind; ``failure`` is set once per start attempt and cleared
+    when the job leaves ``waiting`` again.
+    """
+
+    def __init__(self, jobclass: JobClass, instance: str, env: dict[str, str],
+                 host: JobHost) -> None:
+        self.jobclass = jobclass
+        self.name = jobclass.name
+        self.instance = instance
+        self.env = env
+        self.stop_env: dict[str, str] = {}
+        self.host = host
+        self.goal = Goal.STOP
+        self.state = State.WAITING
+        self.pids: dict[ProcessKind, int] = {}
+        self.failure: Failure | None = None
+        self.last_exit: tuple[int | None, int | None] = (None, None)  # main: (status, signal)
+        self.pending_ready: set[str] = set()
+        self.ready_reached = False
+        self.respawn_times: list[float] = []
+        self._respawn_window_start = 0.0
+        self._respawn_count = 0
+        self._timer: TimerHandle | None = None
+        self._waiters: list[Waiter] = []
+        self.status_text = ""
+        self.state_times: dict[State, float] = {}
+        self.start_count = 0
+
+    # ----------------------------------------------------------------- views
+    def __repr__(self) -> str:
+        inst = f" ({self.instance})" if self.instance else ""
+        return f"<Job {self.name}{inst} {self.goal.public}/{self.state.value}>"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.instance})" if self.instance else self.name
+
+    @property
+    def main_pid(self) -> int:
+        return self.pids.get(ProcessKind.MAIN, 0)
+
+    @property
+    def result(self) -> str:
+        return "failed" if self.failure else "ok"
+
+    @property
+    def active(self) -> ActiveState:
+        return active_state(self.state, self.goal)
+
+    def event_env(self, *, stopping: bool) -> dict[str, str]:
+        """The env of this job's job events: JOB, INSTANCE, on stop the result, then exports."""
+        env = {"JOB": self.name, "INSTANCE": self.instance}
+        if stopping:
+            if self.failure:
+                env.update(self.failure.env())
+            else:
+                env["RESULT"] = "ok"
+        for key in self.jobclass.export:
+            if key in self.env:
+                env[key] = self.env[key]
+        return env
+
+    # ------------------------------------------------------------- requests
+    def start(self, waiter: Waiter | None = None) -> None:
+        """Set the goal to start. Raises :class:`JobError` ``AlreadyStarted`` if it is already
+        heading there (Upstart's singleton rule)."""
+        if self.goal is not Goal.STOP:
+            raise JobError("AlreadyStarted", f"job {self.label} is already {self.goal.public}"
+                           f"/{self.state.value}")
+        if waiter:
+            self._waiters.append(waiter)
+        self._change_goal(Goal.START)
+
+    def stop(self, waiter: Waiter | None = None, env: Mapping[str, str] | None = None) -> None:
+        """Set the goal to stop. Raises ``AlreadyStopped`` if it already is."""
+        if self.goal is Goal.STOP:
+            raise JobError("AlreadyStopped", f"job {self.label} is already stop/"
+                           f"{self.state.value}")
+        self.stop_env = dict(env or {})
+        if waiter:
+            self._waiters.append(waiter)
+        self._change_goal(Goal.STOP)
+
+    def restart(self, waiter: Waiter | None = None) -> None:
+        """Kill main, run post-stop, pre-start and main again; a stopped job is just started."""
+        if waiter:
+            self._waiters.append(waiter)
+        if self.state is State.WAITING or self.goal is Goal.STOP:
+            self.goal = Goal.STOP  # so that start() below accepts it
+            self._change_goal(Goal.START)
+        elif self.state is State.RUNNING:
+            self._change_goal(Goal.RESPAWN)
+        else:
+            # Somewhere between starting and running: a restart is already as good as done.
+            self.goal = Goal.RESPAWN if self.state in (State.PRE_STOP, State.STOPPING,
+                                                       State.KILLED) else Goal.START
+
+    def add_waiter(self, waiter: Waiter) -> None:
+        """Wait for the current goal's rest state without changing anything."""
+        self._waiters.append(waiter)
+        self._check_rest()
+
+    def _change_goal(self, goal: Goal) -> None:
+        """Change the goal; only the rest states need a push, every other state moves on by
+        itself when its work is done (and reads the new goal then)."""
+        if goal is self.goal:
+            return
+        self.goal = goal
+        self.host.changed(self)
+        if self.state is State.WAITING and goal is not Goal.STOP:
+            self._change_state(next_state(self.state, goal))
+        elif self.state is State.RUNNING and goal is not Goal.START:
+            self._change_state(next_state(self.state, goal))
+        elif self.state is State.SPAWNED and goal is Goal.STOP:
+            # Waiting for readiness can take long: a stop cancels it at once.
+            self._cancel_timer()
+            self.pending_ready.clear()
+            self._change_state(State.STOPPING)
+
+    # ------------------------------------------------------------ the machine
+    def _change_state(self, state: State) -> None:
+        """Enter ``state`` and run its entry action; entry actions that finish at once move on
+        in the same loop (so the job may end in a later state than ``state`` on return)."""
+        while True:
+            if self.state not in ALLOWED_PREVIOUS[state]:
+                raise JobStateError(f"{self!r}: {self.state.value} -> {state.value} is not a "
+                                    "valid transition")
+            self.state = state
+            self.state_times[state] = time.monotonic()
+            self.host.changed(self)
+            following = self._enter(state)
+            if following is None:
+                return
+            state = following
+
+    def _enter(self, state: State) -> State | None:
+        """Run ``state``'s entry action. Returns the state to go to at once, or None when the
+        job now waits for something (a process, an event, a timer)."""
+        cls = self.jobclass
+        if state is State.STARTING:
+            self.goal = Goal.START
+            self.failure = None
+            self.ready_reached = False
+            self.start_count += 1
+            self.host.emit_job_event(self, "starting", self.event_env(stopping=False),
+                                     self._starting_finished)
+            return None
+        if state is State.PRE_START:
+            return self._run_hook(ProcessKind.PRE_START)
+        if state is State.SPAWNED:
+            return self._spawn_main()
+        if state is State.POST_START:
+            self.ready_reached = True
+            return self._run_hook(ProcessKind.POST_START)
+        if state is State.RUNNING:
+            self.host.emit_job_event(self, "started", self.event_env(stopping=False), None)
+            self._check_rest()
+            if cls.main is None and cls.task:
+                # A task with nothing to run is done as soon as it has started.
+                self.goal = Goal.STOP
+                return next_state(state, self.goal)
+            return None
+        if state is State.PRE_STOP:
+            if self.main_pid:
+                return self._run_hook(ProcessKind.PRE_STOP)
+            return next_state(state, self.goal)
+        if state is State.STOPPING:
+            self.host.emit_job_event(self, "stopping", self.event_env(stopping=True),
+                                     self._stopping_finished)
+            return None
+        if state is State.KILLED:
+            if not self.host.has_processes(self):
+                return next_state(state, self.goal)
+            self.host.kill(self, cls.kill_signal)
+            self._set_timer(cls.kill_timeout, self._kill_timeout)
+            return None
+        if state is State.POST_STOP:
+            following = self._run_hook(ProcessKind.POST_STOP)
+            if following is not None:
+                return self._after_post_stop()
+            return None
+        if state is State.WAITING:
+            self.pids.clear()
+            self.host.emit_job_event(self, "stopped", self.event_env(stopping=True), None)
+            self._check_rest()
+            self.host.finished(self)
+            return None
+        raise JobStateError(f"no entry action for {state}")  # pragma: no cover
+
+    def _after_post_stop(self) -> State | None:
+        """Post-stop is done: respawn (after ``respawn delay``), or come to rest."""
+        if self.goal is not Goal.STOP and self.jobclass.respawn.delay > 0 and self.failure is None:
+            self._set_timer(self.jobclass.respawn.delay, self._respawn_delay_over)
+            return None
+        return next_state(State.POST_STOP, self.goal)
+
+    def _respawn_delay_over(self) -> None:
+        self._timer = None
+        if self.state is State.POST_STOP:
+            self._change_state(next_state(State.POST_STOP, self.goal))
+
+    def _starting_finished(self, failed: bool) -> None:
+        if self.state is State.STARTING:
+            self._change_state(next_state(self.state, self.goal))
+
+    def _stopping_finished(self, failed: bool) -> None:
+        if self.state is State.STOPPING:
+            self._change_state(next_state(self.state, self.goal))
+
+    def _run_hook(self, kind: ProcessKind) -> State | None:
+        """Spawn a hook process if the class has one. None: wait for it to exit."""
+        if kind not in self.jobclass.processes:
+            return next_state(self.state, self.goal)
+        env = dict(self.env)
+        if kind is ProcessKind.PRE_STOP:
+            env.update(self.stop_env)
+        if kind is ProcessKind.POST_STOP:
+            env.update(self.event_env(stopping=True))
+        try:
+            self.pids[kind] = self.host.spawn(self, kind, env)
+        except OSError as err:
+            return self._hook_failed(kind, None, None, str(err))
+        self.host.changed(self)
+        return None
+
+    def _spawn_main(self) -> State | None:
+        cls = self.jobclass
+        if cls.main is None:
+            return next_state(State.SPAWNED, self.goal)
+        try:
+            self.pids[ProcessKind.MAIN] = self.host.spawn(self, ProcessKind.MAIN, self.env)
+        except OSError as err:
+            self._fail(Failure("main", reason=str(err)))
+            return State.STOPPING
+        self.pending_ready = set()
+        if cls.dbus_name:
+            self.pending_ready.add("dbus")
+        if cls.expect is not ExpectMode.NONE:
+            self.pending_ready.add("expect")
+        if not self.pending_ready:
+            return next_state(State.SPAWNED, self.goal)
+        self._set_timer(cls.ready_timeout, self._ready_timeout)
+        self.host.watch_readiness(self)
+        return None
+
+    def ready(self, what: str, main_pid: int | None = None) -> None:
+        """The host saw ``what`` (``dbus`` or ``expect``) happen; ``main_pid`` replaces the
+        main pid (the daemon a fork led to)."""
+        if main_pid:
+            self.pids[ProcessKind.MAIN] = main_pid
+            self.host.changed(self)
+        self.pending_ready.discard(what)
+        if self.state is State.SPAWNED and not self.pending_ready:
+            self._cancel_timer()
+            self._change_state(next_state(self.state, self.goal))
+
+    def _ready_timeout(self) -> None:
+        self._timer = None
+        if self.state is not State.SPAWNED:
+            return
+        waiting_for = " and ".join(sorted(
+            f"bus name {self.jobclass.dbus_name}" if w == "dbus"
+            else f"expect {self.jobclass.expect.value}" for w in self.pending_ready))
+        self.pending_ready.clear()
+        self._fail(Failure("main", reason=f"not ready after {self.jobclass.ready_timeout:g}s "
+                                          f"(waited for {waiting_for})"))
+        self.goal = Goal.STOP
+        self._change_state(State.STOPPING)
+
+    def bus_name_lost(self) -> None:
+        """The job's bus name lost its owner while running: the service failed."""
+        if self.state is not State.RUNNING or self.goal is not Goal.START:
+            return
+        self._main_failed(Failure("main", reason=f"lost bus name {self.jobclass.dbus_name}"),
+                          stop_main=True)
+
+    def _kill_timeout(self) -> None:
+        self._timer = None
+        if self.state is State.KILLED and self.host.has_processes(self):
+            self.host.kill(self, 9)
+
+    # --------------------------------------------------------- process exits
+    def process_exited(self, pid: int, status: int | None, signum: int | None) -> None:
+        """A process of this job was reaped. ``pid`` may be one the job did not spawn (a
+        worker of a daemon): then only the "everything is gone" condition of killed matters."""
+        kind = next((k for k, p in self.pids.items() if p == pid), None)
+        if kind is not None:
+            del self.pids[kind]
+            self.host.changed(self)
+        if kind is ProcessKind.MAIN:
+            self.last_exit = (status, signum)
+            self._main_exited(status, signum)
+        elif kind is not None:
+            self._hook_exited(kind, status, signum)
+        if self.state is State.KILLED and not self.host.has_processes(self):
+            self._cancel_timer()
+            self._change_state(next_state(self.state, self.goal))
+
+    def _main_exited(self, status: int | None, signum: int | None) -> None:
+        cls = self.jobclass
+        state = self.state
+        if state is State.SPAWNED:
+            if "expect" in self.pending_ready and cls.expect in (ExpectMode.FORK,
+                                                                  ExpectMode.DAEMON):
+                return  # the host follows the fork; ready() brings the new main pid
+            self._cancel_timer()
+            self.pending_ready.clear()
+            self._fail(Failure("main", status, signum, "exited before it was ready"))
+            self.goal = Goal.STOP
+            self._change_state(State.STOPPING)
+            return
+        if state not in (State.POST_START, State.RUNNING) or self.goal is not Goal.START:
+            return  # a stop or restart is in progress: the exit is expected
+        if cls.exit_failed(status, signum):
+            self._main_failed(Failure("main", status, signum), stop_main=False)
+            return
+        self.goal = Goal.STOP
+        self.host.changed(self)
+        if state is State.RUNNING:
+            self._change_state(State.STOPPING)
+
+    def _main_failed(self, failure: Failure, *, stop_main: bool) -> None:
+        """Main failed after the job was ready: respawn within the limit, else stop failed."""
+        cls = self.jobclass
+        if cls.respawn.enabled and self.goal is Goal.START:
+            now = time.monotonic()
+            if now - self._respawn_window_start > cls.respawn.interval:
+                self._respawn_window_start = now
+                self._respawn_count = 0
+            self._respawn_count += 1
+            self.respawn_times.append(now)
+            if cls.respawn.limit and self._respawn_count > cls.respawn.limit:
+                self._fail(Failure("respawn", failure.status, failure.signal,
+                                   f"respawned too fast ({cls.respawn.limit} in "
+                                   f"{cls.respawn.interval:g}s)"))
+                self.goal = Goal.STOP
+            # else: goal stays START; running -> stopping -> ... -> post-stop -> starting
+        else:
+            self._fail(failure)
+            self.goal = Goal.STOP
+        self.host.changed(self)
+        if self.state is State.RUNNING:
+            self._change_state(State.STOPPING)
+        # in post-start / pre-stop: the hook's exit moves the job on (see _hook_exited)
+
+    def _hook_exited(self, kind: ProcessKind, status: int | None, signum: int | None) -> None:
+        ok = status == 0 and signum is None
+        if kind is ProcessKind.PRE_START and self.state is State.PRE_START:
+            if not ok:
+                self._hook_failed_now(kind, status, signum)
+                return
+            self._change_state(next_state(self.state, self.goal))
+        elif kind is ProcessKind.POST_START and self.state is State.POST_START:
+            if not ok:
+                self._hook_failed_now(kind, status, signum)
+                return
+            if ProcessKind.MAIN not in self.pids and self.jobclass.main is not None:
+                # main died while post-start ran; its exit already set the goal.
+                self._change_state(State.STOPPING)
+                return
+            self._change_state(next_state(self.state, self.goal))
+        elif kind is ProcessKind.PRE_STOP and self.state is State.PRE_STOP:
+            if self.goal is Goal.START and ProcessKind.MAIN not in self.pids:
+                self.goal = Goal.STOP
+            self._change_state(next_state(self.state, self.goal))
+        elif kind is ProcessKind.POST_STOP and self.state is State.POST_STOP:
+            if not ok and self.failure is None:
+                self._fail(Failure("post-stop", status, signum))
+                self.goal = Goal.STOP
+            following = self._after_post_stop()
+            if following is not None:
+                self._change_state(following)
+
+    def _hook_failed(self, kind: ProcessKind, status: int | None, signum: int | None,
+                     reason: str = "") -> State | None:
+        """A hook could not run or failed while its state was being entered."""
+        if kind is ProcessKind.POST_STOP:
+            if self.failure is None:
+                self._fail(Failure(kind.value, status, signum, reason))
+            self.goal = Goal.STOP
+            return next_state(State.POST_STOP, self.goal)
+        if kind is ProcessKind.PRE_STOP:
+            return next_state(self.state, self.goal)
+        self._fail(Failure(kind.value, status, signum, reason))
+        self.goal = Goal.STOP
+        return State.STOPPING
+
+    def _hook_failed_now(self, kind: ProcessKind, status: int | None,
+                         signum: int | None) -> None:
+        following = self._hook_failed(kind, status, signum)
+        if following is not None:
+            self._change_state(following)
+
+    def _fail(self, failure: Failure) -> None:
+        if self.failure is None:
+            self.failure = failure
+            self.host.changed(self)
+
+    # ---------------------------------------------------------------- waiters
+    def _check_rest(self) -> None:
+        """Release the waiters whose wish came true (or can no longer come true)."""
+        if not self._waiters:
+            return
+        at_rest_started = (self.state is State.RUNNING and self.goal is Goal.START
+                           and not self.jobclass.task)
+        at_rest_stopped = self.state is State.WAITING
+        if not (at_rest_started or at_rest_stopped):
+            return
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if w.want is Goal.STOP:
+                w.callback(None, "stopped") if at_rest_stopped else self._waiters.append(w)
+            elif at_rest_started:
+                w.callback(None, "running")
+            elif self.failure is not None:
+                w.callback(self.failure, "failed")
+            elif self.jobclass.task and self.start_count:
+                w.callback(None, "finished")
+            else:
+                w.callback(Failure("main", reason="stopped before it was running"), "stopped")
+
+    # ------------------------------------------------------------------ timers
+    def _set_timer(self, delay: float, callback: Callable[[], None]) -> None:
+        self._cancel_timer()
+        self._timer = self.host.call_later(delay, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

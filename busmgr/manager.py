@@ -1,0 +1,723 @@
+"""The manager: wires the registry, the event queue, processes and the bus; owns the loop.
+
+Model: :class:`Manager` is the :class:`busmgr.job.JobHost` of every job. Requests arrive from
+the bus face (already translated to plain arguments), from the event queue and from the
+activation bridge; each becomes a goal change on a :class:`busmgr.job.Job`. Process exits
+arrive from the one :class:`busmgr.process.Reaper`. Nothing here blocks the loop, and nothing
+polls: every wait is on a process exit, a bus message, an event or a timer.
+
+The environment of a job process is built in layers, later ones winning: the base (session
+mode: the manager's own environment and the session bus address; system mode: PATH and TERM),
+the activation environment (``SetEnvironment``), the ``env`` stanzas, the env of the event that
+started the job, the start request's env.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from dbus_fast import BusType, NameFlag, RequestNameReply
+from dbus_fast.aio import MessageBus
+
+from busmgr import MANAGER_BUS_NAME, process
+from busmgr.bus.activation import SYSTEMD, ActivationBridge
+from busmgr.bus.daemon import PrivateBus, start_private_bus
+from busmgr.bus.face import BusFace
+from busmgr.bus.names import NameWatcher
+from busmgr.config import import_service_dirs, load_directories, xdg_service_dirs
+from busmgr.errors import ManagerError
+from busmgr.eventqueue import Block
+from busmgr.eventqueue import EventQueue
+from busmgr.events import Event, expand, validate_event_env, validate_event_name
+from busmgr.job import Failure, Goal, Job, State, TimerHandle, Waiter
+from busmgr.jobclass import ConsoleMode, ExecContext, JobClass, ProcessKind, is_variable_name
+from busmgr.options import (
+    DaemonOptions,
+    SessionOptions,
+    default_services_dirs,
+    default_state_dir,
+)
+from busmgr.registry import Registry
+
+log = logging.getLogger("busmgr")
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Variables of the manager's own environment that must not leak into jobs.
+_PRIVATE_ENV = ("BUSMGR_ADDRESS", "NOTIFY_SOCKET", "DBUS_STARTER_ADDRESS",
+                "DBUS_STARTER_BUS_TYPE", "LISTEN_PID", "LISTEN_FDS", "INVOCATION_ID")
+LOG_TAIL_LINES = 5
+
+
+class Mode(enum.Enum):
+    SESSION = "session"
+    SYSTEM = "system"
+
+
+class Manager:
+    """One manager instance. Create it inside a running loop; :meth:`serve` runs it."""
+
+    def __init__(self, *, mode: Mode, services_dirs: Iterable[Path], state_dir: Path,
+                 import_services: bool, environ: Mapping[str, str]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.mode = mode
+        self.services_dirs = [Path(d) for d in services_dirs]
+        self.state_dir = state_dir
+        self.import_services = import_services
+        self.environ = dict(environ)
+        self.bus_address = ""
+        self.activation_env: dict[str, str] = {}
+        self.reaper = process.Reaper(self.loop)
+        self.reaper.on_orphan = self._orphan_reaped
+        self.registry = Registry(self, on_removed=self._instance_removed,
+                                 on_added=self._instance_added)
+        self.queue = EventQueue(self.loop, self._handle_event)
+        self.face: BusFace | None = None
+        self.names: NameWatcher | None = None
+        self.bridge: ActivationBridge | None = None
+        self.bus: MessageBus | None = None
+        self.shutting_down = False
+        self.stopped = self.loop.create_future()
+        self._sessions: dict[Job, set[int]] = {}
+        self._pid_job: dict[int, Job] = {}
+        self._tasks: set[asyncio.Future[object]] = set()
+        self.diagnostics: list[str] = []
+        self.exit_status = 0
+
+    # ======================================================== configuration
+    def load_classes(self) -> dict[str, JobClass]:
+        """Parse every job directory (and, in session mode, the installed .service files).
+        Problems are logged with their file and line; they never stop the other jobs."""
+        result = load_directories(self.services_dirs)
+        classes = dict(result.jobs)
+        diags = [str(d) for d in result.diagnostics]
+        if self.import_services and self.mode is Mode.SESSION:
+            imported = import_service_dirs(xdg_service_dirs(self.environ))
+            diags += [str(d) for d in imported.diagnostics]
+            provided = {c.dbus_name for c in classes.values() if c.dbus_name}
+            for cls in imported.jobs.values():
+                if cls.dbus_name in provided or cls.dbus_name in (SYSTEMD, MANAGER_BUS_NAME):
+                    continue
+                if cls.name in classes:
+                    continue
+                classes[cls.name] = cls
+        for line in diags:
+            log.warning("%s", line)
+        self.diagnostics = diags
+        return classes
+
+    def install_classes(self, classes: dict[str, JobClass]) -> None:
+        for cls in classes.values():
+            if self.face:
+                self.face.add_class(cls)
+            self.registry.add_class(cls)
+
+    def reload_configuration(self) -> None:
+        """Re-read the job files; running jobs keep running (with their old class until they
+        stop). A broken file is reported and its job keeps its previous definition."""
+        classes = self.load_classes()
+        for name in set(self.registry.classes) - set(classes):
+            if self.face:
+                self.face.remove_class(name)
+        for cls in classes.values():
+            if self.face:
+                self.face.add_class(cls)
+        self.registry.swap(classes)
+        self._spawn_task(self._refresh_activation())
+
+    async def _refresh_activation(self) -> None:
+        if self.bridge is not None:
+            await self.bridge.write_service_files(list(self.registry.classes.values()))
+        if self.names is not None:
+            for cls in self.registry.classes.values():
+                if cls.dbus_name:
+                    await self.names.watch(cls.dbus_name)
+
+    # ========================================================= JobHost
+    def job_env(self, cls: JobClass, *layers: Mapping[str, str]) -> dict[str, str]:
+        if self.mode is Mode.SYSTEM:
+            env = {"PATH": DEFAULT_PATH, "TERM": self.environ.get("TERM", "linux")}
+        else:
+            env = {k: v for k, v in self.environ.items() if k not in _PRIVATE_ENV}
+            env.setdefault("PATH", DEFAULT_PATH)
+            if self.bus_address:
+                env["DBUS_SESSION_BUS_ADDRESS"] = self.bus_address
+        env.update(self.activation_env)
+        for entry in cls.env:
+            if entry.value is None:
+                if entry.key in self.environ:
+                    env[entry.key] = self.environ[entry.key]
+            else:
+                env[entry.key] = expand(entry.value, env)
+        for layer in layers:
+            env.update(layer)
+        return env
+
+    def log_path(self, job: Job) -> Path:
+        name = job.name if not job.instance else f"{job.name}.{job.instance}"
+        return self.state_dir / "log" / (name.replace("/", "_") + ".log")
+
+    def spawn(self, job: Job, kind: ProcessKind, env: Mapping[str, str]) -> int:
+        spec = job.jobclass.processes[kind]
+        full_env = dict(env)
+        full_env["BUSMGR_JOB"] = job.name
+        full_env["BUSMGR_INSTANCE"] = job.instance
+        ctx = job.jobclass.context
+        log_path = str(self.log_path(job)) if ctx.console is ConsoleMode.LOG else None
+        proc_name = job.jobclass.proc_name if kind is ProcessKind.MAIN else None
+        pid = process.spawn(spec.argv(), full_env, ctx, log_path=log_path, proc_name=proc_name)
+        self._pid_job[pid] = job
+        self._sessions.setdefault(job, set()).add(pid)
+        self.reaper.watch(pid, self._child_reaped)
+        log.debug("%s: spawned %s process %d", job.label, kind.value, pid)
+        return pid
+
+    def kill(self, job: Job, signum: int) -> None:
+        for pid in job.pids.values():
+            process.kill_pid(pid, signum)
+        for sid in list(self._sessions.get(job, ())):
+            process.kill_process_group(sid, signum)
+            for pid in process.session_processes(sid):
+                process.kill_pid(pid, signum)
+
+    def has_processes(self, job: Job) -> bool:
+        if job.pids:
+            return True
+        sessions = self._sessions.get(job, set())
+        for sid in list(sessions):
+            if process.session_processes(sid):
+                return True
+            sessions.discard(sid)
+        return False
+
+    def process_rows(self, job: Job) -> list[tuple[str, int]]:
+        rows = [(kind.value, pid) for kind, pid in job.pids.items()]
+        known = {pid for _, pid in rows}
+        for sid in self._sessions.get(job, ()):
+            rows += [("other", p) for p in process.session_processes(sid) if p not in known]
+        return rows
+
+    def emit_job_event(self, job: Job, name: str, env: dict[str, str],
+                       on_finished: object) -> None:
+        if name == "started":
+            self.registry.note_started(job)
+        if self.face is not None:
+            self.face.job_event(job, name, env)
+        callback = None
+        if on_finished is not None:
+            def callback(block: Block) -> None:
+                on_finished(block.failed)  # type: ignore[operator]
+        self.queue.emit(Event.make(name, env), callback)
+
+    def call_later(self, delay: float, callback: object) -> TimerHandle:
+        return self.loop.call_later(delay, callback)  # type: ignore[arg-type]
+
+    def watch_readiness(self, job: Job) -> None:
+        if "dbus" in job.pending_ready and job.jobclass.dbus_name:
+            name = job.jobclass.dbus_name
+            if self.names is None:
+                self.loop.call_soon(job.ready, "dbus")  # no bus: nothing to wait for
+            elif self.names.owner(name):
+                self.loop.call_soon(self._name_ready, job, name)
+            else:
+                self._spawn_task(self._watch_name(job, name))
+        if "expect" in job.pending_ready:
+            log.warning("%s: expect %s is not supported yet; treating as ready", job.label,
+                        job.jobclass.expect.value)
+            self.loop.call_soon(job.ready, "expect")
+
+    async def _watch_name(self, job: Job, name: str) -> None:
+        if self.names is not None and await self.names.watch(name):
+            self._name_ready(job, name)
+
+    def _name_ready(self, job: Job, name: str) -> None:
+        if job.state is State.SPAWNED and "dbus" in job.pending_ready:
+            job.ready("dbus")
+
+    def _owner_changed(self, name: str, owner: str) -> None:
+        for job in list(self.registry.jobs()):
+            if job.jobclass.dbus_name != name:
+                continue
+            if owner:
+                self._name_ready(job, name)
+            else:
+                job.bus_name_lost()
+
+    def changed(self, job: Job) -> None:
+        if self.face is not None:
+            self.face.changed(job)
+
+    def finished(self, job: Job) -> None:
+        self._sessions.pop(job, None) if not self.has_processes(job) else None
+        self.registry.at_rest(job)
+
+    # ====================================================== process exits
+    def _child_reaped(self, pid: int, info: process.ExitInfo) -> None:
+        job = self._pid_job.pop(pid, None)
+        if job is not None:
+            job.process_exited(pid, info.status, info.signal)
+        self._recheck_killed()
+
+    def _orphan_reaped(self, pid: int, info: process.ExitInfo) -> None:
+        self._recheck_killed()
+
+    def _recheck_killed(self) -> None:
+        for job in list(self.registry.jobs()):
+            if job.state is State.KILLED and not self.has_processes(job):
+                job.process_exited(0, None, None)
+
+    # ======================================================= events
+    def _handle_event(self, event: Event, block: Block) -> None:
+        """Apply one event: stop what its ``stop on`` matches, then start what its ``start on``
+        (or, for ``dbus-activation``, its bus name) matches. Each affected job holds ``block``
+        until it has got where the event sent it."""
+        if self.face is not None:
+            self.face.event_emitted(event.name, event.env_dict())
+        for job in list(self.registry.jobs()):
+            state = self.registry.stop_on.get(job)
+            if state is None or job.goal is Goal.STOP:
+                continue
+            if state.handle(event, job.env):
+                env = state.env()
+                state.reset()
+                job.stop(self._block_waiter(block, Goal.STOP), env)
+        for cls in list(self.registry.classes.values()):
+            env: dict[str, str] | None = None
+            if (event.name == "dbus-activation" and cls.dbus_name
+                    and event.get("NAME") == cls.dbus_name):
+                env = event.env_dict()
+            elif not cls.manual and self.registry.start_on.get(cls.name) is not None:
+                state = self.registry.start_on[cls.name]
+                if state.handle(event, self.job_env(cls)):
+                    env = state.env()
+                    state.reset()
+            if env is None:
+                continue
+            try:
+                job = self._prepare_start(cls, env, {})
+            except ManagerError as err:
+                log.warning("%s: event %s: %s", cls.name, event.name, err.message)
+                continue
+            if job.goal is Goal.STOP:
+                job.start(self._block_waiter(block, Goal.START))
+
+    def _block_waiter(self, block: Block, want: Goal) -> Waiter:
+        release = block.hold()
+
+        def done(failure: Failure | None, _how: str) -> None:
+            release(failure.describe() if failure else None)
+
+        return Waiter(done, want=want)
+
+    # ======================================================= requests
+    def get_class(self, name: str) -> JobClass:
+        cls = self.registry.get_class(name)
+        if cls is None:
+            raise ManagerError("UnknownJob", f'no job named "{name}"')
+        return cls
+
+    def list_rows(self) -> list[tuple[str, str, str, str]]:
+        from busmgr.bus.face import instance_path, job_path
+
+        rows = []
+        for name in sorted(self.registry.classes):
+            insts = self.registry.instances.get(name, {})
+            if not insts:
+                rows.append((name, "", State.WAITING.value, job_path(name)))
+            for inst in sorted(insts):
+                job = insts[inst]
+                rows.append((name, inst, job.state.value, instance_path(name, inst)))
+        return rows
+
+    def _check_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        problem = validate_event_env(env)
+        if problem:
+            raise ManagerError("InvalidArgs", problem)
+        return dict(env)
+
+    def _prepare_start(self, cls: JobClass, event_env: Mapping[str, str],
+                       request_env: Mapping[str, str]) -> Job:
+        """The instance a start with these envs refers to, its env refreshed if it rests."""
+        env = self.job_env(cls, event_env, request_env)
+        instance = expand(cls.instance, env) if cls.instance else ""
+        if cls.instance and not instance:
+            raise ManagerError("InvalidArgs", f"job {cls.name} is an instance job "
+                               f"(instance {cls.instance}): that expands to nothing here")
+        job, _new = self.registry.get_or_create(cls, instance, env)
+        if job.goal is Goal.STOP and job.state is State.WAITING:
+            job.env = env
+            if cls.stop_on is not None:
+                from busmgr.events import ExprState
+
+                self.registry.stop_on[job] = ExprState(cls.stop_on)
+        return job
+
+    def _find_instance(self, cls: JobClass, env: Mapping[str, str]) -> Job:
+        if not cls.instance:
+            job = self.registry.instance(cls.name, "")
+        else:
+            instance = expand(cls.instance, self.job_env(cls, env))
+            job = self.registry.instance(cls.name, instance)
+            if job is None:
+                raise ManagerError("UnknownInstance",
+                                   f'job {cls.name} has no instance "{instance}"')
+        if job is None:
+            raise ManagerError("UnknownInstance", f"job {cls.name} has no instance")
+        return job
+
+    def _waiter(self, want: Goal) -> tuple[Waiter, asyncio.Future[tuple[Failure | None, str]]]:
+        fut: asyncio.Future[tuple[Failure | None, str]] = self.loop.create_future()
+
+        def done(failure: Failure | None, how: str) -> None:
+            if not fut.done():
+                fut.set_result((failure, how))
+
+        return Waiter(done, want=want), fut
+
+    async def _await(self, job: Job, fut: asyncio.Future[tuple[Failure | None, str]]) -> None:
+        failure, _how = await fut
+        if failure is not None:
+            raise ManagerError("JobFailed", self.failure_message(job, failure))
+
+    def failure_message(self, job: Job, failure: Failure) -> str:
+        text = f"job {job.label} failed: {failure.describe()}"
+        if job.jobclass.context.console is ConsoleMode.LOG:
+            tail = self.log_tail(job)
+            if tail:
+                text += "; last output: " + " | ".join(tail)
+        return text
+
+    def log_tail(self, job: Job, lines: int = LOG_TAIL_LINES) -> list[str]:
+        try:
+            with open(self.log_path(job), "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - 4096))
+                data = fh.read().decode(errors="replace")
+        except OSError:
+            return []
+        return [ln for ln in data.splitlines() if ln.strip()][-lines:]
+
+    async def start_job(self, name: str, env: Mapping[str, str], wait: bool) -> Job:
+        cls = self.get_class(name)
+        job = self._prepare_start(cls, {}, self._check_env(env))
+        waiter, fut = self._waiter(Goal.START)
+        job.start(waiter)
+        if wait:
+            await self._await(job, fut)
+        return job
+
+    async def stop_job(self, name: str, env: Mapping[str, str], wait: bool) -> None:
+        cls = self.get_class(name)
+        job = self._find_instance(cls, self._check_env(env))
+        waiter, fut = self._waiter(Goal.STOP)
+        job.stop(waiter, env)
+        if wait:
+            await fut
+
+    async def restart_job(self, name: str, env: Mapping[str, str], wait: bool) -> Job:
+        cls = self.get_class(name)
+        env = self._check_env(env)
+        try:
+            job = self._find_instance(cls, env)
+        except ManagerError:
+            job = self._prepare_start(cls, {}, env)
+        if job.state is State.WAITING:
+            job = self._prepare_start(cls, {}, env)
+        waiter, fut = self._waiter(Goal.START)
+        job.restart(waiter)
+        if wait:
+            await self._await(job, fut)
+        return job
+
+    def reload_job(self, name: str, env: Mapping[str, str]) -> None:
+        cls = self.get_class(name)
+        job = self._find_instance(cls, self._check_env(env))
+        if not job.main_pid:
+            raise ManagerError("AlreadyStopped", f"job {job.label} has no main process to "
+                               "reload")
+        process.kill_pid(job.main_pid, cls.reload_signal)
+
+    async def emit_event(self, name: str, env: Mapping[str, str], wait: bool) -> None:
+        problem = validate_event_name(name)
+        if problem:
+            raise ManagerError("InvalidArgs", problem)
+        env = self._check_env(env)
+        done: asyncio.Future[Block] = self.loop.create_future()
+        self.queue.emit(Event.make(name, env),
+                        lambda b: done.done() or done.set_result(b))
+        if wait:
+            block = await done
+            if block.failed:
+                raise ManagerError("JobFailed", f"event {name}: " + "; ".join(block.failures))
+
+    async def activate_name(self, bus_name: str) -> Job:
+        """Start the job that provides ``bus_name``; return once the name has an owner."""
+        cls = self.registry.provider(bus_name)
+        if cls is None:
+            raise ManagerError("NoProvider", f"no job provides the bus name {bus_name}")
+        done: asyncio.Future[Block] = self.loop.create_future()
+        self.queue.emit(Event.make("dbus-activation", {"NAME": bus_name}),
+                        lambda b: done.done() or done.set_result(b))
+        block = await done
+        job = self._prepare_start(cls, {"NAME": bus_name}, {})
+        if job.state is State.RUNNING and job.goal is Goal.START:
+            return job
+        if job.goal is Goal.STOP:
+            failure = job.failure or Failure("main", reason="; ".join(block.failures)
+                                             or "it stopped")
+            raise ManagerError("JobFailed", self.failure_message(job, failure))
+        waiter, fut = self._waiter(Goal.START)
+        job.add_waiter(waiter)
+        await self._await(job, fut)
+        return job
+
+    def update_activation_env(self, set_vars: Iterable[str], unset: Iterable[str]) -> None:
+        for key in unset:
+            self.activation_env.pop(key, None)
+        for item in set_vars:
+            key, sep, value = item.partition("=")
+            if sep and is_variable_name(key):
+                self.activation_env[key] = value
+
+    async def end_session(self) -> None:
+        self.queue.emit(Event.make("desktop-end", {}))
+        self.request_shutdown(0)
+
+    # ======================================================= bus objects
+    def _instance_added(self, job: Job) -> None:
+        if self.face is not None:
+            self.face.add_instance(job)
+
+    def _instance_removed(self, job: Job) -> None:
+        if self.face is not None:
+            self.face.remove_instance(job)
+
+    # ======================================================= life of the manager
+    def _spawn_task(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Future[object]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("internal task failed", exc_info=task.exception())
+
+    async def connect(self, address: str | None, bus_type: BusType = BusType.SESSION,
+                      servicedir: Path | None = None) -> None:
+        """Connect to the bus, claim the manager's name, export objects, start activation."""
+        bus = MessageBus(bus_address=address, bus_type=bus_type)
+        await bus.connect()
+        self.bus = bus
+        self.bus_address = address or ""
+        self.face = BusFace(self, bus)
+        self.names = NameWatcher(bus, self._owner_changed)
+        reply = await bus.request_name(MANAGER_BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+            raise ManagerError("AccessDenied", f"{MANAGER_BUS_NAME} is already owned on "
+                               f"{address or bus_type.name.lower()} bus: is another busmgr "
+                               "running there?")
+        self.bridge = ActivationBridge(self, bus, self.bus_address, servicedir)
+        await self.bridge.start()
+        bus_done = asyncio.ensure_future(bus.wait_for_disconnect())
+        bus_done.add_done_callback(self._bus_disconnected)
+
+    def _bus_disconnected(self, _fut: asyncio.Future[object]) -> None:
+        if not self.shutting_down:
+            log.error("lost the connection to the bus; stopping")
+            self.request_shutdown(1)
+
+    async def begin(self) -> None:
+        """Load jobs, publish them, write activation files and emit ``startup``."""
+        classes = self.load_classes()
+        self.install_classes(classes)
+        await self._refresh_activation()
+        self.queue.emit(Event.make("startup", {}))
+
+    def request_shutdown(self, status: int = 0) -> None:
+        if not self.stopped.done():
+            self.exit_status = status
+            self.stopped.set_result(None)
+
+    async def stop_everything(self) -> bool:
+        """Stop every job in reverse start order, each to waiting; True if all went clean."""
+        self.shutting_down = True
+        clean = True
+        ordered = list(reversed(self.registry.start_order))
+        others = [j for j in self.registry.jobs() if j not in ordered]
+        for job in ordered + others:
+            if job.goal is Goal.STOP and job.state is State.WAITING:
+                continue
+            waiter, fut = self._waiter(Goal.STOP)
+            if job.goal is Goal.STOP:
+                job.add_waiter(waiter)
+            else:
+                job.stop(waiter)
+            await fut
+            if job.failure is not None and job.failure.process in ("pre-stop", "post-stop"):
+                clean = False
+        # jobs started by stopping events while we stopped the others
+        for job in list(self.registry.jobs()):
+            if job.state is not State.WAITING:
+                waiter, fut = self._waiter(Goal.STOP)
+                job.stop(waiter) if job.goal is not Goal.STOP else job.add_waiter(waiter)
+                await fut
+        return clean
+
+    async def close(self) -> None:
+        if self.bridge is not None:
+            self.bridge.remove_service_files()
+        if self.bus is not None and self.bus.connected:
+            self.bus.disconnect()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.bus.wait_for_disconnect(), 2)
+
+
+# ============================================================ entry points
+def _setup_process(pidfile: Path | None) -> None:
+    try:
+        import prctl
+
+        prctl.set_name("busmgr")
+    except (ImportError, OSError):  # pragma: no cover - python-prctl is a dependency
+        pass
+    if pidfile is not None:
+        tmp = pidfile.with_name(pidfile.name + ".new")
+        pidfile.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, pidfile)
+
+
+async def _run(manager_args: dict[str, object], *, private: bool, address: str | None,
+               bus_type: BusType, print_address: bool, address_file: Path | None,
+               pidfile: Path | None, command: tuple[str, ...]) -> int:
+    loop = asyncio.get_running_loop()
+    environ = dict(os.environ)
+    manager = Manager(environ=environ, **manager_args)  # type: ignore[arg-type]
+    manager.reaper.start()
+    _setup_process(pidfile)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, manager.request_shutdown, 0)
+    loop.add_signal_handler(signal.SIGHUP, manager.reload_configuration)
+    private_bus: PrivateBus | None = None
+    bus_exit: asyncio.Future[process.ExitInfo] = loop.create_future()
+    command_exit: asyncio.Future[process.ExitInfo] = loop.create_future()
+    status = 1
+    try:
+        if private:
+            private_bus = await start_private_bus(
+                environ, watch=lambda pid: manager.reaper.watch(
+                    pid, lambda _p, info: bus_exit.done() or bus_exit.set_result(info)))
+            address = private_bus.address
+        try:
+            await manager.connect(address, bus_type,
+                                  private_bus.servicedir if private_bus else _helper_dir(environ))
+        except (ManagerError, OSError) as err:
+            print(f"busmgr: {err}", file=sys.stderr)
+            return 1
+        await manager.begin()
+        if print_address:
+            print(manager.bus_address, flush=True)
+        if address_file is not None:
+            tmp = address_file.with_name(address_file.name + ".new")
+            tmp.write_text(manager.bus_address + "\n")
+            os.replace(tmp, address_file)
+        if command:
+            env = manager.job_env(JobClass(name="session-command"))
+            try:
+                pid = process.spawn(list(command), env,
+                                    ExecContext(console=ConsoleMode.OUTPUT))
+            except process.SpawnError as err:
+                print(f"busmgr: {err}", file=sys.stderr)
+                manager.request_shutdown(127)
+            else:
+                manager.reaper.watch(pid, lambda _p, info: command_exit.set_result(info))
+                command_exit.add_done_callback(
+                    lambda f: manager.request_shutdown(_exit_code(f.result())))
+        bus_exit.add_done_callback(lambda _f: manager.request_shutdown(1))
+        await manager.stopped
+        clean = await manager.stop_everything()
+        status = manager.exit_status if clean or manager.exit_status else 1
+    finally:
+        manager.shutting_down = True
+        await manager.close()
+        if private_bus is not None:
+            if not bus_exit.done():
+                process.kill_pid(private_bus.pid, signal.SIGTERM)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(bus_exit), 5)
+                if not bus_exit.done():
+                    process.kill_pid(private_bus.pid, signal.SIGKILL)
+                    await bus_exit
+            private_bus.remove()
+        if address_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                address_file.unlink()
+        if pidfile is not None:
+            with contextlib.suppress(FileNotFoundError):
+                pidfile.unlink()
+        manager.reaper.stop()
+    return status
+
+
+def _exit_code(info: process.ExitInfo) -> int:
+    if info.signal is not None:
+        return 128 + info.signal
+    return info.status or 0
+
+
+def _helper_dir(environ: Mapping[str, str]) -> Path | None:
+    runtime = environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "dbus-1" / "services" if runtime else None
+
+
+def _logging() -> None:
+    level = os.environ.get("BUSMGR_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="busmgr: %(message)s", stream=sys.stderr)
+
+
+def run_session(opts: SessionOptions) -> int:
+    """``busmgr session``: a private bus, the manager on it, optionally a command inside."""
+    _logging()
+    environ = os.environ
+    mode = Mode.SESSION
+    system = False
+    args = {"mode": mode,
+            "services_dirs": list(opts.services_dirs or default_services_dirs(system, environ)),
+            "state_dir": opts.state_dir or default_state_dir(system, environ),
+            "import_services": not opts.no_import}
+    return asyncio.run(_run(args, private=True, address=None, bus_type=BusType.SESSION,
+                            print_address=opts.print_address, address_file=opts.address_file,
+                            pidfile=opts.pidfile, command=tuple(opts.command)))
+
+
+def run_daemon(opts: DaemonOptions) -> int:
+    """``busmgr daemon``: the manager on an existing bus."""
+    _logging()
+    environ = os.environ
+    system = opts.bus == "system"
+    mode = Mode.SYSTEM if system else Mode.SESSION
+    bus_type = BusType.SYSTEM if opts.bus == "system" else BusType.SESSION
+    address = opts.address
+    if opts.bus == "system" and environ.get("DBUS_SYSTEM_BUS_ADDRESS"):
+        address = environ["DBUS_SYSTEM_BUS_ADDRESS"]
+    args = {"mode": mode,
+            "services_dirs": list(opts.services_dirs or default_services_dirs(system, environ)),
+            "state_dir": opts.state_dir or default_state_dir(system, environ),
+            "import_services": not opts.no_import and mode is Mode.SESSION}
+    return asyncio.run(_run(args, private=False, address=address, bus_type=bus_type,
+                            print_address=getattr(opts, "print_address", False),
+                            address_file=getattr(opts, "address_file", None),
+                            pidfile=opts.pidfile, command=()))

@@ -1,0 +1,140 @@
+"""Job classes and their instances, by name; the one place that creates and drops instances.
+
+Invariants:
+
+* ``classes`` holds the current class of every known job name. A job without ``instance`` has
+  exactly one instance, named ``""``, which exists for as long as its class does (it rests in
+  ``waiting``). An ``instance`` job has one :class:`Job` per live instance name, and none
+  while it is stopped.
+* A reload (:meth:`Registry.swap`) never changes the class of a running instance: an instance
+  keeps the class it was started with until it reaches ``waiting``, and takes the new one (or
+  goes away, if its job file went) then. (Upstart's ``job_class_consider``.)
+* Start order is remembered so shutdown can stop jobs in reverse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from busmgr.events import ExprState
+from busmgr.job import Job, JobHost, State
+from busmgr.jobclass import JobClass
+
+
+class Registry:
+    def __init__(self, host: JobHost, on_removed: Callable[[Job], None],
+                 on_added: Callable[[Job], None]) -> None:
+        self._host = host
+        self._on_removed = on_removed
+        self._on_added = on_added
+        self.classes: dict[str, JobClass] = {}
+        self.instances: dict[str, dict[str, Job]] = {}
+        self.start_on: dict[str, ExprState] = {}
+        self.stop_on: dict[Job, ExprState] = {}
+        self._retired: dict[str, JobClass | None] = {}  # name -> class to take at rest
+        self.start_order: list[Job] = []
+
+    # ------------------------------------------------------------------ reading
+    def get_class(self, name: str) -> JobClass | None:
+        return self.classes.get(name)
+
+    def jobs(self) -> Iterator[Job]:
+        for name in sorted(self.instances):
+            yield from (self.instances[name][k] for k in sorted(self.instances[name]))
+
+    def instance(self, name: str, instance: str) -> Job | None:
+        return self.instances.get(name, {}).get(instance)
+
+    def provider(self, bus_name: str) -> JobClass | None:
+        """The job class that provides ``bus_name`` (files win over imports at load time)."""
+        return next((c for c in self.classes.values() if c.dbus_name == bus_name), None)
+
+    def job_by_pid(self, pid: int) -> Job | None:
+        for job in self.jobs():
+            if pid in job.pids.values():
+                return job
+        return None
+
+    # ------------------------------------------------------------------ changing
+    def add_class(self, cls: JobClass) -> None:
+        self.classes[cls.name] = cls
+        self.instances.setdefault(cls.name, {})
+        self.start_on[cls.name] = ExprState(cls.start_on) if cls.start_on else None  # type: ignore[assignment]
+        if not cls.instance:
+            self._create(cls, "", {})
+
+    def get_or_create(self, cls: JobClass, instance: str, env: dict[str, str]) -> tuple[Job, bool]:
+        """The instance named ``instance`` of ``cls``; a new one (with ``env``) if none."""
+        existing = self.instances.setdefault(cls.name, {}).get(instance)
+        if existing is not None:
+            return existing, False
+        return self._create(cls, instance, env), True
+
+    def _create(self, cls: JobClass, instance: str, env: dict[str, str]) -> Job:
+        job = Job(cls, instance, env, self._host)
+        self.instances.setdefault(cls.name, {})[instance] = job
+        if cls.stop_on is not None:
+            self.stop_on[job] = ExprState(cls.stop_on)
+        self._on_added(job)
+        return job
+
+    def note_started(self, job: Job) -> None:
+        if job in self.start_order:
+            self.start_order.remove(job)
+        self.start_order.append(job)
+
+    def at_rest(self, job: Job) -> None:
+        """``job`` reached waiting: drop it (instance jobs) or give it its new class."""
+        if job in self.start_order:
+            self.start_order.remove(job)
+        name = job.name
+        if name in self._retired:
+            new = self._retired.pop(name)
+            if new is None:
+                self._remove(job)
+                if not self.instances.get(name):
+                    self.instances.pop(name, None)
+                return
+            job.jobclass = new
+            job.name = new.name
+            if new.stop_on is not None:
+                self.stop_on[job] = ExprState(new.stop_on)
+            else:
+                self.stop_on.pop(job, None)
+        if job.jobclass.instance and job.state is State.WAITING:
+            self._remove(job)
+
+    def _remove(self, job: Job) -> None:
+        insts = self.instances.get(job.name, {})
+        if insts.get(job.instance) is job:
+            del insts[job.instance]
+        self.stop_on.pop(job, None)
+        self._on_removed(job)
+
+    def swap(self, new_classes: dict[str, JobClass]) -> None:
+        """Install a reloaded set of classes; running instances keep theirs until at rest."""
+        old_names = set(self.classes)
+        for name in old_names - set(new_classes):
+            self._replace(name, None)
+        for name, cls in new_classes.items():
+            if name in self.classes:
+                self._replace(name, cls)
+            else:
+                self.add_class(cls)
+
+    def _replace(self, name: str, new: JobClass | None) -> None:
+        busy = [j for j in self.instances.get(name, {}).values() if j.state is not State.WAITING]
+        if new is None:
+            del self.classes[name]
+            self.start_on.pop(name, None)
+        else:
+            self.classes[name] = new
+            self.start_on[name] = ExprState(new.start_on) if new.start_on else None  # type: ignore[assignment]
+        if busy:
+            self._retired[name] = new
+            return
+        for job in list(self.instances.get(name, {}).values()):
+            self._retired[name] = new
+            self.at_rest(job)
+        if new is not None and not new.instance and "" not in self.instances.get(name, {}):
+            self._create(new, "", {})

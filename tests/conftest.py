@@ -1,0 +1,197 @@
+"""Shared fixtures: a real ``busmgr session`` (its own private dbus-daemon) per test module.
+
+A test module declares the job files it needs in a module-level ``JOBS = {name: text}``; the
+``session`` fixture writes them to a temporary ``services.d``, starts ``busmgr session
+--print-address`` as a child process, and connects a dbus-fast client to its bus. At the end it
+sends SIGTERM, requires exit status 0, and checks that no process the session started is left.
+
+Nothing here sleeps: every wait is for a bus signal, a reply or a process exit, with a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import pytest_asyncio
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
+from dbus_fast.errors import DBusError
+
+from busmgr import MANAGER_BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH
+
+HELPERS = Path(__file__).parent / "helpers"
+PYTHON = sys.executable
+TIMEOUT = 20.0
+
+
+class Signals:
+    """Every signal of the manager, in arrival order, and a way to wait for one."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, list[Any]]] = []
+        self._changed = asyncio.Event()
+
+    def add(self, member: str, body: list[Any]) -> None:
+        self.items.append((member, body))
+        self._changed.set()
+
+    async def wait_for(self, predicate: Callable[[str, list[Any]], bool], *,
+                       start: int = 0, timeout: float = TIMEOUT) -> tuple[str, list[Any]]:
+        """The first signal from index ``start`` on that satisfies ``predicate``."""
+        async def scan() -> tuple[str, list[Any]]:
+            i = start
+            while True:
+                while i < len(self.items):
+                    if predicate(*self.items[i]):
+                        return self.items[i]
+                    i += 1
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(scan(), timeout)
+
+    def mark(self) -> int:
+        return len(self.items)
+
+    def job_signals(self, job: str, start: int = 0) -> list[tuple[str, str]]:
+        """(member, instance) of the lifecycle signals of ``job`` from ``start`` on."""
+        return [(m, b[1]) for m, b in self.items[start:]
+                if m.startswith("Job") and b[0] == job]
+
+
+class Session:
+    """A running ``busmgr session`` and a client connection to its bus."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, address: str, bus: MessageBus,
+                 services: Path, state: Path, signals: Signals) -> None:
+        self.proc = proc
+        self.address = address
+        self.bus = bus
+        self.services = services
+        self.state = state
+        self.signals = signals
+
+    @property
+    def env(self) -> dict[str, str]:
+        """An environment for CLI and tool subprocesses that talk to this session."""
+        env = dict(os.environ)
+        env["BUSMGR_ADDRESS"] = self.address
+        env["DBUS_SESSION_BUS_ADDRESS"] = self.address
+        return env
+
+    async def call(self, member: str, signature: str = "", body: list[Any] | None = None, *,
+                   path: str = MANAGER_PATH, interface: str = MANAGER_INTERFACE,
+                   destination: str = MANAGER_BUS_NAME) -> list[Any]:
+        reply = await asyncio.wait_for(self.bus.call(Message(
+            destination=destination, path=path, interface=interface, member=member,
+            signature=signature, body=body or [])), TIMEOUT)
+        if reply.message_type is MessageType.ERROR:
+            raise DBusError(reply.error_name, reply.body[0] if reply.body else "")
+        return list(reply.body)
+
+    async def start(self, job: str, env: dict[str, str] | None = None,
+                    wait: bool = True) -> str:
+        return (await self.call("StartJob", "sa{ss}b", [job, env or {}, wait]))[0]
+
+    async def stop(self, job: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        await self.call("StopJob", "sa{ss}b", [job, env or {}, wait])
+
+    async def emit(self, name: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        await self.call("EmitEvent", "sa{ss}b", [name, env or {}, wait])
+
+    async def props(self, path: str, interface: str = "org.busmgr.Instance1") -> dict[str, Any]:
+        body = await self.call("GetAll", "s", [interface], path=path,
+                               interface="org.freedesktop.DBus.Properties")
+        return {k: v.value for k, v in body[0].items()}
+
+    async def instance(self, job: str, instance: str = "") -> dict[str, Any]:
+        from busmgr.bus.face import instance_path
+
+        return await self.props(instance_path(job, instance))
+
+    def write_job(self, name: str, text: str) -> Path:
+        path = self.services / f"{name}.conf"
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def descendants(self) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        return []
+
+
+async def start_session(tmp: Path, jobs: dict[str, str], *, extra: list[str] | None = None,
+                        env: dict[str, str] | None = None) -> Session:
+    services = tmp / "services.d"
+    state = tmp / "state"
+    services.mkdir(parents=True, exist_ok=True)
+    for name, text in jobs.items():
+        (services / f"{name}.conf").write_text(textwrap.dedent(text))
+    run_env = dict(os.environ if env is None else env)
+    run_env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    run_env["XDG_RUNTIME_DIR"] = str(tmp)
+    run_env["TESTS_HELPERS"] = str(HELPERS)
+    run_env["PYTHON"] = PYTHON
+    run_env.setdefault("BUSMGR_LOG_LEVEL", "INFO")
+    argv = [PYTHON, "-m", "busmgr", "session", "--print-address", "--services-dir",
+            str(services), "--state-dir", str(state), *(extra or ["--no-import"])]
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                env=run_env)
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)
+    address = line.decode().strip()
+    if not address:
+        await proc.wait()
+        pytest.fail(f"busmgr session exited with {proc.returncode} before printing an address")
+    bus = await MessageBus(bus_address=address).connect()
+    signals = Signals()
+
+    def on_message(msg: Message) -> None:
+        if msg.message_type is MessageType.SIGNAL and msg.interface == MANAGER_INTERFACE:
+            signals.add(msg.member, list(msg.body))
+
+    bus.add_message_handler(on_message)
+    await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                           interface="org.freedesktop.DBus", member="AddMatch", signature="s",
+                           body=[f"type='signal',interface='{MANAGER_INTERFACE}'"]))
+    return Session(proc, address, bus, services, state, signals)
+
+
+async def stop_session(session: Session, *, expect_status: int | None = 0) -> int:
+    """SIGTERM the session, wait for it, and check that nothing it started survives."""
+    left = session.descendants()
+    session.bus.disconnect()
+    if session.proc.returncode is None:
+        session.proc.send_signal(signal.SIGTERM)
+    status = await asyncio.wait_for(session.proc.wait(), 60)
+    survivors = [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    for p in survivors:  # only processes this session started
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    assert not survivors, f"processes left behind: {survivors}"
+    if expect_status is not None:
+        assert status == expect_status, f"busmgr session exited with {status}"
+    return status
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def session(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Session]:
+    jobs: dict[str, str] = getattr(request.module, "JOBS", {})
+    extra: list[str] | None = getattr(request.module, "SESSION_ARGS", None)
+    tmp = tmp_path_factory.mktemp("session")
+    sess = await start_session(tmp, jobs, extra=extra)
+    try:
+        yield sess
+    finally:
+        await stop_session(sess)
