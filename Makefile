@@ -16,17 +16,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+ADDR_FILE = $${XDG_RUNTIME_DIR:-/tmp}/busmgr-make-run.address
+
 run: setup
-	@echo "busmgr session with the example jobs in services.d/. From a second terminal, try:"
-	@echo "  export BUSMGR_ADDRESS=\$$(cat $${XDG_RUNTIME_DIR:-/tmp}/busmgr-make-run.address)"
+	@echo "Starting busmgr session with the example jobs of services.d/ (Ctrl-C stops it all)."
+	@echo "From a second terminal in this directory, try:"
+	@echo "  export BUSMGR_ADDRESS=\$$(cat $(ADDR_FILE))"
 	@echo "  $(VENV)/bin/busmgr list"
-	@echo "  $(VENV)/bin/busmgr start hello && $(VENV)/bin/busmgr status hello"
+	@echo "  $(VENV)/bin/busmgr start getty TTY=tty1 && $(VENV)/bin/busmgr status getty"
 	@echo "  $(VENV)/bin/busmgr events --follow"
+	@echo "  busctl --address=\$$BUSMGR_ADDRESS call org.example.Echo /org/example/Echo org.example.Echo Echo s hello"
 	@echo "  busctl --address=\$$BUSMGR_ADDRESS call org.busmgr.Manager1 /org/busmgr/Manager1 org.busmgr.Manager1 ListJobs"
-	@echo "  busctl --address=\$$BUSMGR_ADDRESS call org.example.Echo /org/example/Echo org.example.Echo Echo s hi"
 	@echo
-	exec $(VENV)/bin/busmgr session --services-dir services.d \
-		--address-file $${XDG_RUNTIME_DIR:-/tmp}/busmgr-make-run.address
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" exec $(VENV)/bin/busmgr session \
+		--services-dir services.d --address-file $(ADDR_FILE)
 
 test: setup
 	$(VENV)/bin/ruff check busmgr tests bench

@@ -40,6 +40,10 @@ Invariants the caller keeps:
   :func:`set_cloexec_on_inherited_fds` fixes the ones inherited at start. The fast path relies on
   this, since ``posix_spawn`` in Python 3.11 cannot close a range of descriptors.
 * No threads: ``fork`` is only safe because the manager runs one asyncio loop in one thread.
+* ``spawn()`` blocks the loop until the child has exec'd (the fast path by construction, the
+  slow path while it reads the error pipe), so nothing in a child's setup may wait on the
+  manager. Passing ``pass_fds`` on the fast path relies on ``dup2(fd, fd)`` clearing the
+  close-on-exec flag in ``posix_spawn`` (POSIX 2024; glibc since 2.29).
 
 ``proc name``
 =============
@@ -69,6 +73,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno as errno_mod
+import fcntl
 import grp
 import os
 import platform
@@ -140,10 +145,11 @@ class SpawnError(Exception):
     why it failed (``No such file or directory``), ``errno`` the error number when there is one.
     """
 
-    def __init__(self, step: str, detail: str, errno: int = 0) -> None:
-        super().__init__(f"{step}: {detail}")
+    def __init__(self, step: str, detail: str | None = None, errno: int = 0) -> None:
+        # A single argument is a complete message (callers outside this module use that form).
+        super().__init__(step if detail is None else f"{step}: {detail}")
         self.step = step
-        self.detail = detail
+        self.detail = detail or ""
         self.errno = errno
 
 
@@ -524,9 +530,7 @@ def _open_high(path: str, flags: int, mode: int = 0o666) -> int:
     fd = os.open(path, flags | os.O_CLOEXEC, mode)
     if fd > 2:
         return fd
-    import fcntl  # rare path: the manager's caller left a standard descriptor closed
-
-    try:
+    try:  # rare: the manager was started with a standard descriptor closed
         return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
     finally:
         os.close(fd)

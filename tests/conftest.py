@@ -73,8 +73,9 @@ class Session:
     """A running ``busmgr session`` and a client connection to its bus."""
 
     def __init__(self, proc: asyncio.subprocess.Process, address: str, bus: MessageBus,
-                 services: Path, state: Path, signals: Signals) -> None:
+                 services: Path, state: Path, signals: Signals, stderr: Path) -> None:
         self.proc = proc
+        self.stderr = stderr
         self.address = address
         self.bus = bus
         self.services = services
@@ -145,14 +146,17 @@ async def start_session(tmp: Path, jobs: dict[str, str], *, extra: list[str] | N
     run_env.setdefault("BUSMGR_LOG_LEVEL", "INFO")
     argv = [PYTHON, "-m", "busmgr", "session", "--print-address", "--services-dir",
             str(services), "--state-dir", str(state), *(extra or ["--no-import"])]
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                env=run_env)
+    stderr = tmp / "stderr.log"
+    with open(stderr, "wb") as err:
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=err, env=run_env)
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)
     address = line.decode().strip()
     if not address:
         await proc.wait()
-        pytest.fail(f"busmgr session exited with {proc.returncode} before printing an address")
+        pytest.fail(f"busmgr session exited with {proc.returncode} before printing an address:"
+                    f" {stderr.read_text()}")
     bus = await MessageBus(bus_address=address).connect()
     signals = Signals()
 
@@ -164,7 +168,7 @@ async def start_session(tmp: Path, jobs: dict[str, str], *, extra: list[str] | N
     await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
                            interface="org.freedesktop.DBus", member="AddMatch", signature="s",
                            body=[f"type='signal',interface='{MANAGER_INTERFACE}'"]))
-    return Session(proc, address, bus, services, state, signals)
+    return Session(proc, address, bus, services, state, signals, stderr)
 
 
 async def stop_session(session: Session, *, expect_status: int | None = 0) -> int:

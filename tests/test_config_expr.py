@@ -62,9 +62,7 @@ def test_precedence_is_left_to_right(text: str, expected: object) -> None:
 
 
 def test_parentheses_need_no_spaces() -> None:
-    assert parse_event_expr("(a X=1)or(b)") == EventOp(
-        "or", m("a", EventArg("1", "X")), m("b")
-    )
+    assert parse_event_expr("(a X=1)or(b)") == EventOp("or", m("a", EventArg("1", "X")), m("b"))
 
 
 def test_quoted_operator_is_an_operand() -> None:

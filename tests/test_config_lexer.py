@@ -93,10 +93,7 @@ def test_script_block_body_is_verbatim_minus_common_indentation() -> None:
     block, main = result.lines
     assert (block.line, block.end_line, block.keyword) == (1, 6, "pre-start")
     assert block.body == (
-        "# a shell comment stays\n"
-        "if [ -x /bin/true ]; then\n"
-        '    echo "quoted # kept"\n'
-        "fi\n"
+        '# a shell comment stays\nif [ -x /bin/true ]; then\n    echo "quoted # kept"\nfi\n'
     )
     assert (main.line, main.text) == (7, "exec /bin/foo")
 
@@ -181,3 +178,12 @@ def test_split_words_specials_and_quoted_flag() -> None:
 def test_split_words_errors(text: str) -> None:
     with pytest.raises(LexError):
         split_words(text)
+
+
+def test_hash_after_an_escaped_space_is_not_a_comment() -> None:
+    assert texts("exec echo a\\ #b\n") == [(1, "exec echo a\\ #b")]
+
+
+def test_comment_line_inside_a_continued_expression() -> None:
+    source = "start on (a\n  # only a comment here\n  or b)\n"
+    assert texts(source) == [(1, "start on (a or b)")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import random
 import resource
 import signal
 from pathlib import Path
@@ -131,7 +132,11 @@ GOOD: list[tuple[str, str, Any]] = [
     ("ionice realtime:0", "context.ionice", (1, 0)),
     ("ionice 2:3", "context.ionice", (2, 3)),
     ("limit nofile 1024 4096", "context.limits", (Limit(resource.RLIMIT_NOFILE, 1024, 4096),)),
-    ("limit core unlimited unlimited", "context.limits", (Limit(resource.RLIMIT_CORE, None, None),)),
+    (
+        "limit core unlimited unlimited",
+        "context.limits",
+        (Limit(resource.RLIMIT_CORE, None, None),),
+    ),
     ("limit stack 8192 unlimited", "context.limits", (Limit(resource.RLIMIT_STACK, 8192, None),)),
     (
         "limit nofile 1 2\nlimit nofile 3 4",
@@ -208,7 +213,7 @@ BAD: list[tuple[str, str]] = [
     ("exec /a\nexec /b", 'second main process: "exec" here, but "exec" on line 1'),
     ("script\nend script\nexec /b", 'second main process: "exec" here, but "script" on line 1'),
     ("exec /a\nscript\nend script", 'second main process: "script" here, but "exec" on line 1'),
-    ("pre-start exec /a\npre-start exec /b", 'duplicate "pre-start" process: already defined on line 1'),
+    ("pre-start exec /a\npre-start exec /b", 'duplicate "pre-start" process: already defined'),
     ("post-stop script\nend script\npost-stop exec /b", 'duplicate "post-stop" process'),
     ("pre-start /bin/a", 'unknown argument "/bin/a" to "pre-start"'),
     ("pre-stop", '"pre-stop" needs one of "exec" or "script"'),
@@ -305,11 +310,15 @@ BAD: list[tuple[str, str]] = [
     ("oom", '"oom" is incomplete'),
     ("proc name", '"proc name" is incomplete'),
     ("proc nmae x", 'unknown argument "nmae" to "proc" (did you mean "name"?)'),
-    ("proc name 1234567890123456", 'bad process name "1234567890123456": 1 to 15 bytes (it has 16)'),
+    ("proc name 1234567890123456", 'process name "1234567890123456": 1 to 15 bytes (it has 16)'),
     ("proc name ééééééééé", "(it has 18)"),
     ("caps keep", '"caps keep" is incomplete'),
     ("caps drop cap_kill", 'unknown argument "drop" to "caps" (expected "keep")'),
-    ("caps keep cap_net_bind_servce", 'unknown capability "cap_net_bind_servce" in "caps keep" (did you mean "cap_net_bind_service"?)'),
+    (
+        "caps keep cap_net_bind_servce",
+        'unknown capability "cap_net_bind_servce" in "caps keep" '
+        '(did you mean "cap_net_bind_service"?)',
+    ),
     ("caps keep NET_BIND", 'unknown capability "NET_BIND"'),
     ("console loud", 'unknown argument "loud" to "console"'),
     ("console log now", 'unexpected "now" after "console log"'),
@@ -335,7 +344,9 @@ def test_every_keyword_of_the_table_is_tested() -> None:
 
 
 def test_error_format_names_path_and_line() -> None:
-    result = parse_job("task\n\n# c\n\nrespawn\n\nrespwan\n", name="foo", path="services.d/foo.conf")
+    result = parse_job(
+        "task\n\n# c\n\nrespawn\n\nrespwan\n", name="foo", path="services.d/foo.conf"
+    )
     assert [str(d) for d in result.diagnostics] == [
         'services.d/foo.conf:7: unknown stanza "respwan" (did you mean "respawn"?)'
     ]
@@ -385,7 +396,14 @@ def test_relative_chdir_is_made_absolute() -> None:
 
 
 def test_oom_adj_conversion_matches_the_kernel() -> None:
-    assert [oom_adj_to_score(a) for a in (-17, -16, 0, 1, 14, 15)] == [-1000, -941, 0, 58, 823, 1000]
+    assert [oom_adj_to_score(a) for a in (-17, -16, 0, 1, 14, 15)] == [
+        -1000,
+        -941,
+        0,
+        58,
+        823,
+        1000,
+    ]
 
 
 @pytest.mark.parametrize("name", ["", "a/b", "/abs", ".hidden"])
@@ -412,7 +430,10 @@ def test_parse_job_file_unreadable_and_bad_utf8(tmp_path: Path) -> None:
     bad.write_bytes(b"task\n\ndescription \xff\n")
     result = parse_job_file(bad)
     assert result.job is None
-    assert (result.diagnostics[0].line, result.diagnostics[0].message) == (3, "not valid UTF-8 text")
+    assert (result.diagnostics[0].line, result.diagnostics[0].message) == (
+        3,
+        "not valid UTF-8 text",
+    )
 
 
 UPSTART_CUPS = """\
@@ -420,8 +441,8 @@ UPSTART_CUPS = """\
 #
 # This service maintains a CUPS printing daemon.
 
-description	"CUPS printing spooler/server"
-author		"Michael Sweet <msweet@apple.com>"
+description\t"CUPS printing spooler/server"
+author\t\t"Michael Sweet <msweet@apple.com>"
 
 start on (filesystem
           and (started dbus or runlevel [2345]))   # wait for the bus
@@ -448,11 +469,11 @@ limit core unlimited unlimited
 apparmor load /etc/apparmor.d/usr.sbin.cupsd
 
 pre-start script
-	[ -x /usr/sbin/cupsd ] || { stop; exit 0; }
-	mkdir -p -m 0755 /var/run/cups/certs
-	if [ -x /lib/init/apparmor-profile-load ]; then
-	    /lib/init/apparmor-profile-load usr.sbin.cupsd
-	fi
+\t[ -x /usr/sbin/cupsd ] || { stop; exit 0; }
+\tmkdir -p -m 0755 /var/run/cups/certs
+\tif [ -x /lib/init/apparmor-profile-load ]; then
+\t    /lib/init/apparmor-profile-load usr.sbin.cupsd
+\tfi
 end script
 
 exec /usr/sbin/cupsd -F $CUPSD_OPTS \\
@@ -507,3 +528,25 @@ def test_real_upstart_job_file_loads_unchanged(tmp_path: Path) -> None:
     assert pre_start.command.startswith("[ -x /usr/sbin/cupsd ] || { stop; exit 0; }\n")
     assert "\n    /lib/init/apparmor-profile-load usr.sbin.cupsd\n" in pre_start.command
     assert job.processes[ProcessKind.POST_START].command.startswith("# wait for the socket\n")
+
+
+def test_stray_end_script() -> None:
+    result = parse("exec /bin/a\nend script\n")
+    assert [(d.line, d.message) for d in result.errors] == [
+        (2, '"end script" without a block to end')
+    ]
+
+
+FUZZ_ALPHABET = [
+    *" \t\n\"'\\#()=!$*:.-_abcxyz019",
+    *(keyword + " " for keyword in STANZAS),
+    *("on ", "and ", "or ", "script\n", "end script\n", "unlimited ", "limit "),
+]
+
+
+def test_parser_never_raises_on_garbage() -> None:
+    rng = random.Random(20240601)
+    for _ in range(3000):
+        text = "".join(rng.choice(FUZZ_ALPHABET) for _ in range(rng.randint(0, 50)))
+        result = parse(text)
+        assert (result.job is None) == bool(result.errors)

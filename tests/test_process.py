@@ -325,16 +325,21 @@ async def test_console_output(
 
 
 @pytest.mark.parametrize("ctx", [ExecContext(), SLOW], ids=["fast", "slow"])
-async def test_pass_fds_and_no_leaks(procs: Spawner, ctx: ExecContext) -> None:
+async def test_pass_fds_and_no_leaks(procs: Spawner, ctx: ExecContext, tmp_path: Path) -> None:
+    log = tmp_path / "fds.log"
+    ctx = ExecContext(umask=ctx.umask, console=ConsoleMode.LOG)
     with pipe() as (_r, w), pipe() as (_r2, stray):
         # A descriptor someone made inheritable by hand does not reach a forked child; the fast
         # path relies on the manager's invariant instead (see set_cloexec_on_inherited_fds).
         if ctx.needs_child_setup:
             os.set_inheritable(stray, True)
-        # spawn() returns after exec, so sleep's descriptors are final (a shell's would not be:
-        # dash keeps a saved copy of stdout open while it runs a redirected builtin).
-        child = procs.start([SLEEP, "60"], ctx, pass_fds=(w,))
-        assert open_fds(child.pid) == {0, 1, 2, w}
+        # The shell lists its own descriptors while it waits for ls: a stable moment (looking
+        # from outside right after spawn() would race with the new program's dynamic loader).
+        info = await procs.run(
+            ["sh", "-c", "ls /proc/$$/fd"], ctx, pass_fds=(w,), log_path=str(log)
+        )
+        assert info == ExitInfo(0, None)
+        assert {int(fd) for fd in log.read_text().split()} == {0, 1, 2, w}
         assert not os.get_inheritable(w)  # the manager's own copy stays close-on-exec
 
 
@@ -534,13 +539,23 @@ async def test_caps_keep_lets_nobody_bind_low_port(procs: Spawner, tmp_path: Pat
 
 
 @pytest.mark.parametrize("ctx", [ExecContext(), SLOW], ids=["fast", "slow"])
-async def test_proc_name(procs: Spawner, ctx: ExecContext) -> None:
-    before = set(Path(tempfile.gettempdir()).glob("busmgr-name-*"))
+async def test_proc_name(
+    procs: Spawner, ctx: ExecContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    links = tmp_path / "tmp"
+    links.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(links))  # where spawn() puts its symlink
     child = procs.start([os.path.basename(SLEEP), "60"], ctx, proc_name="my-daemon")
     assert Path(f"/proc/{child.pid}/comm").read_text() == "my-daemon\n"
     assert os.path.realpath(f"/proc/{child.pid}/exe") == os.path.realpath(SLEEP)
     assert Path(f"/proc/{child.pid}/cmdline").read_bytes() == b"sleep\x0060\x00"
-    assert set(Path(tempfile.gettempdir()).glob("busmgr-name-*")) == before  # cleaned up
+    assert list(links.iterdir()) == []  # removed once exec had happened
+
+
+@needs_root
+async def test_proc_name_as_other_user(procs: Spawner) -> None:
+    child = procs.start([SLEEP, "60"], ExecContext(setuid="nobody"), proc_name="nobodyd")
+    assert Path(f"/proc/{child.pid}/comm").read_text() == "nobodyd\n"
 
 
 async def test_proc_name_truncated_by_kernel(procs: Spawner) -> None:
@@ -642,3 +657,10 @@ async def test_fast_spawn_many(procs: Spawner) -> None:
     children = [procs.start(["true"]) for _ in range(50)]
     results = await asyncio.gather(*(c.wait() for c in children))
     assert results == [ExitInfo(0, None)] * 50
+
+
+def test_spawn_error_message_forms() -> None:
+    assert str(SpawnError('exec "/x"', "No such file or directory", 2)) == (
+        'exec "/x": No such file or directory'
+    )
+    assert str(SpawnError("dbus-daemon exited early")) == "dbus-daemon exited early"

@@ -10,8 +10,8 @@ stanzas, one per *logical* line. A logical line is one physical line, extended
   continued on the following lines while a ``(`` is unclosed.
 
 Comments start with ``#`` at the start of a word, outside quotes and not escaped, and run to
-the end of the physical line (``exec curl http://h/#x`` keeps its ``#``; Upstart would cut it,
-the shell would not: busmgr follows the shell, which accepts every file Upstart accepts).
+the end of the physical line. Upstart would also end a word at a ``#`` in its middle; busmgr
+follows the shell instead, so ``exec curl http://h/#x`` keeps its ``#``.
 Blank and comment-only lines produce nothing.
 
 Quoting (Upstart's): double and single quotes group words, and both kinds are removed when a
@@ -167,6 +167,7 @@ def _join(lines: list[str], first: int) -> tuple[str, int]:
     buf: list[str] = []
     quote = ""
     depth = 0
+    word_start = True  # the next character would begin a word (for "#" comments)
     j = first
     while True:
         line = lines[j]
@@ -181,6 +182,7 @@ def _join(lines: list[str], first: int) -> tuple[str, int]:
                     escaped_newline = True
                     break
                 buf.append(line[k : k + 2])
+                word_start = False
                 k += 2
                 continue
             if quote:
@@ -188,13 +190,14 @@ def _join(lines: list[str], first: int) -> tuple[str, int]:
                     quote = ""
             elif c in "\"'":
                 quote = c
-            elif c == "#" and (not buf or buf[-1][-1] in " \t"):
+            elif c == "#" and word_start:
                 break  # a comment: the rest of this physical line
             elif c == "(":
                 depth += 1
             elif c == ")":
                 depth -= 1
             buf.append(c)
+            word_start = not quote and c in " \t"
             k += 1
         text = "".join(buf)
         on_stanza = _ON_STANZA.match(text)
@@ -209,6 +212,7 @@ def _join(lines: list[str], first: int) -> tuple[str, int]:
             which = on_stanza.group(1) if on_stanza else "start"
             raise _Unfinished(f'unclosed "(" in the "{which} on" expression')
         buf = [text.rstrip(" \t\r"), " "]
+        word_start = not quote
 
 
 def _opens_block(words: tuple[Word, ...]) -> bool:

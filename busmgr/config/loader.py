@@ -5,8 +5,11 @@ not recursing, skipping hidden files) with :func:`parse_job_file`. A directory t
 exist is simply empty (the default directories often do not); one that cannot be read is an
 error. A bad file only adds its diagnostics and never stops the others from loading. When two
 directories define the same job name, the first directory wins and the later file gets a
-warning. :func:`check_paths` is what ``busmgr check`` runs: the same parsing over files or
-directories, then the checks across all jobs found (:func:`cross_check`).
+warning; a file that failed to parse still claims its name (an override with a typo does not
+silently fall back to the file it overrides), and the name is listed in ``failed`` so a
+reload can keep the job's previous class. :func:`check_paths` is what ``busmgr check`` runs:
+the same parsing over files or directories, then the checks across all jobs found
+(:func:`cross_check`).
 
 Invariants: reading files is the only I/O; nothing here starts processes or touches the bus.
 The diagnostics of one file stay together and in line order.
@@ -16,12 +19,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from busmgr.config.checks import cross_check
 from busmgr.config.diagnostics import Diagnostic, Severity
-from busmgr.config.parser import JOB_SUFFIX, ParseResult, parse_job_file
+from busmgr.config.parser import JOB_SUFFIX, ParseResult, job_name_for, parse_job_file
 from busmgr.jobclass import JobClass
 
 
@@ -31,6 +34,7 @@ class LoadResult:
 
     jobs: dict[str, JobClass]
     diagnostics: tuple[Diagnostic, ...] = ()
+    failed: frozenset[str] = frozenset()  # names whose (winning) file has errors
 
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
@@ -79,25 +83,41 @@ def add_job(jobs: dict[str, JobClass], job: JobClass) -> list[Diagnostic]:
     return [Diagnostic(job.source, 0, message, Severity.WARNING)]
 
 
-def _load_files(files: Iterable[Path], jobs: dict[str, JobClass]) -> list[Diagnostic]:
-    diagnostics: list[Diagnostic] = []
-    for path in files:
-        result = parse_job_file(path)
-        diagnostics.extend(result.diagnostics)
-        if result.job is not None:
-            diagnostics.extend(add_job(jobs, result.job))
-    return diagnostics
+@dataclass
+class _Collector:
+    """Jobs by name as files are read in order (mutable: it accumulates one load)."""
+
+    jobs: dict[str, JobClass] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # name -> file that claimed it
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def add(self, path: Path, result: ParseResult) -> None:
+        """Take a parsed file; the first file of a name wins, even if it had errors."""
+        name, source = job_name_for(path), os.fspath(path)
+        first = self.jobs[name].source if name in self.jobs else self.failed.get(name)
+        if first is not None:
+            message = f'job "{name}" is already defined by {first}; this file is ignored'
+            self.diagnostics.append(Diagnostic(source, 0, message, Severity.WARNING))
+            return
+        self.diagnostics.extend(result.diagnostics)
+        if result.job is None:
+            self.failed[name] = source
+        else:
+            self.jobs[name] = result.job
+
+    def result(self) -> LoadResult:
+        return LoadResult(self.jobs, tuple(self.diagnostics), frozenset(self.failed))
 
 
 def load_directories(dirs: Iterable[str | os.PathLike[str]]) -> LoadResult:
     """Load every ``*.conf`` job file of ``dirs``; the first directory wins for a name."""
-    jobs: dict[str, JobClass] = {}
-    diagnostics: list[Diagnostic] = []
+    collector = _Collector()
     for directory in dirs:
         files, problems = config_files(directory, JOB_SUFFIX)
-        diagnostics.extend(problems)
-        diagnostics.extend(_load_files(files, jobs))
-    return LoadResult(jobs, tuple(diagnostics))
+        collector.diagnostics.extend(problems)
+        for path in files:
+            collector.add(path, parse_job_file(path))
+    return collector.result()
 
 
 def _parse_any(path: Path) -> ParseResult:
@@ -116,20 +136,23 @@ def check_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Diagnostic]:
     ``.service`` file as a D-Bus activation file). Then :func:`cross_check` runs over all the
     jobs that parsed.
     """
-    jobs: dict[str, JobClass] = {}
-    diagnostics: list[Diagnostic] = []
+    collector = _Collector()
     for given in paths:
         path = Path(given)
         if path.is_dir():
             files, problems = config_files(path, JOB_SUFFIX)
-            diagnostics.extend(problems)
-            diagnostics.extend(_load_files(files, jobs))
+            collector.diagnostics.extend(problems)
+            for file in files:
+                collector.add(file, parse_job_file(file))
         elif path.exists():
             result = _parse_any(path)
-            diagnostics.extend(result.diagnostics)
-            if result.job is not None:
-                diagnostics.extend(add_job(jobs, result.job))
+            if result.job is not None and result.job.name != job_name_for(path):
+                # An imported .service file is named after its bus name, not its file.
+                collector.diagnostics.extend(result.diagnostics)
+                collector.diagnostics.extend(add_job(collector.jobs, result.job))
+            else:
+                collector.add(path, result)
         else:
-            diagnostics.append(Diagnostic(os.fspath(path), 0, "no such file or directory"))
-    diagnostics.extend(cross_check(jobs.values()))
-    return diagnostics
+            message = "no such file or directory"
+            collector.diagnostics.append(Diagnostic(os.fspath(path), 0, message))
+    return [*collector.diagnostics, *cross_check(collector.jobs.values())]

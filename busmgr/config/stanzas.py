@@ -697,6 +697,8 @@ def apply_stanza(draft: Draft, line: LogicalLine) -> None:
     An unknown keyword is an error with the closest known keyword as a hint.
     """
     handler = STANZAS.get(line.keyword)
+    if handler is None and line.keyword == "end":
+        raise StanzaError(f'"{line.text.strip()}" without a block to end')
     if handler is None:
         raise StanzaError(f'unknown stanza "{line.keyword}"{did_you_mean(line.keyword, STANZAS)}')
     handler(draft, line)

@@ -1,0 +1,1 @@
+"""Small programs the example jobs in ``services.d/`` run."""
