@@ -7,8 +7,19 @@ AlreadyStarted, AlreadyStopped, JobFailed, NoProvider, AccessDenied, InvalidArgs
 
 from __future__ import annotations
 
-ERROR_NAMES = frozenset({"UnknownJob", "UnknownInstance", "AlreadyStarted", "AlreadyStopped",
-                         "JobFailed", "NoProvider", "AccessDenied", "InvalidArgs", "ShuttingDown"})
+ERROR_NAMES = frozenset(
+    {
+        "UnknownJob",
+        "UnknownInstance",
+        "AlreadyStarted",
+        "AlreadyStopped",
+        "JobFailed",
+        "NoProvider",
+        "AccessDenied",
+        "InvalidArgs",
+        "ShuttingDown",
+    }
+)
 
 
 class ManagerError(Exception):

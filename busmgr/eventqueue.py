@@ -71,8 +71,9 @@ class Block:
 class EventQueue:
     """FIFO of events; ``handler(event, block)`` applies one event to the jobs."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop,
-                 handler: Callable[[Event, Block], None]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, handler: Callable[[Event, Block], None]
+    ) -> None:
         self._loop = loop
         self._handler = handler
         self._pending: deque[Block] = deque()

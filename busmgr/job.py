@@ -107,8 +107,12 @@ def active_state(state: State, goal: Goal) -> ActiveState:
         return ActiveState.INACTIVE
     if state is State.RUNNING and goal is not Goal.STOP:
         return ActiveState.ACTIVE
-    if goal is Goal.STOP or state in (State.PRE_STOP, State.STOPPING, State.KILLED,
-                                      State.POST_STOP):
+    if goal is Goal.STOP or state in (
+        State.PRE_STOP,
+        State.STOPPING,
+        State.KILLED,
+        State.POST_STOP,
+    ):
         return ActiveState.DEACTIVATING
     return ActiveState.ACTIVATING
 
@@ -141,8 +145,9 @@ class JobHost(Protocol):
         """Whether any process of the job (tracked or not) is still alive or unreaped."""
         ...
 
-    def emit_job_event(self, job: Job, name: str, env: dict[str, str],
-                       on_finished: Callable[[bool], None] | None) -> None:
+    def emit_job_event(
+        self, job: Job, name: str, env: dict[str, str], on_finished: Callable[[bool], None] | None
+    ) -> None:
         """Queue the job event ``name``. With ``on_finished``, the event blocks the job: the
         callback runs (later, from the loop) once every job it started or stopped is done."""
         ...
@@ -207,8 +212,9 @@ class Job:
     when the job leaves ``waiting`` again.
     """
 
-    def __init__(self, jobclass: JobClass, instance: str, env: dict[str, str],
-                 host: JobHost) -> None:
+    def __init__(
+        self, jobclass: JobClass, instance: str, env: dict[str, str], host: JobHost
+    ) -> None:
         self.jobclass = jobclass
         self.name = jobclass.name
         self.instance = instance
@@ -270,8 +276,10 @@ class Job:
         """Set the goal to start. Raises :class:`JobError` ``AlreadyStarted`` if it is already
         heading there (Upstart's singleton rule)."""
         if self.goal is not Goal.STOP:
-            raise JobError("AlreadyStarted", f"job {self.label} is already {self.goal.public}"
-                           f"/{self.state.value}")
+            raise JobError(
+                "AlreadyStarted",
+                f"job {self.label} is already {self.goal.public}/{self.state.value}",
+            )
         if waiter:
             self._waiters.append(waiter)
         self._change_goal(Goal.START)
@@ -279,8 +287,7 @@ class Job:
     def stop(self, waiter: Waiter | None = None, env: Mapping[str, str] | None = None) -> None:
         """Set the goal to stop. Raises ``AlreadyStopped`` if it already is."""
         if self.goal is Goal.STOP:
-            raise JobError("AlreadyStopped", f"job {self.label} is already stop/"
-                           f"{self.state.value}")
+            raise JobError("AlreadyStopped", f"job {self.label} is already stop/{self.state.value}")
         self.stop_env = dict(env or {})
         if waiter:
             self._waiters.append(waiter)
@@ -297,8 +304,11 @@ class Job:
             self._change_goal(Goal.RESPAWN)
         else:
             # Somewhere between starting and running: a restart is already as good as done.
-            self.goal = Goal.RESPAWN if self.state in (State.PRE_STOP, State.STOPPING,
-                                                       State.KILLED) else Goal.START
+            self.goal = (
+                Goal.RESPAWN
+                if self.state in (State.PRE_STOP, State.STOPPING, State.KILLED)
+                else Goal.START
+            )
 
     def add_waiter(self, waiter: Waiter) -> None:
         """Wait for the current goal's rest state without changing anything."""
@@ -312,15 +322,19 @@ class Job:
             return
         self.goal = goal
         self.host.changed(self)
-        if self.state is State.WAITING and goal is not Goal.STOP:
-            self._change_state(next_state(self.state, goal))
-        elif self.state is State.RUNNING and goal is not Goal.START:
+        if (self.state is State.WAITING and goal is not Goal.STOP) or (
+            self.state is State.RUNNING and goal is not Goal.START
+        ):
             self._change_state(next_state(self.state, goal))
         elif self.state is State.SPAWNED and goal is Goal.STOP:
             # Waiting for readiness can take long: a stop cancels it at once.
             self._cancel_timer()
             self.pending_ready.clear()
             self._change_state(State.STOPPING)
+        elif self.state is State.POST_STOP and goal is Goal.STOP and self._timer is not None:
+            # Waiting out the respawn delay with nothing running: the stop takes effect now.
+            self._cancel_timer()
+            self._change_state(next_state(self.state, goal))
 
     # ------------------------------------------------------------ the machine
     def _change_state(self, state: State) -> None:
@@ -328,17 +342,18 @@ class Job:
         in the same loop (so the job may end in a later state than ``state`` on return)."""
         while True:
             if self.state not in ALLOWED_PREVIOUS[state]:
-                raise JobStateError(f"{self!r}: {self.state.value} -> {state.value} is not a "
-                                    "valid transition")
-            self.state = state
+                raise JobStateError(
+                    f"{self!r}: {self.state.value} -> {state.value} is not a valid transition"
+                )
+            previous, self.state = self.state, state
             self.state_times[state] = time.monotonic()
             self.host.changed(self)
-            following = self._enter(state)
+            following = self._enter(state, previous)
             if following is None:
                 return
             state = following
 
-    def _enter(self, state: State) -> State | None:
+    def _enter(self, state: State, previous: State) -> State | None:
         """Run ``state``'s entry action. Returns the state to go to at once, or None when the
         job now waits for something (a process, an event, a timer)."""
         cls = self.jobclass
@@ -347,8 +362,9 @@ class Job:
             self.failure = None
             self.ready_reached = False
             self.start_count += 1
-            self.host.emit_job_event(self, "starting", self.event_env(stopping=False),
-                                     self._starting_finished)
+            self.host.emit_job_event(
+                self, "starting", self.event_env(stopping=False), self._starting_finished
+            )
             return None
         if state is State.PRE_START:
             return self._run_hook(ProcessKind.PRE_START)
@@ -358,6 +374,11 @@ class Job:
             self.ready_reached = True
             return self._run_hook(ProcessKind.POST_START)
         if state is State.RUNNING:
+            if previous is State.PRE_STOP:
+                # The stop was cancelled: the job never stopped, so no second ``started``.
+                self.stop_env = {}
+                self._check_rest()
+                return None
             self.host.emit_job_event(self, "started", self.event_env(stopping=False), None)
             self._check_rest()
             if cls.main is None and cls.task:
@@ -370,8 +391,9 @@ class Job:
                 return self._run_hook(ProcessKind.PRE_STOP)
             return next_state(state, self.goal)
         if state is State.STOPPING:
-            self.host.emit_job_event(self, "stopping", self.event_env(stopping=True),
-                                     self._stopping_finished)
+            self.host.emit_job_event(
+                self, "stopping", self.event_env(stopping=True), self._stopping_finished
+            )
             return None
         if state is State.KILLED:
             if not self.host.has_processes(self):
@@ -436,6 +458,7 @@ class Job:
             self.pids[ProcessKind.MAIN] = self.host.spawn(self, ProcessKind.MAIN, self.env)
         except OSError as err:
             self._fail(Failure("main", reason=str(err)))
+            self.goal = Goal.STOP
             return State.STOPPING
         self.pending_ready = set()
         if cls.dbus_name:
@@ -463,12 +486,22 @@ class Job:
         self._timer = None
         if self.state is not State.SPAWNED:
             return
-        waiting_for = " and ".join(sorted(
-            f"bus name {self.jobclass.dbus_name}" if w == "dbus"
-            else f"expect {self.jobclass.expect.value}" for w in self.pending_ready))
+        waiting_for = " and ".join(
+            sorted(
+                f"bus name {self.jobclass.dbus_name}"
+                if w == "dbus"
+                else f"expect {self.jobclass.expect.value}"
+                for w in self.pending_ready
+            )
+        )
         self.pending_ready.clear()
-        self._fail(Failure("main", reason=f"not ready after {self.jobclass.ready_timeout:g}s "
-                                          f"(waited for {waiting_for})"))
+        self._fail(
+            Failure(
+                "main",
+                reason=f"not ready after {self.jobclass.ready_timeout:g}s "
+                f"(waited for {waiting_for})",
+            )
+        )
         self.goal = Goal.STOP
         self._change_state(State.STOPPING)
 
@@ -476,8 +509,9 @@ class Job:
         """The job's bus name lost its owner while running: the service failed."""
         if self.state is not State.RUNNING or self.goal is not Goal.START:
             return
-        self._main_failed(Failure("main", reason=f"lost bus name {self.jobclass.dbus_name}"),
-                          stop_main=True)
+        self._main_failed(
+            Failure("main", reason=f"lost bus name {self.jobclass.dbus_name}"), stop_main=True
+        )
 
     def _kill_timeout(self) -> None:
         self._timer = None
@@ -505,8 +539,10 @@ class Job:
         cls = self.jobclass
         state = self.state
         if state is State.SPAWNED:
-            if "expect" in self.pending_ready and cls.expect in (ExpectMode.FORK,
-                                                                  ExpectMode.DAEMON):
+            if "expect" in self.pending_ready and cls.expect in (
+                ExpectMode.FORK,
+                ExpectMode.DAEMON,
+            ):
                 return  # the host follows the fork; ready() brings the new main pid
             self._cancel_timer()
             self.pending_ready.clear()
@@ -535,9 +571,14 @@ class Job:
             self._respawn_count += 1
             self.respawn_times.append(now)
             if cls.respawn.limit and self._respawn_count > cls.respawn.limit:
-                self._fail(Failure("respawn", failure.status, failure.signal,
-                                   f"respawned too fast ({cls.respawn.limit} in "
-                                   f"{cls.respawn.interval:g}s)"))
+                self._fail(
+                    Failure(
+                        "respawn",
+                        failure.status,
+                        failure.signal,
+                        f"respawned too fast ({cls.respawn.limit} in {cls.respawn.interval:g}s)",
+                    )
+                )
                 self.goal = Goal.STOP
             # else: goal stays START; running -> stopping -> ... -> post-stop -> starting
         else:
@@ -576,8 +617,9 @@ class Job:
             if following is not None:
                 self._change_state(following)
 
-    def _hook_failed(self, kind: ProcessKind, status: int | None, signum: int | None,
-                     reason: str = "") -> State | None:
+    def _hook_failed(
+        self, kind: ProcessKind, status: int | None, signum: int | None, reason: str = ""
+    ) -> State | None:
         """A hook could not run or failed while its state was being entered."""
         if kind is ProcessKind.POST_STOP:
             if self.failure is None:
@@ -590,8 +632,7 @@ class Job:
         self.goal = Goal.STOP
         return State.STOPPING
 
-    def _hook_failed_now(self, kind: ProcessKind, status: int | None,
-                         signum: int | None) -> None:
+    def _hook_failed_now(self, kind: ProcessKind, status: int | None, signum: int | None) -> None:
         following = self._hook_failed(kind, status, signum)
         if following is not None:
             self._change_state(following)
@@ -606,8 +647,9 @@ class Job:
         """Release the waiters whose wish came true (or can no longer come true)."""
         if not self._waiters:
             return
-        at_rest_started = (self.state is State.RUNNING and self.goal is Goal.START
-                           and not self.jobclass.task)
+        at_rest_started = (
+            self.state is State.RUNNING and self.goal is Goal.START and not self.jobclass.task
+        )
         at_rest_stopped = self.state is State.WAITING
         if not (at_rest_started or at_rest_stopped):
             return
@@ -619,7 +661,7 @@ class Job:
                 w.callback(None, "running")
             elif self.failure is not None:
                 w.callback(self.failure, "failed")
-            elif self.jobclass.task and self.start_count:
+            elif self.jobclass.task and self.ready_reached:
                 w.callback(None, "finished")
             else:
                 w.callback(Failure("main", reason="stopped before it was running"), "stopped")

@@ -1,4 +1,4 @@
-"""The parsed, frozen description of a job: what a job file says, and nothing that happens at run time.
+"""The parsed, frozen description of a job: what a job file says, nothing that happens at run time.
 
 Invariants:
 
@@ -198,7 +198,7 @@ def expr_events(expr: EventExpr | None) -> list[EventMatch]:
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """``limit RESOURCE SOFT HARD``; ``None`` means unlimited. ``resource`` is the RLIMIT_* number."""
+    """``limit RESOURCE SOFT HARD``: ``None`` is unlimited; ``resource`` is an RLIMIT_* number."""
 
     resource: int
     soft: int | None

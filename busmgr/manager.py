@@ -34,8 +34,7 @@ from busmgr.bus.face import BusFace
 from busmgr.bus.names import NameWatcher
 from busmgr.config import import_service_dirs, load_directories, xdg_service_dirs
 from busmgr.errors import ManagerError
-from busmgr.eventqueue import Block
-from busmgr.eventqueue import EventQueue
+from busmgr.eventqueue import Block, EventQueue
 from busmgr.events import Event, expand, validate_event_env, validate_event_name
 from busmgr.job import Failure, Goal, Job, State, TimerHandle, Waiter
 from busmgr.jobclass import ConsoleMode, ExecContext, JobClass, ProcessKind, is_variable_name
@@ -51,8 +50,15 @@ log = logging.getLogger("busmgr")
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Variables of the manager's own environment that must not leak into jobs.
-_PRIVATE_ENV = ("BUSMGR_ADDRESS", "NOTIFY_SOCKET", "DBUS_STARTER_ADDRESS",
-                "DBUS_STARTER_BUS_TYPE", "LISTEN_PID", "LISTEN_FDS", "INVOCATION_ID")
+_PRIVATE_ENV = (
+    "BUSMGR_ADDRESS",
+    "NOTIFY_SOCKET",
+    "DBUS_STARTER_ADDRESS",
+    "DBUS_STARTER_BUS_TYPE",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "INVOCATION_ID",
+)
 LOG_TAIL_LINES = 5
 
 
@@ -64,8 +70,15 @@ class Mode(enum.Enum):
 class Manager:
     """One manager instance. Create it inside a running loop; :meth:`serve` runs it."""
 
-    def __init__(self, *, mode: Mode, services_dirs: Iterable[Path], state_dir: Path,
-                 import_services: bool, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        *,
+        mode: Mode,
+        services_dirs: Iterable[Path],
+        state_dir: Path,
+        import_services: bool,
+        environ: Mapping[str, str],
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.mode = mode
         self.services_dirs = [Path(d) for d in services_dirs]
@@ -76,8 +89,9 @@ class Manager:
         self.activation_env: dict[str, str] = {}
         self.reaper = process.Reaper(self.loop)
         self.reaper.on_orphan = self._orphan_reaped
-        self.registry = Registry(self, on_removed=self._instance_removed,
-                                 on_added=self._instance_added)
+        self.registry = Registry(
+            self, on_removed=self._instance_removed, on_added=self._instance_added
+        )
         self.queue = EventQueue(self.loop, self._handle_event)
         self.face: BusFace | None = None
         self.names: NameWatcher | None = None
@@ -204,16 +218,17 @@ class Manager:
             rows += [("other", p) for p in process.session_processes(sid) if p not in known]
         return rows
 
-    def emit_job_event(self, job: Job, name: str, env: dict[str, str],
-                       on_finished: object) -> None:
+    def emit_job_event(self, job: Job, name: str, env: dict[str, str], on_finished: object) -> None:
         if name == "started":
             self.registry.note_started(job)
         if self.face is not None:
             self.face.job_event(job, name, env)
         callback = None
         if on_finished is not None:
+
             def callback(block: Block) -> None:
                 on_finished(block.failed)  # type: ignore[operator]
+
         self.queue.emit(Event.make(name, env), callback)
 
     def call_later(self, delay: float, callback: object) -> TimerHandle:
@@ -229,8 +244,11 @@ class Manager:
             else:
                 self._spawn_task(self._watch_name(job, name))
         if "expect" in job.pending_ready:
-            log.warning("%s: expect %s is not supported yet; treating as ready", job.label,
-                        job.jobclass.expect.value)
+            log.warning(
+                "%s: expect %s is not supported yet; treating as ready",
+                job.label,
+                job.jobclass.expect.value,
+            )
             self.loop.call_soon(job.ready, "expect")
 
     async def _watch_name(self, job: Job, name: str) -> None:
@@ -290,8 +308,11 @@ class Manager:
                 job.stop(self._block_waiter(block, Goal.STOP), env)
         for cls in list(self.registry.classes.values()):
             env: dict[str, str] | None = None
-            if (event.name == "dbus-activation" and cls.dbus_name
-                    and event.get("NAME") == cls.dbus_name):
+            if (
+                event.name == "dbus-activation"
+                and cls.dbus_name
+                and event.get("NAME") == cls.dbus_name
+            ):
                 env = event.env_dict()
             elif not cls.manual and self.registry.start_on.get(cls.name) is not None:
                 state = self.registry.start_on[cls.name]
@@ -342,14 +363,18 @@ class Manager:
             raise ManagerError("InvalidArgs", problem)
         return dict(env)
 
-    def _prepare_start(self, cls: JobClass, event_env: Mapping[str, str],
-                       request_env: Mapping[str, str]) -> Job:
+    def _prepare_start(
+        self, cls: JobClass, event_env: Mapping[str, str], request_env: Mapping[str, str]
+    ) -> Job:
         """The instance a start with these envs refers to, its env refreshed if it rests."""
         env = self.job_env(cls, event_env, request_env)
         instance = expand(cls.instance, env) if cls.instance else ""
         if cls.instance and not instance:
-            raise ManagerError("InvalidArgs", f"job {cls.name} is an instance job "
-                               f"(instance {cls.instance}): that expands to nothing here")
+            raise ManagerError(
+                "InvalidArgs",
+                f"job {cls.name} is an instance job "
+                f"(instance {cls.instance}): that expands to nothing here",
+            )
         job, _new = self.registry.get_or_create(cls, instance, env)
         if job.goal is Goal.STOP and job.state is State.WAITING:
             job.env = env
@@ -366,8 +391,9 @@ class Manager:
             instance = expand(cls.instance, self.job_env(cls, env))
             job = self.registry.instance(cls.name, instance)
             if job is None:
-                raise ManagerError("UnknownInstance",
-                                   f'job {cls.name} has no instance "{instance}"')
+                raise ManagerError(
+                    "UnknownInstance", f'job {cls.name} has no instance "{instance}"'
+                )
         if job is None:
             raise ManagerError("UnknownInstance", f"job {cls.name} has no instance")
         return job
@@ -441,8 +467,7 @@ class Manager:
         cls = self.get_class(name)
         job = self._find_instance(cls, self._check_env(env))
         if not job.main_pid:
-            raise ManagerError("AlreadyStopped", f"job {job.label} has no main process to "
-                               "reload")
+            raise ManagerError("AlreadyStopped", f"job {job.label} has no main process to reload")
         process.kill_pid(job.main_pid, cls.reload_signal)
 
     async def emit_event(self, name: str, env: Mapping[str, str], wait: bool) -> None:
@@ -451,8 +476,7 @@ class Manager:
             raise ManagerError("InvalidArgs", problem)
         env = self._check_env(env)
         done: asyncio.Future[Block] = self.loop.create_future()
-        self.queue.emit(Event.make(name, env),
-                        lambda b: done.done() or done.set_result(b))
+        self.queue.emit(Event.make(name, env), lambda b: done.done() or done.set_result(b))
         if wait:
             block = await done
             if block.failed:
@@ -464,15 +488,18 @@ class Manager:
         if cls is None:
             raise ManagerError("NoProvider", f"no job provides the bus name {bus_name}")
         done: asyncio.Future[Block] = self.loop.create_future()
-        self.queue.emit(Event.make("dbus-activation", {"NAME": bus_name}),
-                        lambda b: done.done() or done.set_result(b))
+        self.queue.emit(
+            Event.make("dbus-activation", {"NAME": bus_name}),
+            lambda b: done.done() or done.set_result(b),
+        )
         block = await done
         job = self._prepare_start(cls, {"NAME": bus_name}, {})
         if job.state is State.RUNNING and job.goal is Goal.START:
             return job
         if job.goal is Goal.STOP:
-            failure = job.failure or Failure("main", reason="; ".join(block.failures)
-                                             or "it stopped")
+            failure = job.failure or Failure(
+                "main", reason="; ".join(block.failures) or "it stopped"
+            )
             raise ManagerError("JobFailed", self.failure_message(job, failure))
         waiter, fut = self._waiter(Goal.START)
         job.add_waiter(waiter)
@@ -511,8 +538,12 @@ class Manager:
         if not task.cancelled() and task.exception() is not None:
             log.error("internal task failed", exc_info=task.exception())
 
-    async def connect(self, address: str | None, bus_type: BusType = BusType.SESSION,
-                      servicedir: Path | None = None) -> None:
+    async def connect(
+        self,
+        address: str | None,
+        bus_type: BusType = BusType.SESSION,
+        servicedir: Path | None = None,
+    ) -> None:
         """Connect to the bus, claim the manager's name, export objects, start activation."""
         bus = MessageBus(bus_address=address, bus_type=bus_type)
         await bus.connect()
@@ -522,9 +553,12 @@ class Manager:
         self.names = NameWatcher(bus, self._owner_changed)
         reply = await bus.request_name(MANAGER_BUS_NAME, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
-            raise ManagerError("AccessDenied", f"{MANAGER_BUS_NAME} is already owned on "
-                               f"{address or bus_type.name.lower()} bus: is another busmgr "
-                               "running there?")
+            raise ManagerError(
+                "AccessDenied",
+                f"{MANAGER_BUS_NAME} is already owned on "
+                f"{address or bus_type.name.lower()} bus: is another busmgr "
+                "running there?",
+            )
         self.bridge = ActivationBridge(self, bus, self.bus_address, servicedir)
         await self.bridge.start()
         bus_done = asyncio.ensure_future(bus.wait_for_disconnect())
@@ -599,9 +633,17 @@ def _setup_process(pidfile: Path | None) -> None:
         os.replace(tmp, pidfile)
 
 
-async def _run(manager_args: dict[str, object], *, private: bool, address: str | None,
-               bus_type: BusType, print_address: bool, address_file: Path | None,
-               pidfile: Path | None, command: tuple[str, ...]) -> int:
+async def _run(
+    manager_args: dict[str, object],
+    *,
+    private: bool,
+    address: str | None,
+    bus_type: BusType,
+    print_address: bool,
+    address_file: Path | None,
+    pidfile: Path | None,
+    command: tuple[str, ...],
+) -> int:
     loop = asyncio.get_running_loop()
     environ = dict(os.environ)
     manager = Manager(environ=environ, **manager_args)  # type: ignore[arg-type]
@@ -617,12 +659,16 @@ async def _run(manager_args: dict[str, object], *, private: bool, address: str |
     try:
         if private:
             private_bus = await start_private_bus(
-                environ, watch=lambda pid: manager.reaper.watch(
-                    pid, lambda _p, info: bus_exit.done() or bus_exit.set_result(info)))
+                environ,
+                watch=lambda pid: manager.reaper.watch(
+                    pid, lambda _p, info: bus_exit.done() or bus_exit.set_result(info)
+                ),
+            )
             address = private_bus.address
         try:
-            await manager.connect(address, bus_type,
-                                  private_bus.servicedir if private_bus else _helper_dir(environ))
+            await manager.connect(
+                address, bus_type, private_bus.servicedir if private_bus else _helper_dir(environ)
+            )
         except (ManagerError, OSError) as err:
             print(f"busmgr: {err}", file=sys.stderr)
             return 1
@@ -636,15 +682,15 @@ async def _run(manager_args: dict[str, object], *, private: bool, address: str |
         if command:
             env = manager.job_env(JobClass(name="session-command"))
             try:
-                pid = process.spawn(list(command), env,
-                                    ExecContext(console=ConsoleMode.OUTPUT))
+                pid = process.spawn(list(command), env, ExecContext(console=ConsoleMode.OUTPUT))
             except process.SpawnError as err:
                 print(f"busmgr: {err}", file=sys.stderr)
                 manager.request_shutdown(127)
             else:
                 manager.reaper.watch(pid, lambda _p, info: command_exit.set_result(info))
                 command_exit.add_done_callback(
-                    lambda f: manager.request_shutdown(_exit_code(f.result())))
+                    lambda f: manager.request_shutdown(_exit_code(f.result()))
+                )
         bus_exit.add_done_callback(lambda _f: manager.request_shutdown(1))
         await manager.stopped
         clean = await manager.stop_everything()
@@ -684,8 +730,9 @@ def _helper_dir(environ: Mapping[str, str]) -> Path | None:
 
 def _logging() -> None:
     level = os.environ.get("BUSMGR_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format="busmgr: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO), format="busmgr: %(message)s", stream=sys.stderr
+    )
 
 
 def run_session(opts: SessionOptions) -> int:
@@ -694,13 +741,24 @@ def run_session(opts: SessionOptions) -> int:
     environ = os.environ
     mode = Mode.SESSION
     system = False
-    args = {"mode": mode,
-            "services_dirs": list(opts.services_dirs or default_services_dirs(system, environ)),
-            "state_dir": opts.state_dir or default_state_dir(system, environ),
-            "import_services": not opts.no_import}
-    return asyncio.run(_run(args, private=True, address=None, bus_type=BusType.SESSION,
-                            print_address=opts.print_address, address_file=opts.address_file,
-                            pidfile=opts.pidfile, command=tuple(opts.command)))
+    args = {
+        "mode": mode,
+        "services_dirs": list(opts.services_dirs or default_services_dirs(system, environ)),
+        "state_dir": opts.state_dir or default_state_dir(system, environ),
+        "import_services": not opts.no_import,
+    }
+    return asyncio.run(
+        _run(
+            args,
+            private=True,
+            address=None,
+            bus_type=BusType.SESSION,
+            print_address=opts.print_address,
+            address_file=opts.address_file,
+            pidfile=opts.pidfile,
+            command=tuple(opts.command),
+        )
+    )
 
 
 def run_daemon(opts: DaemonOptions) -> int:
@@ -713,11 +771,21 @@ def run_daemon(opts: DaemonOptions) -> int:
     address = opts.address
     if opts.bus == "system" and environ.get("DBUS_SYSTEM_BUS_ADDRESS"):
         address = environ["DBUS_SYSTEM_BUS_ADDRESS"]
-    args = {"mode": mode,
-            "services_dirs": list(opts.services_dirs or default_services_dirs(system, environ)),
-            "state_dir": opts.state_dir or default_state_dir(system, environ),
-            "import_services": not opts.no_import and mode is Mode.SESSION}
-    return asyncio.run(_run(args, private=False, address=address, bus_type=bus_type,
-                            print_address=getattr(opts, "print_address", False),
-                            address_file=getattr(opts, "address_file", None),
-                            pidfile=opts.pidfile, command=()))
+    args = {
+        "mode": mode,
+        "services_dirs": list(opts.services_dirs or default_services_dirs(system, environ)),
+        "state_dir": opts.state_dir or default_state_dir(system, environ),
+        "import_services": not opts.no_import and mode is Mode.SESSION,
+    }
+    return asyncio.run(
+        _run(
+            args,
+            private=False,
+            address=address,
+            bus_type=bus_type,
+            print_address=getattr(opts, "print_address", False),
+            address_file=getattr(opts, "address_file", None),
+            pidfile=opts.pidfile,
+            command=(),
+        )
+    )

@@ -138,7 +138,7 @@ _SYS_IOPRIO_SET = {
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-class SpawnError(Exception):
+class SpawnError(OSError):
     """A process could not be started; ``str()`` names the step and the error.
 
     ``step`` is what was being done (``exec "/usr/bin/foo"``, ``setuid "nobody"``), ``detail``

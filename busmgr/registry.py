@@ -22,8 +22,9 @@ from busmgr.jobclass import JobClass
 
 
 class Registry:
-    def __init__(self, host: JobHost, on_removed: Callable[[Job], None],
-                 on_added: Callable[[Job], None]) -> None:
+    def __init__(
+        self, host: JobHost, on_removed: Callable[[Job], None], on_added: Callable[[Job], None]
+    ) -> None:
         self._host = host
         self._on_removed = on_removed
         self._on_added = on_added

@@ -45,9 +45,15 @@ class Signals:
         self.items.append((member, body))
         self._changed.set()
 
-    async def wait_for(self, predicate: Callable[[str, list[Any]], bool], *,
-                       start: int = 0, timeout: float = TIMEOUT) -> tuple[str, list[Any]]:
+    async def wait_for(
+        self,
+        predicate: Callable[[str, list[Any]], bool],
+        *,
+        start: int = 0,
+        timeout: float = TIMEOUT,
+    ) -> tuple[str, list[Any]]:
         """The first signal from index ``start`` on that satisfies ``predicate``."""
+
         async def scan() -> tuple[str, list[Any]]:
             i = start
             while True:
@@ -65,15 +71,22 @@ class Signals:
 
     def job_signals(self, job: str, start: int = 0) -> list[tuple[str, str]]:
         """(member, instance) of the lifecycle signals of ``job`` from ``start`` on."""
-        return [(m, b[1]) for m, b in self.items[start:]
-                if m.startswith("Job") and b[0] == job]
+        return [(m, b[1]) for m, b in self.items[start:] if m.startswith("Job") and b[0] == job]
 
 
 class Session:
     """A running ``busmgr session`` and a client connection to its bus."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, address: str, bus: MessageBus,
-                 services: Path, state: Path, signals: Signals, stderr: Path) -> None:
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        address: str,
+        bus: MessageBus,
+        services: Path,
+        state: Path,
+        signals: Signals,
+        stderr: Path,
+    ) -> None:
         self.proc = proc
         self.stderr = stderr
         self.address = address
@@ -90,18 +103,34 @@ class Session:
         env["DBUS_SESSION_BUS_ADDRESS"] = self.address
         return env
 
-    async def call(self, member: str, signature: str = "", body: list[Any] | None = None, *,
-                   path: str = MANAGER_PATH, interface: str = MANAGER_INTERFACE,
-                   destination: str = MANAGER_BUS_NAME) -> list[Any]:
-        reply = await asyncio.wait_for(self.bus.call(Message(
-            destination=destination, path=path, interface=interface, member=member,
-            signature=signature, body=body or [])), TIMEOUT)
+    async def call(
+        self,
+        member: str,
+        signature: str = "",
+        body: list[Any] | None = None,
+        *,
+        path: str = MANAGER_PATH,
+        interface: str = MANAGER_INTERFACE,
+        destination: str = MANAGER_BUS_NAME,
+    ) -> list[Any]:
+        reply = await asyncio.wait_for(
+            self.bus.call(
+                Message(
+                    destination=destination,
+                    path=path,
+                    interface=interface,
+                    member=member,
+                    signature=signature,
+                    body=body or [],
+                )
+            ),
+            TIMEOUT,
+        )
         if reply.message_type is MessageType.ERROR:
             raise DBusError(reply.error_name, reply.body[0] if reply.body else "")
         return list(reply.body)
 
-    async def start(self, job: str, env: dict[str, str] | None = None,
-                    wait: bool = True) -> str:
+    async def start(self, job: str, env: dict[str, str] | None = None, wait: bool = True) -> str:
         return (await self.call("StartJob", "sa{ss}b", [job, env or {}, wait]))[0]
 
     async def stop(self, job: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
@@ -111,14 +140,27 @@ class Session:
         await self.call("EmitEvent", "sa{ss}b", [name, env or {}, wait])
 
     async def props(self, path: str, interface: str = "org.busmgr.Instance1") -> dict[str, Any]:
-        body = await self.call("GetAll", "s", [interface], path=path,
-                               interface="org.freedesktop.DBus.Properties")
+        body = await self.call(
+            "GetAll", "s", [interface], path=path, interface="org.freedesktop.DBus.Properties"
+        )
         return {k: v.value for k, v in body[0].items()}
 
     async def instance(self, job: str, instance: str = "") -> dict[str, Any]:
         from busmgr.bus.face import instance_path
 
         return await self.props(instance_path(job, instance))
+
+    async def wait_running(self, job: str, instance: str = "") -> dict[str, Any]:
+        """Wait until ``job`` is running (it may have started before this client connected)."""
+        mark = self.signals.mark()
+        with contextlib.suppress(DBusError):
+            props = await self.instance(job, instance)
+            if props["State"] == "running":
+                return props
+        await self.signals.wait_for(
+            lambda m, b: m == "JobStarted" and b[0] == job and b[1] == instance, start=mark
+        )
+        return await self.instance(job, instance)
 
     def write_job(self, name: str, text: str) -> Path:
         path = self.services / f"{name}.conf"
@@ -131,8 +173,13 @@ class Session:
         return []
 
 
-async def start_session(tmp: Path, jobs: dict[str, str], *, extra: list[str] | None = None,
-                        env: dict[str, str] | None = None) -> Session:
+async def start_session(
+    tmp: Path,
+    jobs: dict[str, str],
+    *,
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Session:
     services = tmp / "services.d"
     state = tmp / "state"
     services.mkdir(parents=True, exist_ok=True)
@@ -144,19 +191,32 @@ async def start_session(tmp: Path, jobs: dict[str, str], *, extra: list[str] | N
     run_env["TESTS_HELPERS"] = str(HELPERS)
     run_env["PYTHON"] = PYTHON
     run_env.setdefault("BUSMGR_LOG_LEVEL", "INFO")
-    argv = [PYTHON, "-m", "busmgr", "session", "--print-address", "--services-dir",
-            str(services), "--state-dir", str(state), *(extra or ["--no-import"])]
+    argv = [
+        PYTHON,
+        "-m",
+        "busmgr",
+        "session",
+        "--print-address",
+        "--services-dir",
+        str(services),
+        "--state-dir",
+        str(state),
+        *(extra or ["--no-import"]),
+    ]
     stderr = tmp / "stderr.log"
     with open(stderr, "wb") as err:
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=err, env=run_env)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=err, env=run_env
+        )
     assert proc.stdout is not None
     line = await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)
     address = line.decode().strip()
     if not address:
         await proc.wait()
-        pytest.fail(f"busmgr session exited with {proc.returncode} before printing an address:"
-                    f" {stderr.read_text()}")
+        pytest.fail(
+            f"busmgr session exited with {proc.returncode} before printing an address:"
+            f" {stderr.read_text()}"
+        )
     bus = await MessageBus(bus_address=address).connect()
     signals = Signals()
 
@@ -165,9 +225,16 @@ async def start_session(tmp: Path, jobs: dict[str, str], *, extra: list[str] | N
             signals.add(msg.member, list(msg.body))
 
     bus.add_message_handler(on_message)
-    await bus.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                           interface="org.freedesktop.DBus", member="AddMatch", signature="s",
-                           body=[f"type='signal',interface='{MANAGER_INTERFACE}'"]))
+    await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="AddMatch",
+            signature="s",
+            body=[f"type='signal',interface='{MANAGER_INTERFACE}'"],
+        )
+    )
     return Session(proc, address, bus, services, state, signals, stderr)
 
 
@@ -175,6 +242,8 @@ async def stop_session(session: Session, *, expect_status: int | None = 0) -> in
     """SIGTERM the session, wait for it, and check that nothing it started survives."""
     left = session.descendants()
     session.bus.disconnect()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(session.bus.wait_for_disconnect(), TIMEOUT)
     if session.proc.returncode is None:
         session.proc.send_signal(signal.SIGTERM)
     status = await asyncio.wait_for(session.proc.wait(), 60)
@@ -189,8 +258,9 @@ async def stop_session(session: Session, *, expect_status: int | None = 0) -> in
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def session(request: pytest.FixtureRequest,
-                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Session]:
+async def session(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Session]:
     jobs: dict[str, str] = getattr(request.module, "JOBS", {})
     extra: list[str] | None = getattr(request.module, "SESSION_ARGS", None)
     tmp = tmp_path_factory.mktemp("session")

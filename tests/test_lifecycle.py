@@ -74,8 +74,9 @@ async def test_hooks_and_main_run_in_documented_order(session: Session, tmp_path
     assert (props["Goal"], props["State"], props["MainPID"]) == ("stop", "waiting", 0)
 
 
-async def test_failing_prestart_fails_start_and_still_runs_poststop(session: Session,
-                                                                      tmp_path: Path) -> None:
+async def test_failing_prestart_fails_start_and_still_runs_poststop(
+    session: Session, tmp_path: Path
+) -> None:
     out = tmp_path / "post"
     with pytest.raises(DBusError) as err:
         await session.start("failing-pre", {"OUT": str(out)})
@@ -84,21 +85,22 @@ async def test_failing_prestart_fails_start_and_still_runs_poststop(session: Ses
     assert lines(out) == ["post-stop"]
 
 
-async def test_always_failing_job_is_given_up_after_count_respawns(session: Session,
-                                                                   tmp_path: Path) -> None:
+async def test_always_failing_job_is_given_up_after_count_respawns(
+    session: Session, tmp_path: Path
+) -> None:
     out = tmp_path / "runs"
     mark = session.signals.mark()
     await session.start("crasher", {"OUT": str(out)})
     _, body = await session.signals.wait_for(
         lambda m, b: m == "JobStopped" and b[0] == "crasher" and b[2].get("RESULT") == "failed",
-        start=mark)
+        start=mark,
+    )
     assert body[2]["PROCESS"] == "respawn"
     assert body[2]["EXIT_STATUS"] == "1"
     assert lines(out) == ["run"] * 4  # COUNT + 1 runs, as Upstart counts
 
 
-async def test_job_ignoring_term_is_killed_after_timeout(session: Session,
-                                                         tmp_path: Path) -> None:
+async def test_job_ignoring_term_is_killed_after_timeout(session: Session, tmp_path: Path) -> None:
     out = tmp_path / "up"
     path = await session.start("stubborn", {"OUT": str(out)})
     pid = (await session.props(path))["MainPID"]
@@ -127,8 +129,10 @@ async def test_instances_run_side_by_side(session: Session) -> None:
     a, b = await session.props(p1), await session.props(p2)
     assert a["MainPID"] != b["MainPID"] and a["State"] == b["State"] == "running"
     rows = await session.call("ListJobs")
-    assert {(r[0], r[1]) for r in rows[0] if r[0] == "getty"} == {("getty", "tty1"),
-                                                                   ("getty", "tty2")}
+    assert {(r[0], r[1]) for r in rows[0] if r[0] == "getty"} == {
+        ("getty", "tty1"),
+        ("getty", "tty2"),
+    }
     with pytest.raises(DBusError) as err:
         await session.start("getty", {"TTY": "tty1"})
     assert err.value.type == "org.busmgr.Error.AlreadyStarted"

@@ -54,8 +54,9 @@ def unit_name(bus_name: str) -> str:
 class ActivationBridge:
     """Owns the service files and answers the bus daemon's activation traffic."""
 
-    def __init__(self, manager: Manager, bus: MessageBus, address: str,
-                 servicedir: Path | None) -> None:
+    def __init__(
+        self, manager: Manager, bus: MessageBus, address: str, servicedir: Path | None
+    ) -> None:
         self._m = manager
         self._bus = bus
         self._address = address
@@ -105,9 +106,14 @@ class ActivationBridge:
             tmp.write_text(text)
             os.replace(tmp, path)
         self._written = set(wanted)
-        reply = await self._bus.call(Message(
-            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus", member="ReloadConfig"))
+        reply = await self._bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="ReloadConfig",
+            )
+        )
         if reply.message_type is MessageType.ERROR:
             log.warning("ReloadConfig failed: %s", reply.body)
 
@@ -119,14 +125,20 @@ class ActivationBridge:
 
     # ----------------------------------------------------------- bus traffic
     def _on_message(self, msg: Message) -> Message | bool | None:
-        if (msg.message_type is MessageType.SIGNAL and msg.interface == ACTIVATOR_IFACE
-                and msg.member == "ActivationRequest" and msg.sender == "org.freedesktop.DBus"):
+        if (
+            msg.message_type is MessageType.SIGNAL
+            and msg.interface == ACTIVATOR_IFACE
+            and msg.member == "ActivationRequest"
+            and msg.sender == "org.freedesktop.DBus"
+        ):
             self._spawn(self._activate(msg.body[0]))
             return True
-        if (msg.message_type is MessageType.METHOD_CALL and msg.path == SYSTEMD_PATH
-                and msg.interface in (SYSTEMD_MANAGER_IFACE, None)
-                and msg.member in ("SetEnvironment", "UnsetEnvironment",
-                                   "UnsetAndSetEnvironment")):
+        if (
+            msg.message_type is MessageType.METHOD_CALL
+            and msg.path == SYSTEMD_PATH
+            and msg.interface in (SYSTEMD_MANAGER_IFACE, None)
+            and msg.member in ("SetEnvironment", "UnsetEnvironment", "UnsetAndSetEnvironment")
+        ):
             return self._environment_call(msg)
         return None
 
@@ -139,8 +151,11 @@ class ActivationBridge:
         elif msg.member == "UnsetAndSetEnvironment" and msg.signature == "asas":
             self._m.update_activation_env(set_vars=body[1], unset=body[0])
         else:
-            return Message.new_error(msg, "org.freedesktop.DBus.Error.InvalidArgs",
-                                     f"{msg.member} does not take ({msg.signature})")
+            return Message.new_error(
+                msg,
+                "org.freedesktop.DBus.Error.InvalidArgs",
+                f"{msg.member} does not take ({msg.signature})",
+            )
         return Message.new_method_return(msg)
 
     def _spawn(self, coro: object) -> None:
@@ -151,25 +166,32 @@ class ActivationBridge:
     async def _activate(self, unit: str) -> None:
         bus_name = self._units.get(unit)
         if bus_name is None:
-            self._send_failure(unit, "org.busmgr.Error.NoProvider",
-                               f"no job provides the unit {unit}")
+            self._send_failure(
+                unit, "org.busmgr.Error.NoProvider", f"no job provides the unit {unit}"
+            )
             return
         if unit in self._pending:
             return  # the daemon merges callers; one activation serves them all
         self._pending.add(unit)
         try:
             await self._m.activate_name(bus_name)
-        except Exception as err:  # noqa: BLE001 - every failure must reach the callers
+        except Exception as err:
             name = getattr(err, "name", "JobFailed")
-            self._send_failure(unit, f"org.busmgr.Error.{name}", str(getattr(err, "message",
-                                                                               err)))
+            self._send_failure(unit, f"org.busmgr.Error.{name}", str(getattr(err, "message", err)))
         finally:
             self._pending.discard(unit)
 
     def _send_failure(self, unit: str, error: str, message: str) -> None:
         if not self._bus.connected:
             return
-        self._bus.send(Message(
-            message_type=MessageType.SIGNAL, destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus", interface=ACTIVATOR_IFACE,
-            member="ActivationFailure", signature="sss", body=[unit, error, message]))
+        self._bus.send(
+            Message(
+                message_type=MessageType.SIGNAL,
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface=ACTIVATOR_IFACE,
+                member="ActivationFailure",
+                signature="sss",
+                body=[unit, error, message],
+            )
+        )

@@ -73,13 +73,15 @@ def write_config(directory: Path) -> tuple[Path, Path, Path]:
     servicedir.mkdir(mode=0o700, exist_ok=True)
     socket = directory / "bus"
     config = directory / "bus.conf"
-    config.write_text(_CONFIG.format(socket=xml_escape(str(socket)),
-                                     servicedir=xml_escape(str(servicedir))))
+    config.write_text(
+        _CONFIG.format(socket=xml_escape(str(socket)), servicedir=xml_escape(str(servicedir)))
+    )
     return config, socket, servicedir
 
 
-async def start_private_bus(environ: dict[str, str], *, timeout: float = 10.0,
-                            watch: callable | None = None) -> PrivateBus:  # type: ignore[valid-type]
+async def start_private_bus(
+    environ: dict[str, str], *, timeout: float = 10.0, watch: callable | None = None
+) -> PrivateBus:  # type: ignore[valid-type]
     """Start ``dbus-daemon`` and return once it listens (it prints its address then).
 
     ``watch(pid)`` is called right after the spawn so the caller's reaper owns the pid before
@@ -87,17 +89,25 @@ async def start_private_bus(environ: dict[str, str], *, timeout: float = 10.0,
     """
     daemon = shutil.which(DBUS_DAEMON, path=environ.get("PATH", os.defpath))
     if daemon is None:
-        raise process.SpawnError(f'exec "{DBUS_DAEMON}": not found in PATH; install the '
-                                 "Debian package dbus-daemon")
+        raise process.SpawnError(
+            f'exec "{DBUS_DAEMON}": not found in PATH; install the Debian package dbus-daemon'
+        )
     directory = make_bus_directory(environ)
     config, _socket, servicedir = write_config(directory)
     read_fd, write_fd = os.pipe()
     try:
-        argv = [daemon, f"--config-file={config}", "--nofork", "--nopidfile",
-                "--systemd-activation", f"--print-address={write_fd}"]
+        argv = [
+            daemon,
+            f"--config-file={config}",
+            "--nofork",
+            "--nopidfile",
+            "--systemd-activation",
+            f"--print-address={write_fd}",
+        ]
         env = {k: v for k, v in environ.items() if k != "DBUS_SESSION_BUS_ADDRESS"}
-        pid = process.spawn(argv, env, ExecContext(console=ConsoleMode.OUTPUT),
-                            pass_fds=(write_fd,))
+        pid = process.spawn(
+            argv, env, ExecContext(console=ConsoleMode.OUTPUT), pass_fds=(write_fd,)
+        )
     except BaseException:
         os.close(read_fd)
         os.close(write_fd)

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import (
     DBusBool,
     DBusInt32,
@@ -26,9 +27,14 @@ from dbus_fast.annotations import (
     DBusStr,
     DBusUInt32,
 )
-from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
-from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_method, dbus_property, dbus_signal
+from dbus_fast.service import (
+    PropertyAccess,
+    ServiceInterface,
+    dbus_method,
+    dbus_property,
+    dbus_signal,
+)
 
 from busmgr import (
     ERROR_PREFIX,
@@ -127,28 +133,33 @@ class ManagerInterface(ServiceInterface):
         await _translate(self._m.end_session())
 
     @dbus_signal()
-    def JobStarting(self, job: str, instance: str, env: dict[str, str]) -> Annotated[
-            list[Any], DBusSignature("ssa{ss}")]:
+    def JobStarting(
+        self, job: str, instance: str, env: dict[str, str]
+    ) -> Annotated[list[Any], DBusSignature("ssa{ss}")]:
         return [job, instance, env]
 
     @dbus_signal()
-    def JobStarted(self, job: str, instance: str, env: dict[str, str]) -> Annotated[
-            list[Any], DBusSignature("ssa{ss}")]:
+    def JobStarted(
+        self, job: str, instance: str, env: dict[str, str]
+    ) -> Annotated[list[Any], DBusSignature("ssa{ss}")]:
         return [job, instance, env]
 
     @dbus_signal()
-    def JobStopping(self, job: str, instance: str, env: dict[str, str]) -> Annotated[
-            list[Any], DBusSignature("ssa{ss}")]:
+    def JobStopping(
+        self, job: str, instance: str, env: dict[str, str]
+    ) -> Annotated[list[Any], DBusSignature("ssa{ss}")]:
         return [job, instance, env]
 
     @dbus_signal()
-    def JobStopped(self, job: str, instance: str, env: dict[str, str]) -> Annotated[
-            list[Any], DBusSignature("ssa{ss}")]:
+    def JobStopped(
+        self, job: str, instance: str, env: dict[str, str]
+    ) -> Annotated[list[Any], DBusSignature("ssa{ss}")]:
         return [job, instance, env]
 
     @dbus_signal()
-    def EventEmitted(self, name: str, env: dict[str, str]) -> Annotated[
-            list[Any], DBusSignature("sa{ss}")]:
+    def EventEmitted(
+        self, name: str, env: dict[str, str]
+    ) -> Annotated[list[Any], DBusSignature("sa{ss}")]:
         return [name, env]
 
 
@@ -302,8 +313,12 @@ class InstanceInterface(ServiceInterface):
         return self.job.status_text
 
 
-_SIGNALS = {"starting": "JobStarting", "started": "JobStarted", "stopping": "JobStopping",
-            "stopped": "JobStopped"}
+_SIGNALS = {
+    "starting": "JobStarting",
+    "started": "JobStarted",
+    "stopping": "JobStopping",
+    "stopped": "JobStopped",
+}
 
 
 class BusFace:
@@ -314,9 +329,9 @@ class BusFace:
         self.bus = bus
         self.manager_iface = ManagerInterface(manager)
         self._jobs: dict[str, JobInterface] = {}
-        self._instances: dict["Job", tuple[str, InstanceInterface]] = {}
+        self._instances: dict[Job, tuple[str, InstanceInterface]] = {}
         self._queue: list[tuple[str, Any]] = []
-        self._dirty: set["Job"] = set()
+        self._dirty: set[Job] = set()
         self._scheduled = False
         self._signatures = self._method_signatures()
         bus.export(MANAGER_PATH, self.manager_iface)
@@ -416,10 +431,16 @@ class BusFace:
             want = self._signatures.get((iface, msg.member))
             if want is not None and want != msg.signature:
                 return Message.new_error(
-                    msg, ERROR_PREFIX + "InvalidArgs",
-                    f"{iface}.{msg.member} takes arguments ({want}), got ({msg.signature})")
-        if self._m.shutting_down and msg.interface in (MANAGER_INTERFACE, JOB_INTERFACE) \
-                and msg.member not in ("ListJobs", "GetJob"):
-            return Message.new_error(msg, ERROR_PREFIX + "ShuttingDown",
-                                     "the manager is shutting down")
+                    msg,
+                    ERROR_PREFIX + "InvalidArgs",
+                    f"{iface}.{msg.member} takes arguments ({want}), got ({msg.signature})",
+                )
+        if (
+            self._m.shutting_down
+            and msg.interface in (MANAGER_INTERFACE, JOB_INTERFACE)
+            and msg.member not in ("ListJobs", "GetJob")
+        ):
+            return Message.new_error(
+                msg, ERROR_PREFIX + "ShuttingDown", "the manager is shutting down"
+            )
         return None

@@ -36,8 +36,10 @@ class NameWatcher:
         if name in self._watched:
             return self.owner(name)
         self._watched.add(name)
-        rule = (f"type='signal',sender='{DBUS}',interface='{DBUS}',"
-                f"member='NameOwnerChanged',arg0='{name}'")
+        rule = (
+            f"type='signal',sender='{DBUS}',interface='{DBUS}',"
+            f"member='NameOwnerChanged',arg0='{name}'"
+        )
         await self._call("AddMatch", "s", [rule])
         reply = await self._call("GetNameOwner", "s", [name])
         if reply.message_type is MessageType.METHOD_RETURN:
@@ -45,8 +47,16 @@ class NameWatcher:
         return self.owner(name)
 
     async def _call(self, member: str, signature: str, body: list[object]) -> Message:
-        return await self._bus.call(Message(destination=DBUS, path=DBUS_PATH, interface=DBUS,
-                                            member=member, signature=signature, body=body))
+        return await self._bus.call(
+            Message(
+                destination=DBUS,
+                path=DBUS_PATH,
+                interface=DBUS,
+                member=member,
+                signature=signature,
+                body=body,
+            )
+        )
 
     def _set(self, name: str, owner: str) -> None:
         if self.owners.get(name, "") == owner:
@@ -58,6 +68,11 @@ class NameWatcher:
         self._callback(name, owner)
 
     def _on_message(self, msg: Message) -> None:
-        if (msg.message_type is MessageType.SIGNAL and msg.member == "NameOwnerChanged"
-                and msg.sender == DBUS and msg.body and msg.body[0] in self._watched):
+        if (
+            msg.message_type is MessageType.SIGNAL
+            and msg.member == "NameOwnerChanged"
+            and msg.sender == DBUS
+            and msg.body
+            and msg.body[0] in self._watched
+        ):
             self._set(msg.body[0], msg.body[2])
