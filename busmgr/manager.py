@@ -45,6 +45,7 @@ from busmgr.options import (
     default_state_dir,
 )
 from busmgr.registry import Registry
+from busmgr.scope import ProcessScope
 
 log = logging.getLogger("busmgr")
 
@@ -99,7 +100,7 @@ class Manager:
         self.bus: MessageBus | None = None
         self.shutting_down = False
         self.stopped = self.loop.create_future()
-        self._sessions: dict[Job, set[int]] = {}
+        self._scopes: dict[Job, ProcessScope] = {}
         self._pid_job: dict[int, Job] = {}
         self._tasks: set[asyncio.Future[object]] = set()
         self.diagnostics: list[str] = []
@@ -188,35 +189,29 @@ class Manager:
         proc_name = job.jobclass.proc_name if kind is ProcessKind.MAIN else None
         pid = process.spawn(spec.argv(), full_env, ctx, log_path=log_path, proc_name=proc_name)
         self._pid_job[pid] = job
-        self._sessions.setdefault(job, set()).add(pid)
+        self.scope(job).adopt(pid)
         self.reaper.watch(pid, self._child_reaped)
         log.debug("%s: spawned %s process %d", job.label, kind.value, pid)
         return pid
 
+    def scope(self, job: Job) -> ProcessScope:
+        scope = self._scopes.get(job)
+        if scope is None:
+            scope = self._scopes[job] = ProcessScope(job.label)
+        return scope
+
     def kill(self, job: Job, signum: int) -> None:
         for pid in job.pids.values():
             process.kill_pid(pid, signum)
-        for sid in list(self._sessions.get(job, ())):
-            process.kill_process_group(sid, signum)
-            for pid in process.session_processes(sid):
-                process.kill_pid(pid, signum)
+        self.scope(job).kill(signum)
 
     def has_processes(self, job: Job) -> bool:
-        if job.pids:
-            return True
-        sessions = self._sessions.get(job, set())
-        for sid in list(sessions):
-            if process.session_processes(sid):
-                return True
-            sessions.discard(sid)
-        return False
+        return bool(job.pids) or self.scope(job).alive()
 
     def process_rows(self, job: Job) -> list[tuple[str, int]]:
         rows = [(kind.value, pid) for kind, pid in job.pids.items()]
         known = {pid for _, pid in rows}
-        for sid in self._sessions.get(job, ()):
-            rows += [("other", p) for p in process.session_processes(sid) if p not in known]
-        return rows
+        return rows + [("other", p) for p in self.scope(job).pids() if p not in known]
 
     def emit_job_event(self, job: Job, name: str, env: dict[str, str], on_finished: object) -> None:
         if name == "started":
@@ -273,7 +268,8 @@ class Manager:
             self.face.changed(job)
 
     def finished(self, job: Job) -> None:
-        self._sessions.pop(job, None) if not self.has_processes(job) else None
+        if not self.has_processes(job):
+            self._scopes.pop(job, ProcessScope(job.label)).release()
         self.registry.at_rest(job)
 
     # ====================================================== process exits
@@ -647,6 +643,7 @@ async def _run(
     loop = asyncio.get_running_loop()
     environ = dict(os.environ)
     manager = Manager(environ=environ, **manager_args)  # type: ignore[arg-type]
+    process.set_cloexec_on_inherited_fds()
     manager.reaper.start()
     _setup_process(pidfile)
     for signum in (signal.SIGTERM, signal.SIGINT):
