@@ -32,12 +32,12 @@ run: setup
 		--services-dir services.d --address-file $(ADDR_FILE)
 
 test: setup
-	$(VENV)/bin/ruff check busmgr tests bench
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check busmgr tests bench
-	$(VENV)/bin/ruff format --check busmgr tests bench
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 check: setup
 	$(VENV)/bin/busmgr check services.d

@@ -718,15 +718,21 @@ async def _run_events(client: ManagerClient, args: argparse.Namespace, out: Text
         if not args.follow or e.type not in _NO_MANAGER_ERRORS:
             raise
         # Following before the manager runs is fine: its events will come once it does.
-        print(format_error(describe_action(args), e), file=sys.stderr, flush=True)
+        print(
+            f"{PROG}: {describe_action(args)}: {MANAGER_BUS_NAME} is not running; "
+            "following its events from when it starts",
+            file=sys.stderr,
+            flush=True,
+        )
     if not args.follow:
         return EXIT_OK
     for member, body in held:
         printer(member, body)
     holding = False
+    # Until interrupted: the manager may come and go, and the match rule outlives it. Only the
+    # bus itself going away ends this, and _client_main reports it.
     await client.bus.wait_for_disconnect()
-    print(f"{PROG}: {describe_action(args)}: disconnected from the bus", file=sys.stderr)
-    return EXIT_FAILED
+    raise EOFError
 
 
 _RUNNERS: dict[str, ClientVerb] = {
@@ -755,6 +761,10 @@ async def _client_main(args: argparse.Namespace) -> int:
             f"{PROG}: {action}: no reply from {MANAGER_BUS_NAME} in {CALL_TIMEOUT:g} seconds",
             file=sys.stderr,
         )
+        return EXIT_FAILED
+    except (EOFError, ConnectionError) as e:
+        reason = str(e) or "the bus closed the connection"
+        print(f"{PROG}: {action}: lost the connection to the bus: {reason}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         bus.disconnect()
