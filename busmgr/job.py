@@ -416,7 +416,7 @@ class Job:
 
     def _after_post_stop(self) -> State | None:
         """Post-stop is done: respawn (after ``respawn delay``), or come to rest."""
-        if self.goal is not Goal.STOP and self.jobclass.respawn.delay > 0 and self.failure is None:
+        if self.goal is not Goal.STOP and self.jobclass.respawn.delay > 0:
             self._set_timer(self.jobclass.respawn.delay, self._respawn_delay_over)
             return None
         return next_state(State.POST_STOP, self.goal)
@@ -580,7 +580,10 @@ class Job:
                     )
                 )
                 self.goal = Goal.STOP
-            # else: goal stays START; running -> stopping -> ... -> post-stop -> starting
+            else:
+                # Goal stays START: running -> stopping -> ... -> post-stop -> starting. The
+                # stopping/stopped events still say how main failed (cleared on starting).
+                self._fail(failure)
         else:
             self._fail(failure)
             self.goal = Goal.STOP

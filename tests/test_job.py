@@ -679,7 +679,10 @@ def test_respawn_stops_after_count_respawns_within_the_interval(host: FakeHost,
         _fail_main(host, job, clock)
         assert (job.goal, job.state) == (Goal.START, State.RUNNING), respawns
         assert host.count(MAIN) == respawns + 1
-        assert host.event("stopping").env == {**BASE, "RESULT": "ok"}
+        # Each crash is reported as such, even though the job respawns.
+        assert host.event("stopping").env == {**BASE, "RESULT": "failed", "PROCESS": "main",
+                                              "EXIT_STATUS": "1"}
+        assert job.failure is None  # cleared when it started again
     _fail_main(host, job, clock)
 
     assert (job.goal, job.state) == (Goal.STOP, State.WAITING)
