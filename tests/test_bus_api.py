@@ -403,9 +403,11 @@ async def test_sigterm_stops_everything(tmp_path: Path) -> None:
         "b": "start on started a\nexec sleep 1000\n",
     }
     sess = await start_session(tmp_path, jobs)
-    pids = [(await sess.wait_running(j))["MainPID"] for j in ("a", "b")]
-    assert all(pids)
-    await stop_session(sess)  # exit 0, nothing left behind
+    try:
+        pids = [(await sess.wait_running(j))["MainPID"] for j in ("a", "b")]
+        assert all(pids)
+    finally:
+        await stop_session(sess)  # exit 0, nothing left behind
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
 
