@@ -8,21 +8,41 @@ finished: whoever emitted the event is told, with ``failed`` True if any job it 
 failed. A ``starting`` or ``stopping`` job event blocks the job that emitted it this way, which
 is how ``start on starting nfs-server`` makes nfs-server wait for portmap.
 
+A job holds the blocks of the events that last changed its goal (Upstart's ``job->blocking``).
+When a later event changes its goal again, :meth:`EventQueue.release_held` lets go of the older
+blocks first, as successes (Upstart's ``job_finished (job, FALSE)``): the job will never get
+where those events sent it, and an event must not wait for ever on a wish that was overruled
+(``stop on stopping dbus`` must not leave dbus stuck in ``stopping`` because hal was started
+again meanwhile).
+
 Invariants: :meth:`EventQueue.emit` never handles an event re-entrantly; handling happens on a
-later loop turn, so a job changing state inside a handler cannot recurse into the queue.
+later loop turn, so a job changing state inside a handler cannot recurse into the queue. A
+handler that raises is logged and counts as handled; the events queued after it are still
+handled, in order. Each release function acts once; releasing an already released hold (the
+job got there after all) does nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from busmgr.events import Event
 
+log = logging.getLogger("busmgr")
+
+Release = Callable[[str | None], None]
+
 
 class Block:
-    """The jobs an event is waiting for. ``finished`` callbacks run once, when none is left."""
+    """The jobs an event is waiting for. ``finished`` callbacks run once, when none is left.
+
+    ``failures`` holds one description per job that failed to get where the event sent it
+    (naming the job); ``done`` becomes True once, after the handler ran and every hold was
+    released.
+    """
 
     def __init__(self, event: Event) -> None:
         self.event = event
@@ -78,6 +98,32 @@ class EventQueue:
         self._handler = handler
         self._pending: deque[Block] = deque()
         self._scheduled = False
+        self._held: dict[Hashable, list[Release]] = {}
+
+    def hold(self, block: Block, holder: Hashable) -> Release:
+        """``holder`` (a job) holds ``block`` until it calls the returned release function
+        (with a failure description, or None) or :meth:`release_held` lets go for it."""
+        inner = block.hold()
+        held = self._held.setdefault(holder, [])
+
+        def release(failure: str | None) -> None:
+            if release in held:
+                held.remove(release)
+                if not held and self._held.get(holder) is held:
+                    del self._held[holder]
+            inner(failure)
+
+        held.append(release)
+        return release
+
+    def release_held(self, holder: Hashable) -> None:
+        """Let go, as successes, of every block ``holder`` still holds (its goal changes)."""
+        for release in list(self._held.pop(holder, [])):
+            release(None)
+
+    def holding(self, holder: Hashable) -> int:
+        """How many blocks ``holder`` holds now."""
+        return len(self._held.get(holder, ()))
 
     def emit(self, event: Event, on_finished: Callable[[Block], None] | None = None) -> Block:
         """Queue ``event``; it is handled on a later loop turn."""
@@ -96,6 +142,8 @@ class EventQueue:
             block = self._pending.popleft()
             try:
                 self._handler(block.event, block)
+            except Exception:
+                log.exception("internal error while handling event %s", block.event)
             finally:
                 block.handled = True
                 block._maybe_finish()

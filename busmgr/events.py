@@ -38,11 +38,13 @@ from types import MappingProxyType
 from busmgr.jobclass import EventExpr, EventMatch, EventOp, is_variable_name
 
 __all__ = [
+    "JOB_ENV_NAMES",
     "JOB_EVENTS",
     "STOP_EVENTS",
     "Event",
     "ExprState",
     "expand",
+    "job_env_of",
     "job_event",
     "match_event",
     "validate_event_env",
@@ -154,6 +156,27 @@ class Event:
 
     def __str__(self) -> str:
         return " ".join([self.name, *(f"{key}={value}" for key, value in self.env)])
+
+
+#: Variables an event carries for matching that reach a job's environment under another name,
+#: because the job's processes need the original name for themselves: the object path of a
+#: ``dbus-signal`` event is ``PATH`` in expressions (``start on dbus-signal PATH=/org/foo``)
+#: but ``OBJPATH`` in the job (the name Upstart's D-Bus bridge uses), whose ``PATH`` stays
+#: the command search path.
+JOB_ENV_NAMES: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {"dbus-signal": MappingProxyType({"PATH": "OBJPATH"})}
+)
+
+
+def job_env_of(event: Event) -> dict[str, str]:
+    """The variables ``event`` gives a job it starts or stops, in the event's order.
+
+    The event's env, with the variables :data:`JOB_ENV_NAMES` lists for its name renamed.
+    """
+    names = JOB_ENV_NAMES.get(event.name)
+    if not names:
+        return event.env_dict()
+    return {names.get(key, key): value for key, value in event.env}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,10 +410,13 @@ class ExprState:
         return [found[arrival] for arrival in sorted(found)]
 
     def env(self) -> dict[str, str]:
-        """The :attr:`events`' environments merged in arrival order, later events winning."""
+        """The :attr:`events`' environments merged in arrival order, later events winning.
+
+        This is what reaches the job, so each event contributes :func:`job_env_of` it.
+        """
         merged: dict[str, str] = {}
         for event in self.events:
-            merged.update(event.env)
+            merged.update(job_env_of(event))
         return merged
 
     def reset(self) -> None:

@@ -219,6 +219,8 @@ class Job:
         self.name = jobclass.name
         self.instance = instance
         self.env = env
+        # The env of a start that overruled a stop still under way; taken on entering starting.
+        self.start_env: dict[str, str] | None = None
         self.stop_env: dict[str, str] = {}
         self.host = host
         self.goal = Goal.STOP
@@ -358,6 +360,8 @@ class Job:
         job now waits for something (a process, an event, a timer)."""
         cls = self.jobclass
         if state is State.STARTING:
+            if self.start_env is not None:
+                self.env, self.start_env = self.start_env, None
             self.goal = Goal.START
             self.failure = None
             self.ready_reached = False
@@ -482,6 +486,18 @@ class Job:
             self._cancel_timer()
             self._change_state(next_state(self.state, self.goal))
 
+    def ready_failed(self, reason: str) -> None:
+        """The host saw that what ``pending_ready`` waits for can no longer happen (a forking
+        main exited 0 but left no daemon): the start fails as on a ready timeout. Only acts
+        while the job waits in ``spawned``."""
+        if self.state is not State.SPAWNED:
+            return
+        self._cancel_timer()
+        self.pending_ready.clear()
+        self._fail(Failure("main", reason=reason))
+        self.goal = Goal.STOP
+        self._change_state(State.STOPPING)
+
     def _ready_timeout(self) -> None:
         self._timer = None
         if self.state is not State.SPAWNED:
@@ -539,11 +555,15 @@ class Job:
         cls = self.jobclass
         state = self.state
         if state is State.SPAWNED:
-            if "expect" in self.pending_ready and cls.expect in (
-                ExpectMode.FORK,
-                ExpectMode.DAEMON,
+            if (
+                "expect" in self.pending_ready
+                and cls.expect in (ExpectMode.FORK, ExpectMode.DAEMON)
+                and status == 0
+                and signum is None
             ):
-                return  # the host follows the fork; ready() brings the new main pid
+                # The host follows the fork; ready() brings the daemon's pid, ready_failed()
+                # says there is none. Any other exit of a forking main fails the start below.
+                return
             self._cancel_timer()
             self.pending_ready.clear()
             self._fail(Failure("main", status, signum, "exited before it was ready"))

@@ -187,9 +187,23 @@ class Manager:
         ctx = job.jobclass.context
         log_path = str(self.log_path(job)) if ctx.console is ConsoleMode.LOG else None
         proc_name = job.jobclass.proc_name if kind is ProcessKind.MAIN else None
-        pid = process.spawn(spec.argv(), full_env, ctx, log_path=log_path, proc_name=proc_name)
+        from busmgr.readiness import Readiness  # here: manager.py's imports are shared ground
+
+        readiness = Readiness.of(self)
+        full_env.update(readiness.spawn_env(job))
+        if kind is ProcessKind.MAIN:
+            readiness.before_main(job)
+        scope = self.scope(job)
+        pid = process.spawn(
+            spec.argv(),
+            full_env,
+            ctx,
+            log_path=log_path,
+            proc_name=proc_name,
+            cgroup=scope.cgroup_dir(),
+        )
         self._pid_job[pid] = job
-        self.scope(job).adopt(pid)
+        scope.adopt(pid)
         self.reaper.watch(pid, self._child_reaped)
         log.debug("%s: spawned %s process %d", job.label, kind.value, pid)
         return pid
@@ -197,13 +211,17 @@ class Manager:
     def scope(self, job: Job) -> ProcessScope:
         scope = self._scopes.get(job)
         if scope is None:
-            scope = self._scopes[job] = ProcessScope(job.label)
+            scope = self._scopes[job] = ProcessScope.for_job(job.label, job.name, job.instance)
         return scope
 
     def kill(self, job: Job, signum: int) -> None:
-        for pid in job.pids.values():
-            process.kill_pid(pid, signum)
-        self.scope(job).kill(signum)
+        """``signum`` to every process of the job; then SIGCONT, as a stopped process acts on
+        no signal but KILL until it is continued (``expect stop``, or stopped by a user)."""
+        scope = self.scope(job)
+        for sig in (signum, signal.SIGCONT) if signum != signal.SIGKILL else (signum,):
+            for pid in job.pids.values():
+                process.kill_pid(pid, sig)
+            scope.kill(sig)
 
     def has_processes(self, job: Job) -> bool:
         return bool(job.pids) or self.scope(job).alive()
@@ -234,32 +252,72 @@ class Manager:
             name = job.jobclass.dbus_name
             if self.names is None:
                 self.loop.call_soon(job.ready, "dbus")  # no bus: nothing to wait for
-            elif self.names.owner(name):
-                self.loop.call_soon(self._name_ready, job, name)
             else:
                 self._spawn_task(self._watch_name(job, name))
         if "expect" in job.pending_ready:
-            log.warning(
-                "%s: expect %s is not supported yet; treating as ready",
-                job.label,
-                job.jobclass.expect.value,
-            )
-            self.loop.call_soon(job.ready, "expect")
+            from busmgr.readiness import Readiness
+
+            Readiness.of(self).watch(job)
 
     async def _watch_name(self, job: Job, name: str) -> None:
-        if self.names is not None and await self.names.watch(name):
-            self._name_ready(job, name)
+        """Watch ``name`` (subscribing first, then asking its owner: no change is missed) and
+        check the owner it has now; later owners arrive through :meth:`_owner_changed`."""
+        if self.names is None:
+            return
+        owner = await self.names.watch(name)
+        if owner:
+            await self._name_ready(job, name, owner)
 
-    def _name_ready(self, job: Job, name: str) -> None:
+    async def _name_ready(self, job: Job, name: str, owner: str) -> None:
+        """``owner`` (a unique connection name) now owns ``name``, which ``job`` provides.
+
+        The name counts as the job's only if the owner's process is one of the job's: a pid it
+        spawned, a member of its process sessions, or a descendant of one of those. If the bus
+        cannot tell the pid (the owner is already gone, or the bus does not know pids), the name
+        counts as the job's. A job waiting in ``spawned`` becomes ready; a running job whose
+        name went to a process that is not its own has lost it (the service failed). Any other
+        state, or an owner that changed again meanwhile (that change has its own check), leaves
+        the job alone. Idempotent: the same owner may be reported more than once.
+        """
+        names = self.names
+        if names is None or not (
+            (job.state is State.SPAWNED and "dbus" in job.pending_ready)
+            or (job.state is State.RUNNING and job.goal is Goal.START)
+        ):
+            return
+        pid = await names.owner_pid(owner)
+        if names.owner(name) != owner:
+            return
+        mine = pid is None or pid in job.pids.values() or pid in self.scope(job).pids()
+        if not mine:
+            import psutil  # only for the rare owner that left the job's sessions
+
+            with contextlib.suppress(psutil.Error):
+                ancestors = {p.pid for p in psutil.Process(pid).parents()}
+                mine = bool(ancestors & (set(job.pids.values()) | set(self.scope(job).pids())))
         if job.state is State.SPAWNED and "dbus" in job.pending_ready:
-            job.ready("dbus")
+            if mine:
+                job.ready("dbus")
+            else:
+                log.warning(
+                    "%s: %s is owned by pid %d, which is not a process of the job; "
+                    "still waiting for the job to own it",
+                    job.label,
+                    name,
+                    pid,
+                )
+        elif job.state is State.RUNNING and job.goal is Goal.START and not mine:
+            log.warning("%s: %s went to pid %d, not a process of the job", job.label, name, pid)
+            job.bus_name_lost()
 
     def _owner_changed(self, name: str, owner: str) -> None:
+        """The bus reported a new owner of ``name`` (``""``: none). Losing the name while
+        running counts as the service failing (respawn rules apply)."""
         for job in list(self.registry.jobs()):
             if job.jobclass.dbus_name != name:
                 continue
             if owner:
-                self._name_ready(job, name)
+                self._spawn_task(self._name_ready(job, name, owner))
             else:
                 job.bus_name_lost()
 
@@ -268,8 +326,13 @@ class Manager:
             self.face.changed(job)
 
     def finished(self, job: Job) -> None:
-        if not self.has_processes(job):
-            self._scopes.pop(job, ProcessScope(job.label)).release()
+        """``job`` is at rest: its scope (and cgroup leaf) go if nothing of it is left."""
+        from busmgr.readiness import Readiness
+
+        Readiness.of(self).forget(job)
+        scope = self._scopes.get(job)
+        if scope is not None and not self.has_processes(job) and scope.release():
+            del self._scopes[job]
         self.registry.at_rest(job)
 
     # ====================================================== process exits
@@ -277,9 +340,21 @@ class Manager:
         job = self._pid_job.pop(pid, None)
         if job is not None:
             job.process_exited(pid, info.status, info.signal)
+            from busmgr.readiness import Readiness
+
+            Readiness.of(self).main_exited(job, pid, info)
         self._recheck_killed()
 
     def _orphan_reaped(self, pid: int, info: process.ExitInfo) -> None:
+        """A re-parented descendant was reaped: the daemon an ``expect fork|daemon`` job
+        followed (its main now), an intermediate of a double fork, or any other orphan."""
+        for job in list(self.registry.jobs()):
+            if pid in job.pids.values():
+                job.process_exited(pid, info.status, info.signal)
+                break
+        from busmgr.readiness import Readiness
+
+        Readiness.of(self).orphan_exited(pid)
         self._recheck_killed()
 
     def _recheck_killed(self) -> None:
@@ -289,11 +364,31 @@ class Manager:
 
     # ======================================================= events
     def _handle_event(self, event: Event, block: Block) -> None:
-        """Apply one event: stop what its ``stop on`` matches, then start what its ``start on``
-        (or, for ``dbus-activation``, its bus name) matches. Each affected job holds ``block``
-        until it has got where the event sent it."""
+        """Apply one event (Upstart's ``event_pending_handle_jobs``).
+
+        First every instance whose ``stop on`` the event completes is stopped, then every class
+        whose ``start on`` it completes (or, for ``dbus-activation``, whose bus name it names) is
+        started, with the env of the events that completed the expression. Stopping first means
+        an event in both expressions of a running job restarts it; the instance a start creates
+        has a fresh ``stop on`` state, so the event that started it is never also counted
+        towards stopping it. An expression that fired is reset (the re-arming rule) even when
+        the job was already where it would have been sent.
+
+        Each job whose goal the event changes holds ``block`` until it got there (running, or
+        for a task and a stop, waiting); the blocks it held for earlier goal changes are let go
+        first. A ``starting``/``stopping`` event never makes the job it is about hold it: that
+        job is blocked by the event, so it could never get anywhere (``stop on starting J`` in
+        J itself stops J once its starting event is over, without the event waiting for it).
+        Once shutdown began, events still stop jobs but start none: everything is being stopped
+        and nothing started now would be waited for.
+        """
         if self.face is not None:
             self.face.event_emitted(event.name, event.env_dict())
+        subject = (
+            (event.get("JOB"), event.get("INSTANCE"))
+            if event.name in ("starting", "stopping")
+            else None
+        )
         for job in list(self.registry.jobs()):
             state = self.registry.stop_on.get(job)
             if state is None or job.goal is Goal.STOP:
@@ -301,7 +396,9 @@ class Manager:
             if state.handle(event, job.env):
                 env = state.env()
                 state.reset()
-                job.stop(self._block_waiter(block, Goal.STOP), env)
+                self.queue.release_held(job)
+                blocked = (job.name, job.instance) == subject
+                job.stop(None if blocked else self._block_waiter(block, job, Goal.STOP), env)
         for cls in list(self.registry.classes.values()):
             env: dict[str, str] | None = None
             if (
@@ -317,19 +414,28 @@ class Manager:
                     state.reset()
             if env is None:
                 continue
+            if self.shutting_down:
+                log.info("%s: event %s ignored: shutting down", cls.name, event.name)
+                continue
             try:
                 job = self._prepare_start(cls, env, {})
             except ManagerError as err:
                 log.warning("%s: event %s: %s", cls.name, event.name, err.message)
                 continue
             if job.goal is Goal.STOP:
-                job.start(self._block_waiter(block, Goal.START))
+                self.queue.release_held(job)
+                blocked = (job.name, job.instance) == subject
+                job.start(None if blocked else self._block_waiter(block, job, Goal.START))
 
-    def _block_waiter(self, block: Block, want: Goal) -> Waiter:
-        release = block.hold()
+    def _block_waiter(self, block: Block, job: Job, want: Goal) -> Waiter:
+        """A waiter through which ``job`` holds ``block`` until it reaches ``want``'s rest state.
+
+        A failure is recorded on the block with the job's name (what ``EmitEvent`` reports).
+        """
+        release = self.queue.hold(block, job)
 
         def done(failure: Failure | None, _how: str) -> None:
-            release(failure.describe() if failure else None)
+            release(self.failure_message(job, failure) if failure else None)
 
         return Waiter(done, want=want)
 
@@ -362,7 +468,15 @@ class Manager:
     def _prepare_start(
         self, cls: JobClass, event_env: Mapping[str, str], request_env: Mapping[str, str]
     ) -> Job:
-        """The instance a start with these envs refers to, its env refreshed if it rests."""
+        """The instance a start with these envs refers to, made ready to take them.
+
+        The env is built in SPEC's order (:meth:`job_env`: base, ``env`` stanzas, the event's
+        env, the request's env, later ones winning). A job at rest takes it at once, with a
+        fresh ``stop on`` state. A job still on its way down (goal stop) takes both when it
+        next enters ``starting`` (Upstart's ``start_env``), so a start that overrules the stop
+        runs it again with the new env, not the old one. A job heading for start is returned
+        unchanged. Raises ``InvalidArgs`` when an instance name expands to nothing.
+        """
         env = self.job_env(cls, event_env, request_env)
         instance = expand(cls.instance, env) if cls.instance else ""
         if cls.instance and not instance:
@@ -374,10 +488,11 @@ class Manager:
         job, _new = self.registry.get_or_create(cls, instance, env)
         if job.goal is Goal.STOP and job.state is State.WAITING:
             job.env = env
-            if cls.stop_on is not None:
-                from busmgr.events import ExprState
-
-                self.registry.stop_on[job] = ExprState(cls.stop_on)
+            job.start_env = None
+            self.registry.reset_stop_on(job)
+        elif job.goal is Goal.STOP:
+            job.start_env = env
+            self.registry.reset_stop_on(job)
         return job
 
     def _find_instance(self, cls: JobClass, env: Mapping[str, str]) -> Job:
@@ -479,7 +594,13 @@ class Manager:
                 raise ManagerError("JobFailed", f"event {name}: " + "; ".join(block.failures))
 
     async def activate_name(self, bus_name: str) -> Job:
-        """Start the job that provides ``bus_name``; return once the name has an owner."""
+        """Start the job that provides ``bus_name``; return once the name has an owner.
+
+        The one path of every activation: the activator's ``ActivationRequest``, the helper's
+        and clients' ``ActivateName``. The request is the event ``dbus-activation NAME=...``;
+        a job that fails raises ``JobFailed`` as soon as it is back at rest, with the message
+        of :meth:`failure_message`, which is also logged (in helper mode the bus daemon only
+        tells the caller that the helper exited)."""
         cls = self.registry.provider(bus_name)
         if cls is None:
             raise ManagerError("NoProvider", f"no job provides the bus name {bus_name}")
@@ -490,16 +611,20 @@ class Manager:
         )
         block = await done
         job = self._prepare_start(cls, {"NAME": bus_name}, {})
-        if job.state is State.RUNNING and job.goal is Goal.START:
-            return job
-        if job.goal is Goal.STOP:
-            failure = job.failure or Failure(
-                "main", reason="; ".join(block.failures) or "it stopped"
-            )
-            raise ManagerError("JobFailed", self.failure_message(job, failure))
-        waiter, fut = self._waiter(Goal.START)
-        job.add_waiter(waiter)
-        await self._await(job, fut)
+        try:
+            if job.state is State.RUNNING and job.goal is Goal.START:
+                return job
+            if job.goal is Goal.STOP:
+                failure = job.failure or Failure(
+                    "main", reason="; ".join(block.failures) or "it stopped"
+                )
+                raise ManagerError("JobFailed", self.failure_message(job, failure))
+            waiter, fut = self._waiter(Goal.START)
+            job.add_waiter(waiter)
+            await self._await(job, fut)
+        except ManagerError as err:
+            log.warning("activation of %s failed: %s", bus_name, err.message)
+            raise
         return job
 
     def update_activation_env(self, set_vars: Iterable[str], unset: Iterable[str]) -> None:
@@ -539,14 +664,35 @@ class Manager:
         address: str | None,
         bus_type: BusType = BusType.SESSION,
         servicedir: Path | None = None,
+        *,
+        own_servicedir: bool = False,
     ) -> None:
-        """Connect to the bus, claim the manager's name, export objects, start activation."""
+        """Connect to the bus, claim the manager's name, export objects, start activation.
+
+        ``servicedir`` receives the activation files; ``own_servicedir`` says it is the private
+        bus's own directory (it goes away with the bus, so the files are not removed one by one
+        on the way out). Without ``address``, the bus's address still comes from the
+        environment, as the helper's ``Exec=`` lines and the jobs need it."""
         bus = MessageBus(bus_address=address, bus_type=bus_type)
         await bus.connect()
         self.bus = bus
+        if address is None:
+            from busmgr.bus.client import DEFAULT_SYSTEM_BUS_ADDRESS
+
+            if bus_type is BusType.SYSTEM:
+                address = self.environ.get("DBUS_SYSTEM_BUS_ADDRESS", DEFAULT_SYSTEM_BUS_ADDRESS)
+            else:
+                address = self.environ.get("DBUS_SESSION_BUS_ADDRESS")
         self.bus_address = address or ""
         self.face = BusFace(self, bus)
         self.names = NameWatcher(bus, self._owner_changed)
+        # Bus signals some job waits for become ``dbus-signal`` events; the bridge follows the
+        # job classes (load and every reload) through the registry's hook.
+        from busmgr.bus.signal_events import SignalEventBridge
+
+        self.signal_events = SignalEventBridge(bus, self.queue.emit, self.names)
+        self.registry.on_classes_changed = self.signal_events.update
+        self.signal_events.update(self.registry.classes.values())
         reply = await bus.request_name(MANAGER_BUS_NAME, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
             raise ManagerError(
@@ -555,7 +701,9 @@ class Manager:
                 f"{address or bus_type.name.lower()} bus: is another busmgr "
                 "running there?",
             )
-        self.bridge = ActivationBridge(self, bus, self.bus_address, servicedir)
+        self.bridge = ActivationBridge(
+            self, bus, self.bus_address, servicedir, remove_on_close=not own_servicedir
+        )
         await self.bridge.start()
         bus_done = asyncio.ensure_future(bus.wait_for_disconnect())
         bus_done.add_done_callback(self._bus_disconnected)
@@ -646,6 +794,10 @@ async def _run(
     process.set_cloexec_on_inherited_fds()
     manager.reaper.start()
     _setup_process(pidfile)
+    from busmgr import scope as job_scopes
+    from busmgr.readiness import Readiness
+
+    job_scopes.setup_cgroups(environ)  # a cgroup leaf per job where cgroup2 is writable
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, manager.request_shutdown, 0)
     loop.add_signal_handler(signal.SIGHUP, manager.reload_configuration)
@@ -664,7 +816,10 @@ async def _run(
             address = private_bus.address
         try:
             await manager.connect(
-                address, bus_type, private_bus.servicedir if private_bus else _helper_dir(environ)
+                address,
+                bus_type,
+                private_bus.servicedir if private_bus else _helper_dir(environ),
+                own_servicedir=private_bus is not None,
             )
         except (ManagerError, OSError) as err:
             print(f"busmgr: {err}", file=sys.stderr)
@@ -710,6 +865,13 @@ async def _run(
         if pidfile is not None:
             with contextlib.suppress(FileNotFoundError):
                 pidfile.unlink()
+        Readiness.of(manager).close()
+        # No child outlives the manager (PID 1's duty; a subreaper's orphans too): whatever is
+        # left after every job stopped gets TERM, then KILL, and is reaped before we exit.
+        left = await manager.reaper.finish(5.0)
+        if left:
+            log.warning("terminated processes left at exit: %s", " ".join(map(str, left)))
+        job_scopes.cleanup_cgroups()
         manager.reaper.stop()
     return status
 

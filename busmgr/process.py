@@ -58,13 +58,31 @@ name from its first instruction, with no race and no wrapper process; ``/proc/PI
 program's own name, by design: a ``#!`` script (its interpreter opens the path again after
 ``exec``, which must not vanish), and ``chroot`` (the symlink would be outside the new root).
 
+Cgroups
+=======
+
+Where a writable cgroup v2 hierarchy exists, every job instance gets a leaf cgroup (see
+:mod:`busmgr.scope` for the layout) and ``spawn(cgroup=LEAF)`` starts the process *inside* it,
+so no descendant can escape by forking before it was moved:
+
+* the slow path: the child writes ``0`` to ``LEAF/cgroup.procs`` (itself) right after ``setsid``,
+  before anything of the job's runs;
+* the fast path: ``posix_spawn`` creates the child in the caller's cgroup, so the manager moves
+  *itself* into the leaf, spawns, and moves itself back (two migrations, about 60 us each here,
+  against a window of a few microseconds in which a program moved by the parent after
+  ``posix_spawn`` could fork a child that stays outside). The manager has no threads and runs
+  no other code in between, so nothing observes it in the leaf.
+
+The helpers below (``cgroup_*``) are the only code that reads or writes cgroup files.
+
 Reaping
 =======
 
 :class:`Reaper` is the one place that calls ``waitpid``: it makes the manager a child
 subreaper (orphaned descendants of jobs are re-parented to it, not to PID 1), reaps every child
 on ``SIGCHLD`` through the loop's signal handling, and hands each exit to the callback that
-:meth:`Reaper.watch` registered for that pid, or to :attr:`Reaper.on_orphan`. No thread, no timer.
+:meth:`Reaper.watch` registered for that pid, or to :attr:`Reaper.on_orphan`, and each stop to
+the callback :meth:`Reaper.watch_stop` registered (``expect stop``). No thread, no timer.
 """
 
 from __future__ import annotations
@@ -78,10 +96,13 @@ import grp
 import os
 import platform
 import pwd
+import re
 import resource
 import shutil
 import signal
+import socket
 import stat
+import struct
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -91,11 +112,22 @@ import prctl
 from busmgr.jobclass import CAPABILITIES, ConsoleMode, ExecContext, signal_name
 
 __all__ = [
+    "CgroupError",
     "ExitInfo",
+    "ForkEvents",
     "Reaper",
     "SpawnError",
+    "cgroup2_mount",
+    "cgroup_kill",
+    "cgroup_of",
+    "cgroup_pids",
+    "cgroup_populated",
+    "cgroup_remove",
+    "child_pids",
     "kill_pid",
     "kill_process_group",
+    "parent_pid",
+    "proc_state",
     "session_processes",
     "set_cloexec_on_inherited_fds",
     "spawn",
@@ -188,11 +220,14 @@ def spawn(
     log_path: str | None = None,
     proc_name: str | None = None,
     pass_fds: tuple[int, ...] = (),
+    cgroup: str | None = None,
 ) -> int:
     """Start ``argv`` with exactly ``env`` in ``ctx``; return its pid once it has exec'd.
 
     ``log_path`` is where stdout and stderr go with ``console log`` (required then, ignored
     otherwise). ``pass_fds`` are descriptors the program inherits at the same numbers.
+    ``cgroup`` is a cgroup v2 directory the process is born in (before its first instruction,
+    on either path; see "Cgroups" above).
     Raises :class:`SpawnError`, after which no process is left behind. The caller must
     :meth:`Reaper.watch` the pid before the loop runs again.
     """
@@ -214,8 +249,15 @@ def spawn(
         elif ctx.console is ConsoleMode.NONE:
             out_fd = null_fd
         if ctx.needs_child_setup or ctx.chdir is not None:
-            return _spawn_fork(argv, environ, ctx, exec_path, null_fd, out_fd, pass_fds)
-        return _spawn_posix(argv, environ, exec_path, null_fd, out_fd, pass_fds)
+            return _spawn_fork(argv, environ, ctx, exec_path, null_fd, out_fd, pass_fds, cgroup)
+        if cgroup is None:
+            return _spawn_posix(argv, environ, exec_path, null_fd, out_fd, pass_fds)
+        home = _own_cgroup_procs()
+        _cgroup_join(cgroup, "0")
+        try:
+            return _spawn_posix(argv, environ, exec_path, null_fd, out_fd, pass_fds)
+        finally:
+            _cgroup_join_home(home)
     finally:
         if out_fd >= 0 and out_fd != null_fd:
             os.close(out_fd)
@@ -262,6 +304,7 @@ def _spawn_fork(
     null_fd: int,
     out_fd: int,
     pass_fds: tuple[int, ...],
+    cgroup: str | None = None,
 ) -> int:
     """The slow path: fork, set up in the child, report any failure through a CLOEXEC pipe."""
     err_r, err_w = os.pipe()  # both close-on-exec: EOF on err_r means exec succeeded
@@ -274,7 +317,7 @@ def _spawn_fork(
         os.close(err_w)
         raise
     if pid == 0:  # pragma: no cover - the child; it never returns
-        _child_main(argv, env, ctx, exec_path, null_fd, out_fd, pass_fds, err_w)
+        _child_main(argv, env, ctx, exec_path, null_fd, out_fd, pass_fds, err_w, cgroup)
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     os.close(err_w)
     try:
@@ -308,11 +351,12 @@ def _child_main(
     out_fd: int,
     pass_fds: tuple[int, ...],
     err_w: int,
+    cgroup: str | None,
 ) -> None:  # pragma: no cover - runs in the child
     """Run in the forked child: set up, exec, or report the failed step and ``_exit(127)``."""
     step = ["reset signals"]
     try:
-        _child_setup(argv, env, ctx, exec_path, null_fd, out_fd, pass_fds, err_w, step)
+        _child_setup(argv, env, ctx, exec_path, null_fd, out_fd, pass_fds, err_w, step, cgroup)
     except BaseException as e:
         code = e.errno if isinstance(e, OSError) and e.errno else 0
         detail = str(e) if not code else ""
@@ -332,11 +376,13 @@ def _child_setup(
     pass_fds: tuple[int, ...],
     err_w: int,
     step: list[str],
+    cgroup: str | None = None,
 ) -> None:  # pragma: no cover - runs in the child
     """Apply ``ctx`` in the child, then exec. ``step[0]`` names the step in progress.
 
     The order is forced by privileges and by what the new root still contains:
-    signals first (they are blocked until then); session and stdio; user and group lookups,
+    signals first (they are blocked until then); session; the job's cgroup (before the
+    credentials change and before anything of the job can fork); stdio; user and group lookups,
     ``oom_score_adj`` (``/proc``), limits, nice and ionice while still root and before
     ``chroot`` (raising a hard limit, lowering nice or the oom score need privileges; ``/proc``
     and the NSS files may not exist in the new root); supplementary groups, ``chroot`` then
@@ -352,6 +398,11 @@ def _child_setup(
 
     step[0] = "setsid"
     os.setsid()
+
+    if cgroup is not None:
+        step[0] = f'cgroup "{cgroup}"'
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+            f.write("0")
 
     step[0] = "console"
     _dup_onto(null_fd, 0)
@@ -650,6 +701,301 @@ def session_processes(sid: int) -> list[int]:
     return found
 
 
+def child_pids(ppid: int) -> list[int]:
+    """Every live or zombie process whose parent is ``ppid``, sorted."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat_fields(int(entry))
+            if fields and int(fields[1]) == ppid:
+                found.append(int(entry))
+    found.sort()
+    return found
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of ``pid`` (0 if it is gone)."""
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else 0
+
+
+def proc_state(pid: int) -> str:
+    """The one-letter state of ``pid`` (``R``, ``S``, ``T`` stopped, ``Z`` zombie...); ``""``
+    if it is gone."""
+    fields = _stat_fields(pid)
+    return fields[0] if fields else ""
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/PID/stat`` after the command name: ``[state, ppid, pgrp, session, ...]``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read()
+    except OSError:
+        return []
+    return text[text.rindex(b")") + 2 :].decode().split()
+
+
+# --------------------------------------------------------------------------------------------
+# cgroups (v2 only; see "Cgroups" in the module docstring)
+
+
+class CgroupError(OSError):
+    """A cgroup operation that must succeed did not (creating a job's leaf, joining it)."""
+
+
+def cgroup2_mount() -> tuple[str, str] | None:
+    """``(mount point, own path)`` of the cgroup v2 hierarchy this process is in, or None.
+
+    The own path is what ``/proc/self/cgroup`` says (``0::/PATH``), relative to the mount's
+    root as ``/proc/self/mountinfo`` gives it (a container may mount only a subtree).
+    """
+    own = cgroup_of(os.getpid())
+    if own is None:
+        return None
+    try:
+        with open("/proc/self/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        if not sep or right.split()[0] != "cgroup2":
+            continue
+        fields = left.split()
+        root, mountpoint = _unoctal(fields[3]), _unoctal(fields[4])
+        if root == "/" or own == root or own.startswith(root.rstrip("/") + "/"):
+            rel = own if root == "/" else own[len(root.rstrip("/")) :] or "/"
+            return mountpoint, rel
+    return None
+
+
+def _unoctal(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as ``\\ooo``."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def cgroup_of(pid: int) -> str | None:
+    """The cgroup v2 path of ``pid`` (``/a/b``), or None if it is gone or there is no v2 line."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return line[3:].rstrip("\n").removesuffix(" (deleted)")
+    except OSError:
+        pass
+    return None
+
+
+def cgroup_pids(path: str) -> list[int]:
+    """The processes in cgroup directory ``path`` (not its children), sorted; [] if it is gone.
+
+    Exited processes are not listed, even before they are reaped."""
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            return sorted(int(x) for x in f.read().split())
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def cgroup_populated(path: str) -> bool:
+    """Whether any live process is in ``path`` or below (``cgroup.events``)."""
+    try:
+        with open(os.path.join(path, "cgroup.events")) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "populated":
+                    return value.strip() == "1"
+    except FileNotFoundError:
+        return False
+    return bool(cgroup_pids(path))
+
+
+def cgroup_kill(path: str) -> bool:
+    """SIGKILL every process in ``path`` and below at once (``cgroup.kill``, Linux 5.14);
+    False where that file does not exist (the caller then signals pid by pid)."""
+    try:
+        with open(os.path.join(path, "cgroup.kill"), "w") as f:
+            f.write("1")
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def cgroup_create(path: str) -> None:
+    """Make the directory ``path`` (a leaf, or the manager's own parent of them)."""
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise CgroupError(e.errno, f'cgroup "{path}": {e.strerror}') from None
+
+
+def cgroup_remove(path: str) -> bool:
+    """Remove an empty cgroup directory; False if it still has processes or children."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        return True
+    except OSError as e:
+        if e.errno in (errno_mod.EBUSY, errno_mod.ENOTEMPTY):
+            return False
+        raise
+    return True
+
+
+_mount_cache: dict[int, tuple[str, str]] = {}
+
+
+def _own_cgroup_procs() -> str:
+    """The ``cgroup.procs`` file of the caller's current cgroup, to move back to.
+
+    The mount is looked up once per process (mountinfo is long); the own cgroup is read each
+    time, so a manager that an administrator moved elsewhere is moved back *there*."""
+    pid = os.getpid()
+    cached = _mount_cache.get(pid)
+    if cached is None:
+        found = cgroup2_mount()
+        if found is None:
+            raise CgroupError(errno_mod.ENOENT, "this process is in no cgroup v2 hierarchy")
+        mount, rel = found
+        full = cgroup_of(pid) or rel
+        cached = _mount_cache[pid] = (mount, full[: len(full) - len(rel)] if rel != "/" else "")
+    mount, root = cached
+    own = (cgroup_of(pid) or "/")[len(root) :] or "/"
+    return os.path.join(mount + own.rstrip("/"), "cgroup.procs")
+
+
+def _cgroup_join(path: str, pid: str) -> None:
+    try:
+        with open(os.path.join(path, "cgroup.procs"), "w") as f:
+            f.write(pid)
+    except OSError as e:
+        raise SpawnError(f'cgroup "{path}"', e.strerror or str(e), e.errno or 0) from None
+
+
+def _cgroup_join_home(procs: str) -> None:
+    """Move the manager back where it came from; failing that is a bug worth a crash."""
+    with open(procs, "w") as f:
+        f.write("0")
+
+
+# --------------------------------------------------------------------------------------------
+# following forks: the kernel's process events connector
+
+
+_NETLINK_CONNECTOR = 11
+_CN_IDX_PROC = 1
+_CN_VAL_PROC = 1
+_PROC_CN_MCAST_LISTEN = 1
+_PROC_EVENT_FORK = 0x00000001
+_PROC_EVENT_EXIT = 0x80000000
+_NLMSG_DONE = 3
+_NLMSG_HDR = struct.Struct("=IHHII")
+_CN_MSG = struct.Struct("=IIIIHH")
+_PROC_EVENT = struct.Struct("=IIQ")
+_FORK_DATA = struct.Struct("=IIII")
+
+
+def _subscribed(sock: socket.socket) -> bool:
+    """Whether the acknowledgement of a subscription (event 0, error 0) is queued on ``sock``."""
+    for _ in range(256):  # other events may already be queued ahead of it
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return False
+        body = _NLMSG_HDR.size + _CN_MSG.size
+        if len(data) >= body + _PROC_EVENT.size + 4:
+            what = _PROC_EVENT.unpack_from(data, body)[0]
+            if what == 0:
+                return struct.unpack_from("=I", data, body + _PROC_EVENT.size)[0] == 0
+    return False
+
+
+class ForkEvents:
+    """Every ``fork`` on the machine, as the kernel's process events connector reports it.
+
+    ``ForkEvents.open(callback)`` returns None where the connector is unavailable: it needs
+    ``CAP_NET_ADMIN`` and the initial pid namespace (the kernel ignores the subscription of a
+    process in any other, so busmgr as a container's PID 1 never gets events), or a kernel
+    built without ``CONFIG_PROC_EVENTS``. The callback gets ``(parent, child)`` process ids
+    (thread creation is filtered out) for every process fork, in the order they happened.
+    :meth:`drain` reads what is queued without waiting, so a caller that just reaped a process
+    sees every fork that happened before that exit (the kernel queues the fork event during
+    ``fork`` itself, before the parent can exit).
+    """
+
+    def __init__(self, sock: socket.socket, callback: Callable[[int, int], None]) -> None:
+        self._sock = sock
+        self._callback = callback
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def open(
+        cls, loop: asyncio.AbstractEventLoop, callback: Callable[[int, int], None]
+    ) -> ForkEvents | None:
+        """Subscribe and start reading through ``loop``; None where it is not possible."""
+        if not hasattr(socket, "AF_NETLINK"):
+            return None
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_CONNECTOR)
+        except OSError:
+            return None
+        try:
+            sock.setblocking(False)
+            sock.bind((0, _CN_IDX_PROC))
+            op = struct.pack("=I", _PROC_CN_MCAST_LISTEN)
+            cn = _CN_MSG.pack(_CN_IDX_PROC, _CN_VAL_PROC, 0, 0, len(op), 0) + op
+            sock.send(_NLMSG_HDR.pack(_NLMSG_HDR.size + len(cn), _NLMSG_DONE, 0, 0, 0) + cn)
+            # The kernel handles the request during send() and acknowledges it with an event
+            # of type 0 carrying the error; from another pid or user namespace it ignores the
+            # request without an answer. No answer (or an error): no events.
+            if not _subscribed(sock):
+                sock.close()
+                return None
+        except OSError:
+            sock.close()
+            return None
+        events = cls(sock, callback)
+        events._loop = loop
+        loop.add_reader(sock.fileno(), events.drain)
+        return events
+
+    def drain(self) -> None:
+        """Hand every queued fork to the callback; never blocks. A lost message (the socket
+        overflowed) is lost: the callers' other rules still apply."""
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # ENOBUFS: events were dropped; go on with the rest
+                continue
+            offset = 0
+            while offset + _NLMSG_HDR.size <= len(data):
+                length = _NLMSG_HDR.unpack_from(data, offset)[0]
+                if length < _NLMSG_HDR.size:
+                    break
+                body = offset + _NLMSG_HDR.size + _CN_MSG.size
+                if body + _PROC_EVENT.size + _FORK_DATA.size <= offset + length:
+                    what = _PROC_EVENT.unpack_from(data, body)[0]
+                    if what == _PROC_EVENT_FORK:
+                        _pp, ptgid, cpid, ctgid = _FORK_DATA.unpack_from(
+                            data, body + _PROC_EVENT.size
+                        )
+                        if cpid == ctgid:
+                            self._callback(ptgid, ctgid)
+                offset += (length + 3) & ~3
+
+    def close(self) -> None:
+        """Unsubscribe (closing the socket is enough)."""
+        if self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._loop = None
+        self._sock.close()
+
+
 # --------------------------------------------------------------------------------------------
 # reaping
 
@@ -670,8 +1016,10 @@ class Reaper:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._watchers: dict[int, ExitCallback] = {}
+        self._stop_watchers: dict[int, Callable[[int], None]] = {}
         self._unclaimed: dict[int, ExitInfo] = {}
         self.on_orphan: ExitCallback | None = None
+        self._on_reap: Callable[[], None] | None = None
         self._started = False
 
     def start(self) -> None:
@@ -698,6 +1046,23 @@ class Reaper:
         else:
             self._watchers[pid] = callback
 
+    def watch_stop(self, pid: int, callback: Callable[[int], None]) -> None:
+        """Call ``callback(pid)`` from the loop once, when the child ``pid`` is stopped by a
+        signal (``expect stop``: it raised SIGSTOP). If it is stopped already, that counts.
+
+        Stops are seen because the manager's SIGCHLD handler has no ``SA_NOCLDSTOP`` and
+        :meth:`reap` asks with ``WUNTRACED``; a stop of a pid nobody watches is ignored (the
+        kernel reports each stop once, so that costs nothing later).
+        """
+        if proc_state(pid) == "T":
+            self._loop.call_soon(callback, pid)
+        else:
+            self._stop_watchers[pid] = callback
+
+    def unwatch_stop(self, pid: int) -> None:
+        """Forget a :meth:`watch_stop`."""
+        self._stop_watchers.pop(pid, None)
+
     def unwatch(self, pid: int) -> None:
         """Forget the watcher of ``pid``; its exit will then count as an orphan's."""
         self._watchers.pop(pid, None)
@@ -710,21 +1075,64 @@ class Reaper:
         """Collect every child that has terminated, without blocking."""
         while True:
             try:
-                pid, ws = os.waitpid(-1, os.WNOHANG)
+                pid, ws = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if os.WIFSTOPPED(ws):
+                on_stop = self._stop_watchers.pop(pid, None)
+                if on_stop is not None:
+                    self._loop.call_soon(on_stop, pid)
+                continue
             try:
                 info = ExitInfo.from_wait_status(ws)
             except ValueError:
-                continue  # stopped or continued: not an exit (we never ask for those)
+                continue  # continued: not an exit (we never ask for those)
+            self._stop_watchers.pop(pid, None)
+            if self._on_reap is not None:
+                self._on_reap()
             callback = self._watchers.pop(pid, None)
             if callback is not None:
                 self._loop.call_soon(callback, pid, info)
             else:
                 self._unclaimed[pid] = info
                 self._loop.call_soon(self._orphaned, pid)
+
+    async def finish(self, timeout: float) -> list[int]:
+        """Before the manager exits: no child may outlive it (as PID 1, the kernel would
+        SIGKILL them; otherwise they would be re-parented out of reach). Every child still
+        there gets SIGTERM (and SIGCONT), SIGKILL once ``timeout`` has passed, and this returns
+        when :meth:`reap` has collected them all (or ``timeout`` after the SIGKILL, for a
+        process stuck in the kernel). Returns the pids it had to signal. Needs :meth:`start`.
+        """
+        me = os.getpid()
+        wake = asyncio.Event()
+        self._on_reap = wake.set
+        signalled: dict[int, int] = {}
+        try:
+            self.reap()
+            deadline = self._loop.time() + timeout
+            sig = signal.SIGTERM
+            while left := child_pids(me):
+                now = self._loop.time()
+                if now >= deadline:
+                    if sig == signal.SIGKILL:
+                        break
+                    sig, deadline = signal.SIGKILL, now + timeout
+                for pid in left:
+                    if signalled.get(pid) != sig:
+                        signalled[pid] = sig
+                        kill_pid(pid, sig)
+                        if sig != signal.SIGKILL:
+                            kill_pid(pid, signal.SIGCONT)
+                wake.clear()
+                self.reap()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), deadline - self._loop.time())
+        finally:
+            self._on_reap = None
+        return sorted(signalled)
 
     def _orphaned(self, pid: int) -> None:
         info = self._unclaimed.pop(pid, None)

@@ -10,11 +10,19 @@ Invariants:
   keeps the class it was started with until it reaches ``waiting``, and takes the new one (or
   goes away, if its job file went) then. (Upstart's ``job_class_consider``.)
 * Start order is remembered so shutdown can stop jobs in reverse.
+* Event expression state: ``start_on`` holds one :class:`ExprState` per class (an event starts
+  a new instance of an ``instance`` job), ``stop_on`` one per instance, because ``stop on``
+  may reference the instance's own environment (``stop on tty-removed TTY=$TTY``). A class's
+  ``start_on`` state survives a reload that leaves its expression unchanged (a half-complete
+  ``a-up and b-up`` is not forgotten by an unrelated edit); an instance's ``stop_on`` state is
+  made afresh whenever the instance starts from rest (see the manager's ``_prepare_start``).
+* ``on_classes_changed``, when set, is called with every current class after each change of
+  the set of classes (the bus-signal bridge follows the jobs' expressions this way).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from busmgr.events import ExprState
 from busmgr.job import Job, JobHost, State
@@ -34,6 +42,11 @@ class Registry:
         self.stop_on: dict[Job, ExprState] = {}
         self._retired: dict[str, JobClass | None] = {}  # name -> class to take at rest
         self.start_order: list[Job] = []
+        self.on_classes_changed: Callable[[Iterable[JobClass]], None] | None = None
+
+    def _classes_changed(self) -> None:
+        if self.on_classes_changed is not None:
+            self.on_classes_changed(list(self.classes.values()))
 
     # ------------------------------------------------------------------ reading
     def get_class(self, name: str) -> JobClass | None:
@@ -63,6 +76,7 @@ class Registry:
         self.start_on[cls.name] = ExprState(cls.start_on) if cls.start_on else None  # type: ignore[assignment]
         if not cls.instance:
             self._create(cls, "", {})
+        self._classes_changed()
 
     def get_or_create(self, cls: JobClass, instance: str, env: dict[str, str]) -> tuple[Job, bool]:
         """The instance named ``instance`` of ``cls``; a new one (with ``env``) if none."""
@@ -79,6 +93,13 @@ class Registry:
         self._on_added(job)
         return job
 
+    def reset_stop_on(self, job: Job) -> None:
+        """Give ``job`` a fresh ``stop on`` state (it starts a new run)."""
+        if job.jobclass.stop_on is not None:
+            self.stop_on[job] = ExprState(job.jobclass.stop_on)
+        else:
+            self.stop_on.pop(job, None)
+
     def note_started(self, job: Job) -> None:
         if job in self.start_order:
             self.start_order.remove(job)
@@ -88,6 +109,7 @@ class Registry:
         """``job`` reached waiting: drop it (instance jobs) or give it its new class."""
         if job in self.start_order:
             self.start_order.remove(job)
+        job.start_env = None  # a start from rest builds its env afresh
         name = job.name
         if name in self._retired:
             new = self._retired.pop(name)
@@ -122,6 +144,7 @@ class Registry:
                 self._replace(name, cls)
             else:
                 self.add_class(cls)
+        self._classes_changed()
 
     def _replace(self, name: str, new: JobClass | None) -> None:
         busy = [j for j in self.instances.get(name, {}).values() if j.state is not State.WAITING]
@@ -129,8 +152,10 @@ class Registry:
             del self.classes[name]
             self.start_on.pop(name, None)
         else:
+            old = self.classes[name]
             self.classes[name] = new
-            self.start_on[name] = ExprState(new.start_on) if new.start_on else None  # type: ignore[assignment]
+            if new.start_on != old.start_on or self.start_on.get(name) is None:
+                self.start_on[name] = ExprState(new.start_on) if new.start_on else None  # type: ignore[assignment]
         if busy:
             self._retired[name] = new
             return

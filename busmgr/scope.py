@@ -1,33 +1,202 @@
 """The set of processes that belong to one job instance, and how to signal all of them.
 
-Model: every process a job spawns leads a new session (``setsid``), so the job's processes are
-the members of those sessions, plus whatever its processes forked into sessions of their own.
-This module is the one place that answers "which processes are this job's?"; the state
-machine only asks :meth:`ProcessScope.alive` and :meth:`ProcessScope.kill`.
+This module is the one place that answers "which processes are this job's?"; the state machine
+only asks :meth:`ProcessScope.alive` and :meth:`ProcessScope.kill`, the bus asks
+:meth:`ProcessScope.pids`, readiness asks :meth:`ProcessScope.contains`.
 
-Invariant: a scope never names a process it was not given or that did not descend from one it
-was given, so stopping a job can never touch a process started outside it (seed ``000_*``:
-another script of the same interpreter is never killed).
+Two models, chosen once per manager process by :func:`setup_cgroups`:
+
+* **cgroup v2** (wherever this process sits in a writable cgroup2 hierarchy): the manager makes
+  ``<mount><its own cgroup>/busmgr-<pid>/`` and, per job instance, a leaf
+  ``<escaped job>[.<escaped instance>]`` (systemd's escaping: every byte outside
+  ``[A-Za-z0-9]`` and a leading digit become ``_xx``, so ``.`` cannot occur inside a part).
+  Every process of the job is born in its leaf (:func:`busmgr.process.spawn` with ``cgroup=``),
+  and so is everything it forks, double-forked and re-parented daemons included: no process can
+  leave except by writing to another cgroup's ``cgroup.procs``, which needs privileges over
+  both. Only leaves hold processes and no controller is enabled, so cgroup v2's "no internal
+  processes" rule never applies; the manager itself stays in its own cgroup. A leaf is made on
+  the job's first spawn and removed when the job is at rest and empty; ``busmgr-<pid>`` is
+  removed when the manager exits (:func:`cleanup_cgroups`).
+* **sessions** (no writable cgroup2: another user's hierarchy, a v1-only machine, or
+  ``BUSMGR_CGROUPS=0``): every process a job spawns leads a new session (``setsid``), so the
+  job's processes are the members of those sessions; the manager is a child subreaper, so what
+  they orphan stays the manager's child. A daemon that calls ``setsid`` itself leaves this
+  scope unless it is adopted (:meth:`ProcessScope.adopt`, which expect fork/daemon does for the
+  daemon it follows).
+
+Invariant (both models): a scope never names a process it was not given or that did not
+descend from one it was given, so stopping a job can never touch a process started outside it
+(seed ``000_*``: another script of the same interpreter is never killed).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import signal
+import string
+
 from busmgr import process
+
+log = logging.getLogger("busmgr")
+
+__all__ = [
+    "CgroupHierarchy",
+    "ProcessScope",
+    "cleanup_cgroups",
+    "hierarchy",
+    "setup_cgroups",
+]
+
+_SAFE = frozenset((string.ascii_letters + string.digits).encode())
+# Passes over cgroup.procs when signalling pid by pid: a process that forks while being
+# signalled adds a pid the previous pass did not see.
+_KILL_PASSES = 8
+
+
+def _escape(text: str) -> str:
+    """One path element for ``text``: the escaping of job object paths (``busmgr.bus.escape``),
+    repeated here so the process layer does not depend on the bus layer."""
+    if not text:
+        return "_"
+    return "".join(
+        chr(b) if b in _SAFE and not (i == 0 and chr(b).isdigit()) else f"_{b:02x}"
+        for i, b in enumerate(text.encode())
+    )
+
+
+class CgroupHierarchy:
+    """The manager's ``busmgr-<pid>`` cgroup directory and the job leaves under it.
+
+    ``base`` is the directory's path in the file system, ``relative`` its path as
+    ``/proc/PID/cgroup`` shows it (to tell whether a pid is in a leaf without listing it).
+    """
+
+    def __init__(self, base: str, relative: str) -> None:
+        self.base = base
+        self.relative = relative
+
+    @classmethod
+    def create(cls) -> CgroupHierarchy | None:
+        """Make ``busmgr-<pid>`` under this process's own cgroup; None if that is impossible.
+
+        A name already taken (a stale directory, or another busmgr that is PID 1 of its own
+        pid namespace) gets a suffix, so two managers never share a directory.
+        """
+        found = process.cgroup2_mount()
+        if found is None:
+            return None
+        mount, own = found
+        parent = mount + own.rstrip("/")
+        if not os.access(parent, os.W_OK):
+            return None
+        stem = f"busmgr-{os.getpid()}"
+        for attempt in range(100):
+            name = stem if attempt == 0 else f"{stem}.{attempt}"
+            try:
+                os.mkdir(os.path.join(parent, name), 0o755)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                log.info("no cgroup for jobs (%s): following sessions instead", e.strerror)
+                return None
+            return cls(os.path.join(parent, name), own.rstrip("/") + "/" + name)
+        return None
+
+    def leaf(self, job: str, instance: str) -> tuple[str, str]:
+        """``(path, relative path)`` of the leaf of one job instance (not created here)."""
+        name = _escape(job) + ("." + _escape(instance) if instance else "")
+        return os.path.join(self.base, name), f"{self.relative}/{name}"
+
+    def remove(self) -> list[str]:
+        """Remove every empty leaf, then the directory itself; returns what could not be
+        removed because it still has processes (SIGKILLed first: the manager is exiting)."""
+        left = []
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self.base):
+                if entry.is_dir(follow_symlinks=False) and not process.cgroup_remove(entry.path):
+                    process.cgroup_kill(entry.path)
+                    left.append(entry.path)
+        if not left:
+            process.cgroup_remove(self.base)
+        return left
+
+
+_hierarchy: CgroupHierarchy | None = None
+
+
+def setup_cgroups(environ: dict[str, str] | None = None) -> CgroupHierarchy | None:
+    """Choose the model for this process (once, at manager start). ``BUSMGR_CGROUPS=0`` in
+    ``environ`` forces the session model (tests of the fallback use it)."""
+    global _hierarchy
+    env = os.environ if environ is None else environ
+    if _hierarchy is None and env.get("BUSMGR_CGROUPS", "1") != "0":
+        _hierarchy = CgroupHierarchy.create()
+    log.debug("job processes: %s", _hierarchy.base if _hierarchy else "sessions")
+    return _hierarchy
+
+
+def hierarchy() -> CgroupHierarchy | None:
+    """The cgroup hierarchy :func:`setup_cgroups` made, or None (the session model)."""
+    return _hierarchy
+
+
+def cleanup_cgroups() -> None:
+    """Remove the manager's cgroup directory (at exit, after every job stopped)."""
+    global _hierarchy
+    if _hierarchy is not None:
+        left = _hierarchy.remove()
+        if left:
+            log.warning("cgroups still populated at exit: %s", ", ".join(left))
+        _hierarchy = None
 
 
 class ProcessScope:
-    """The processes of one job instance (sessions of the processes it spawned)."""
+    """The processes of one job instance: its cgroup leaf, else the sessions it spawned.
 
-    def __init__(self, label: str) -> None:
+    Invariants: ``cgroup`` is fixed at construction (the leaf's path, or None for the session
+    model); the leaf exists between the first :meth:`cgroup_dir` and :meth:`release`.
+    """
+
+    def __init__(self, label: str, cgroup: tuple[str, str] | None = None) -> None:
         self.label = label
+        self.cgroup = cgroup[0] if cgroup else None
+        self._relative = cgroup[1] if cgroup else None
+        self._created = False
         self._sessions: set[int] = set()
 
+    @classmethod
+    def for_job(cls, label: str, job: str, instance: str) -> ProcessScope:
+        """The scope of one job instance, with a leaf if the manager has a hierarchy."""
+        tree = _hierarchy
+        return cls(label, tree.leaf(job, instance) if tree else None)
+
+    def cgroup_dir(self) -> str | None:
+        """The leaf to spawn into, created on first use; None in the session model (also
+        when the leaf cannot be made, after a warning: the job then runs on sessions)."""
+        if self.cgroup is not None and not self._created:
+            try:
+                process.cgroup_create(self.cgroup)
+            except process.CgroupError as e:
+                log.warning("%s: %s; following its sessions instead", self.label, e)
+                self.cgroup = self._relative = None
+                return None
+            self._created = True
+        return self.cgroup
+
     def adopt(self, pid: int) -> None:
-        """``pid`` was just spawned for this job (it leads its own session)."""
+        """``pid`` belongs to this job: one it just spawned (a session leader), or the daemon
+        a fork led to (whose session, if it made one, joins the scope)."""
         self._sessions.add(pid)
+        with contextlib.suppress(OSError):
+            self._sessions.add(os.getsid(pid))
 
     def pids(self) -> list[int]:
-        """Every live (or unreaped) process of the job, sorted."""
+        """Every live process of the job, sorted. In the session model, unreaped zombies are
+        included; in a cgroup, a process is gone from the list as soon as it exited."""
+        if self.cgroup is not None:
+            return process.cgroup_pids(self.cgroup)
         found: set[int] = set()
         for sid in list(self._sessions):
             members = process.session_processes(sid)
@@ -38,15 +207,49 @@ class ProcessScope:
         return sorted(found)
 
     def alive(self) -> bool:
+        """Whether any process of the job is still alive."""
+        if self.cgroup is not None:
+            return self._created and process.cgroup_populated(self.cgroup)
         return bool(self.pids())
 
+    def contains(self, pid: int) -> bool:
+        """Whether the (live or zombie) process ``pid`` is one of the job's."""
+        if self._relative is not None:
+            return process.cgroup_of(pid) == self._relative
+        try:
+            return os.getsid(pid) in self._sessions
+        except OSError:
+            return False
+
     def kill(self, signum: int) -> None:
-        """Send ``signum`` to every process of the job."""
+        """Send ``signum`` to every process of the job (SIGKILL through ``cgroup.kill``, which
+        also gets what forks meanwhile; any other signal pid by pid, until a pass over the
+        cgroup finds no process it has not signalled)."""
+        if self.cgroup is not None:
+            if not self._created:
+                return
+            if signum == signal.SIGKILL and process.cgroup_kill(self.cgroup):
+                return
+            done: set[int] = set()
+            for _ in range(_KILL_PASSES):
+                todo = [p for p in process.cgroup_pids(self.cgroup) if p not in done]
+                if not todo:
+                    break
+                for pid in todo:
+                    process.kill_pid(pid, signum)
+                done.update(todo)
+            return
         for sid in list(self._sessions):
             process.kill_process_group(sid, signum)
         for pid in self.pids():
             process.kill_pid(pid, signum)
 
-    def release(self) -> None:
-        """The job is at rest and has no processes: forget it."""
+    def release(self) -> bool:
+        """The job is at rest: remove its leaf if empty. True if nothing is left of the scope
+        (False: processes remain, the scope must be kept)."""
+        if self.cgroup is not None and self._created:
+            if not process.cgroup_remove(self.cgroup):
+                return False
+            self._created = False
         self._sessions.clear()
+        return True

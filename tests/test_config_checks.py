@@ -76,6 +76,17 @@ def test_blocking_cycle_through_stop_on_stopping() -> None:
     assert messages(a, b, c) == ["a.conf:1: blocking cycle: a waits for b waits for c waits for a"]
 
 
+def test_blocking_cycle_through_start_on_stopping_and_stop_on_starting() -> None:
+    # Stopping a while b stops: a's stopping event starts b again and b's starts a again;
+    # each waits for the other to run, and neither can get past stopping.
+    a = job("a", "start on stopping b\n")
+    b = job("b", "start on stopping a\n")
+    assert messages(a, b) == ["a.conf:1: blocking cycle: a waits for b waits for a"]
+    c = job("c", "stop on starting d\n")
+    d = job("d", "\nstart on starting c\n")
+    assert messages(c, d) == ["c.conf:1: blocking cycle: c waits for d waits for c"]
+
+
 def test_no_cycle_for_started_and_stopped() -> None:
     a = job("a", "start on started b\nstop on stopped b\n")
     b = job("b", "start on started a\nstop on stopped a\n")

@@ -111,3 +111,35 @@ def test_errors(text: str, message: str) -> None:
     with pytest.raises(ExprError) as info:
         parse_event_expr(text)
     assert message in info.value.message
+
+
+def test_deep_nesting_with_globs_and_negation() -> None:
+    assert parse_event_expr("((a and (b or c X!=y*)) or d K=$V)") == EventOp(
+        "or",
+        EventOp(
+            "and",
+            m("a"),
+            EventOp("or", m("b"), m("c", EventArg("y*", "X", negate=True))),
+        ),
+        m("d", EventArg("$V", "K")),
+    )
+
+
+@pytest.mark.parametrize(
+    ("operand", "arg"),
+    [
+        ("KEY!=", EventArg("", "KEY", negate=True)),
+        ("A=b=c", EventArg("b=c", "A")),  # the first "=" splits
+        ("A!=b!=c", EventArg("b!=c", "A", negate=True)),
+        ("[!a]*", EventArg("[!a]*")),  # a negated glob class is a positional glob
+        ("K=[!a]*", EventArg("[!a]*", "K")),
+    ],
+)
+def test_operand_forms(operand: str, arg: EventArg) -> None:
+    assert parse_event_expr(f"ev {operand}") == m("ev", arg)
+
+
+def test_empty_key_is_an_error() -> None:
+    with pytest.raises(ExprError) as info:
+        parse_event_expr("ev !=x")
+    assert 'bad variable name ""' in info.value.message

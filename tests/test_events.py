@@ -10,6 +10,7 @@ from busmgr.events import (
     Event,
     ExprState,
     expand,
+    job_env_of,
     job_event,
     match_event,
     validate_event_env,
@@ -504,3 +505,36 @@ def test_repr_names_pending_and_matched_leaves() -> None:
     state.handle(A_UP, {})
     text = repr(state)
     assert "a-up: a-up N=1" in text and "b-up: pending" in text
+
+
+# --- from job-file text to firing ---------------------------------------------------------
+
+
+def test_parsed_expression_with_globs_vars_negation_nesting_and_rearming() -> None:
+    """``start on (a-up IFACE=eth* or a-up $WANT) and b-up HOST!=$HOSTNAME``, end to end."""
+    from busmgr.config import parse_event_expr
+
+    state = ExprState(parse_event_expr("(a-up IFACE=eth* or a-up $WANT) and b-up HOST!=$HOSTNAME"))
+    job_env = {"WANT": "wlan0", "HOSTNAME": "me"}
+    lo, wlan, eth = ev("a-up", "IFACE=lo"), ev("a-up", "IFACE=wlan0"), ev("a-up", "IFACE=eth3")
+    mine, other = ev("b-up", "HOST=me"), ev("b-up", "HOST=other")
+    assert [state.handle(e, job_env) for e in (lo, mine, other, wlan)] == [
+        False,  # lo: neither eth* nor $WANT
+        False,  # HOST=me is excluded by !=
+        False,  # the b side alone
+        True,  # $WANT expands to wlan0, matched by position
+    ]
+    assert state.events == [other, wlan]
+    assert state.env() == {"HOST": "other", "IFACE": "wlan0"}
+    state.reset()
+    # Re-armed: both sides are needed again.
+    assert [state.handle(e, job_env) for e in (eth, eth, ev("b-up"))] == [False, False, True]
+    assert state.env() == {"IFACE": "eth3"}
+
+
+def test_job_env_of_renames_only_for_dbus_signal() -> None:
+    signal = ev("dbus-signal", "INTERFACE=i.f", "PATH=/o", "ARG0=x")
+    assert job_env_of(signal) == {"INTERFACE": "i.f", "OBJPATH": "/o", "ARG0": "x"}
+    assert job_env_of(ev("other", "PATH=/bin")) == {"PATH": "/bin"}
+    state = ExprState(leaf("dbus-signal", "PATH=/o"))
+    assert state.handle(signal, {}) and state.env()["OBJPATH"] == "/o"

@@ -146,8 +146,9 @@ class FakeHost:
     def has_processes(self, job: Job) -> bool:
         return bool(self.live or self.strays)
 
-    def emit_job_event(self, job: Job, name: str, env: dict[str, str],
-                       on_finished: Callable[[bool], None] | None) -> None:
+    def emit_job_event(
+        self, job: Job, name: str, env: dict[str, str], on_finished: Callable[[bool], None] | None
+    ) -> None:
         self.events.append(JobEvent(name, dict(env), on_finished))
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> FakeTimer:
@@ -167,8 +168,9 @@ class FakeHost:
         self.finished_jobs.append(job)
 
     # ------------------------------------------------------- test drivers
-    def exit(self, job: Job, kind: ProcessKind, status: int | None = 0,
-             signum: int | None = None) -> int:
+    def exit(
+        self, job: Job, kind: ProcessKind, status: int | None = 0, signum: int | None = None
+    ) -> int:
         """The ``kind`` process of ``job`` ends (``signum``: killed by it). Returns its pid."""
         pid = job.pids[kind]
         del self.live[pid]
@@ -209,8 +211,9 @@ class FakeHost:
         """Finish the one blocking event ``name``."""
         waiting = self.blocked()
         if [e.name for e in waiting] != [name]:
-            raise AssertionError(f"expected only {name} to block, blocking: "
-                                 f"{[e.name for e in waiting]}")
+            raise AssertionError(
+                f"expected only {name} to block, blocking: {[e.name for e in waiting]}"
+            )
         waiting[0].finish(failed)
 
     def settle(self, limit: int = 100) -> None:
@@ -266,8 +269,14 @@ def host() -> FakeHost:
     return FakeHost()
 
 
-def make_job(host: FakeHost, *, hooks: Iterable[ProcessKind] = HOOKS, main: bool = True,
-             env: dict[str, str] | None = None, **fields: object) -> Job:
+def make_job(
+    host: FakeHost,
+    *,
+    hooks: Iterable[ProcessKind] = HOOKS,
+    main: bool = True,
+    env: dict[str, str] | None = None,
+    **fields: object,
+) -> Job:
     """A job ``svc`` with the given hook processes (and main), other JobClass fields as given."""
     processes = {kind: ProcessSpec(f"/usr/lib/svc/{kind.value}") for kind in hooks}
     if main:
@@ -445,8 +454,16 @@ def test_service_with_every_hook_starts_and_stops(host: FakeHost) -> None:
 
     assert host.kinds() == [PRE_START, MAIN, POST_START, PRE_STOP, POST_STOP]
     assert host.states() == [
-        State.WAITING, State.STARTING, State.PRE_START, State.SPAWNED, State.POST_START,
-        State.RUNNING, State.PRE_STOP, State.STOPPING, State.KILLED, State.POST_STOP,
+        State.WAITING,
+        State.STARTING,
+        State.PRE_START,
+        State.SPAWNED,
+        State.POST_START,
+        State.RUNNING,
+        State.PRE_STOP,
+        State.STOPPING,
+        State.KILLED,
+        State.POST_STOP,
         State.WAITING,
     ]
     assert host.pending_timers() == []
@@ -498,8 +515,12 @@ def test_pre_start_killed_by_a_signal_reports_the_signal(host: FakeHost) -> None
     job.start()
     host.finish("starting")
     host.exit(job, PRE_START, signum=int(signal.SIGSEGV))
-    assert host.event("stopping").env == {**BASE, "RESULT": "failed", "PROCESS": "pre-start",
-                                          "EXIT_SIGNAL": "SEGV"}
+    assert host.event("stopping").env == {
+        **BASE,
+        "RESULT": "failed",
+        "PROCESS": "pre-start",
+        "EXIT_SIGNAL": "SEGV",
+    }
 
 
 def test_failing_post_start_fails_the_start_and_kills_main(host: FakeHost) -> None:
@@ -511,8 +532,12 @@ def test_failing_post_start_fails_the_start_and_kills_main(host: FakeHost) -> No
     host.exit(job, POST_START, 2)
 
     assert (job.goal, job.state) == (Goal.STOP, State.STOPPING)
-    assert host.event("stopping").env == {**BASE, "RESULT": "failed", "PROCESS": "post-start",
-                                          "EXIT_STATUS": "2"}
+    assert host.event("stopping").env == {
+        **BASE,
+        "RESULT": "failed",
+        "PROCESS": "post-start",
+        "EXIT_STATUS": "2",
+    }
     host.finish("stopping")
     assert job.state is State.KILLED
     assert host.kills == [SIGTERM]
@@ -572,8 +597,12 @@ def test_failing_post_stop_is_the_result(host: FakeHost) -> None:
     host.exit(job, MAIN, signum=SIGTERM)
     host.exit(job, POST_STOP, 4)
     assert job.state is State.WAITING
-    assert host.event("stopped").env == {**BASE, "RESULT": "failed", "PROCESS": "post-stop",
-                                         "EXIT_STATUS": "4"}
+    assert host.event("stopped").env == {
+        **BASE,
+        "RESULT": "failed",
+        "PROCESS": "post-stop",
+        "EXIT_STATUS": "4",
+    }
 
 
 def test_pre_start_that_cannot_be_spawned_fails_the_start(host: FakeHost) -> None:
@@ -604,8 +633,9 @@ def test_main_that_cannot_be_spawned_fails_the_start(host: FakeHost) -> None:
 
 
 def test_spawn_error_of_the_real_host_fails_the_start(host: FakeHost) -> None:
-    host.spawn_errors[PRE_START] = SpawnError('exec "/usr/lib/svc/pre-start"',
-                                              "No such file or directory", 2)
+    host.spawn_errors[PRE_START] = SpawnError(
+        'exec "/usr/lib/svc/pre-start"', "No such file or directory", 2
+    )
     job = make_job(host)
     start_waiter, started = waiter()
     job.start(start_waiter)
@@ -647,8 +677,16 @@ def test_restart_from_running(host: FakeHost) -> None:
     assert (job.goal, job.state) == (Goal.START, State.RUNNING)
     assert job.main_pid not in (0, first_main)
     assert restarted.calls == [(None, "running")]
-    assert host.kinds() == [PRE_START, MAIN, POST_START,
-                            PRE_STOP, POST_STOP, PRE_START, MAIN, POST_START]
+    assert host.kinds() == [
+        PRE_START,
+        MAIN,
+        POST_START,
+        PRE_STOP,
+        POST_STOP,
+        PRE_START,
+        MAIN,
+        POST_START,
+    ]
     # The restart never shows goal stop, and never rests in waiting.
     assert {goal for _state, goal in host.trail[mark:]} == {"start"}
     assert State.WAITING not in {state for state, _goal in host.trail[mark:]}
@@ -664,15 +702,17 @@ def test_restart_of_a_stopped_job_starts_it(host: FakeHost) -> None:
 
 
 # ================================================================== 7. respawn
-def _fail_main(host: FakeHost, job: Job, clock: FakeClock, status: int = 1,
-               step: float = 0.1) -> None:
+def _fail_main(
+    host: FakeHost, job: Job, clock: FakeClock, status: int = 1, step: float = 0.1
+) -> None:
     clock.advance(step)
     host.exit(job, MAIN, status)
     host.settle()
 
 
-def test_respawn_stops_after_count_respawns_within_the_interval(host: FakeHost,
-                                                                clock: FakeClock) -> None:
+def test_respawn_stops_after_count_respawns_within_the_interval(
+    host: FakeHost, clock: FakeClock
+) -> None:
     job = make_job(host, hooks=(), respawn=RespawnPolicy(True, limit=3, interval=5.0))
     run_to_running(host, job)
     for respawns in range(1, 4):
@@ -680,8 +720,12 @@ def test_respawn_stops_after_count_respawns_within_the_interval(host: FakeHost,
         assert (job.goal, job.state) == (Goal.START, State.RUNNING), respawns
         assert host.count(MAIN) == respawns + 1
         # Each crash is reported as such, even though the job respawns.
-        assert host.event("stopping").env == {**BASE, "RESULT": "failed", "PROCESS": "main",
-                                              "EXIT_STATUS": "1"}
+        assert host.event("stopping").env == {
+            **BASE,
+            "RESULT": "failed",
+            "PROCESS": "main",
+            "EXIT_STATUS": "1",
+        }
         assert job.failure is None  # cleared when it started again
     _fail_main(host, job, clock)
 
@@ -689,8 +733,12 @@ def test_respawn_stops_after_count_respawns_within_the_interval(host: FakeHost,
     assert host.count(MAIN) == 4  # COUNT + 1 runs
     assert job.failure is not None
     assert (job.failure.process, job.failure.status) == ("respawn", 1)
-    assert host.event("stopping").env == {**BASE, "RESULT": "failed", "PROCESS": "respawn",
-                                          "EXIT_STATUS": "1"}
+    assert host.event("stopping").env == {
+        **BASE,
+        "RESULT": "failed",
+        "PROCESS": "respawn",
+        "EXIT_STATUS": "1",
+    }
     assert host.event("stopped").env == host.event("stopping").env
     assert len(job.respawn_times) == 4
 
@@ -776,8 +824,7 @@ def test_stop_during_respawn_delay_stops_at_once(host: FakeHost, clock: FakeCloc
 
 # ================================================================== 8. normal exit, tasks
 def test_listed_exit_code_is_normal(host: FakeHost) -> None:
-    job = make_job(host, hooks=(), respawn=RespawnPolicy(True),
-                   normal_exit_codes=frozenset({0, 2}))
+    job = make_job(host, hooks=(), respawn=RespawnPolicy(True), normal_exit_codes=frozenset({0, 2}))
     run_to_running(host, job)
     host.exit(job, MAIN, 2)
     host.settle()
@@ -787,8 +834,9 @@ def test_listed_exit_code_is_normal(host: FakeHost) -> None:
 
 
 def test_listed_signal_is_normal(host: FakeHost) -> None:
-    job = make_job(host, hooks=(), respawn=RespawnPolicy(True),
-                   normal_exit_signals=frozenset({SIGTERM}))
+    job = make_job(
+        host, hooks=(), respawn=RespawnPolicy(True), normal_exit_signals=frozenset({SIGTERM})
+    )
     run_to_running(host, job)
     host.exit(job, MAIN, signum=SIGTERM)
     host.settle()
@@ -803,13 +851,16 @@ def test_unlisted_signal_is_a_failure(host: FakeHost) -> None:
     host.exit(job, MAIN, signum=int(signal.SIGSEGV))
     host.settle()
     assert job.state is State.WAITING
-    assert host.event("stopped").env == {**BASE, "RESULT": "failed", "PROCESS": "main",
-                                         "EXIT_SIGNAL": "SEGV"}
+    assert host.event("stopped").env == {
+        **BASE,
+        "RESULT": "failed",
+        "PROCESS": "main",
+        "EXIT_SIGNAL": "SEGV",
+    }
     assert job.last_exit == (None, int(signal.SIGSEGV))
 
 
-def test_exit_zero_of_a_respawning_service_is_a_failure(host: FakeHost,
-                                                        clock: FakeClock) -> None:
+def test_exit_zero_of_a_respawning_service_is_a_failure(host: FakeHost, clock: FakeClock) -> None:
     job = make_job(host, hooks=(), respawn=RespawnPolicy(True))
     run_to_running(host, job)
     _fail_main(host, job, clock, status=0)
@@ -833,8 +884,12 @@ def test_exit_one_of_a_service_without_respawn_fails(host: FakeHost) -> None:
     host.settle()
     assert job.state is State.WAITING
     assert PRE_STOP not in host.kinds()  # pre-stop runs only on a stop request
-    assert host.event("stopped").env == {**BASE, "RESULT": "failed", "PROCESS": "main",
-                                         "EXIT_STATUS": "1"}
+    assert host.event("stopped").env == {
+        **BASE,
+        "RESULT": "failed",
+        "PROCESS": "main",
+        "EXIT_STATUS": "1",
+    }
 
 
 def test_task_waiter_is_released_only_at_waiting(host: FakeHost) -> None:
@@ -987,8 +1042,12 @@ def test_main_exit_before_ready_fails_the_start(host: FakeHost) -> None:
     assert failure is not None
     assert (failure.process, failure.status) == ("main", 3)
     assert "exited before it was ready" in failure.reason
-    assert host.event("stopped").env == {**BASE, "RESULT": "failed", "PROCESS": "main",
-                                         "EXIT_STATUS": "3"}
+    assert host.event("stopped").env == {
+        **BASE,
+        "RESULT": "failed",
+        "PROCESS": "main",
+        "EXIT_STATUS": "3",
+    }
     assert host.kinds() == [MAIN]  # no post-start, no respawn before the job was ready
 
 
@@ -1117,12 +1176,14 @@ def test_cancelled_stop_does_not_emit_started_again(host: FakeHost) -> None:
 
 
 # ================================================================== 12. invalid transitions
-INVALID = [(before, after) for after in State for before in State
-           if before not in ALLOWED_PREVIOUS[after]]
+INVALID = [
+    (before, after) for after in State for before in State if before not in ALLOWED_PREVIOUS[after]
+]
 
 
-@pytest.mark.parametrize(("before", "after"), INVALID,
-                         ids=[f"{b.value}->{a.value}" for b, a in INVALID])
+@pytest.mark.parametrize(
+    ("before", "after"), INVALID, ids=[f"{b.value}->{a.value}" for b, a in INVALID]
+)
 def test_invalid_transition_raises(host: FakeHost, before: State, after: State) -> None:
     job = make_job(host)
     job.state = before

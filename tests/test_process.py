@@ -31,14 +31,26 @@ import pytest
 from busmgr.jobclass import ConsoleMode, ExecContext, Limit
 from busmgr.process import (
     ExitInfo,
+    ForkEvents,
     Reaper,
     SpawnError,
+    cgroup2_mount,
+    cgroup_create,
+    cgroup_kill,
+    cgroup_of,
+    cgroup_pids,
+    cgroup_populated,
+    cgroup_remove,
+    child_pids,
     kill_pid,
     kill_process_group,
+    parent_pid,
+    proc_state,
     session_processes,
     set_cloexec_on_inherited_fds,
     spawn,
 )
+from busmgr.scope import ProcessScope
 
 TIMEOUT = 10.0
 ENV = {"PATH": "/usr/bin:/bin"}
@@ -664,3 +676,143 @@ def test_spawn_error_message_forms() -> None:
         'exec "/x": No such file or directory'
     )
     assert str(SpawnError("dbus-daemon exited early")) == "dbus-daemon exited early"
+
+
+# --------------------------------------------------------------------------------------------
+# /proc helpers, stops, fork events
+
+
+async def test_proc_helpers(procs: Spawner) -> None:
+    with pipe() as (r, w):
+        child = procs.start(
+            ["sh", "-c", f"{SLEEP} 60 & echo $! >{fd_path(w)}; wait"], pass_fds=(w,)
+        )
+        os.close(w)
+        sleeper = int(await read_line(r))
+    assert child_pids(child.pid) == [sleeper]
+    assert parent_pid(sleeper) == child.pid
+    assert child.pid in child_pids(os.getpid())
+    assert proc_state(sleeper) in ("S", "R")
+    assert proc_state(2**22 + 1) == "" and parent_pid(2**22 + 1) == 0
+
+
+@pytest.mark.parametrize("ctx", [PLAIN, SLOW], ids=["fast", "slow"])
+async def test_watch_stop_then_continue(procs: Spawner, reaper: Reaper, ctx: ExecContext) -> None:
+    child = procs.start(["sh", "-c", "kill -STOP $$; exit 7"], ctx)
+    stopped: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    reaper.watch_stop(child.pid, stopped.set_result)
+    assert await asyncio.wait_for(stopped, TIMEOUT) == child.pid
+    assert proc_state(child.pid) == "T"
+    # Watching a pid that is stopped already reports at once.
+    again: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    reaper.watch_stop(child.pid, again.set_result)
+    assert await asyncio.wait_for(again, TIMEOUT) == child.pid
+    reaper.unwatch_stop(child.pid)
+    assert kill_pid(child.pid, signal.SIGCONT)
+    assert await child.wait() == ExitInfo(7, None)
+
+
+async def test_fork_events_follow_a_double_fork(procs: Spawner, orphans: Orphans) -> None:
+    forks: list[tuple[int, int]] = []
+    events = ForkEvents.open(asyncio.get_running_loop(), lambda p, c: forks.append((p, c)))
+    if events is None:
+        pytest.skip("the process events connector needs CAP_NET_ADMIN in the initial pid ns")
+    try:
+        with pipe() as (r, w):
+            script = f"(sh -c 'echo $$ >{fd_path(w)}; exec {SLEEP} 60' &) ; wait"
+            child = procs.start(["sh", "-c", script], pass_fds=(w,))
+            os.close(w)
+            grandchild = int(await read_line(r))
+        assert await child.wait() == ExitInfo(0, None)
+        events.drain()
+        mine = {c: p for p, c in forks}
+        # sh forked the subshell, which forked the grandchild and exited.
+        middle = mine[grandchild]
+        assert mine[middle] == child.pid
+    finally:
+        events.close()
+    kill_pid(grandchild, signal.SIGKILL)
+    await orphans.wait(grandchild)
+
+
+# --------------------------------------------------------------------------------------------
+# cgroups
+
+
+@pytest.fixture
+def cgroup_dir() -> Iterator[str]:
+    found = cgroup2_mount()
+    if found is None or not os.access(found[0] + found[1].rstrip("/"), os.W_OK):
+        pytest.skip("needs a writable cgroup2 hierarchy")
+    path = found[0] + found[1].rstrip("/") + f"/busmgr-test-{os.getpid()}"
+    cgroup_create(path)
+    try:
+        yield path
+    finally:
+        cgroup_kill(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
+@pytest.mark.parametrize("ctx", [PLAIN, SLOW], ids=["fast", "slow"])
+async def test_spawn_into_cgroup_catches_an_immediate_double_fork(
+    procs: Spawner, orphans: Orphans, cgroup_dir: str, ctx: ExecContext
+) -> None:
+    own = cgroup_of(os.getpid())
+    with pipe() as (r, w):
+        script = f"(setsid sh -c 'echo $$ >{fd_path(w)}; exec {SLEEP} 60' &) ; exit 0"
+        child = procs.start(["sh", "-c", script], ctx, pass_fds=(w,), cgroup=cgroup_dir)
+        os.close(w)
+        daemon = int(await read_line(r))
+    assert cgroup_of(os.getpid()) == own  # the fast path moved the manager back
+    assert await child.wait() == ExitInfo(0, None)
+    assert cgroup_pids(cgroup_dir) == [daemon]
+    assert cgroup_of(daemon) == own.rstrip("/") + "/" + os.path.basename(cgroup_dir)
+    assert cgroup_populated(cgroup_dir)
+    assert not cgroup_remove(cgroup_dir)  # busy
+    assert cgroup_kill(cgroup_dir)
+    assert await orphans.wait(daemon) == ExitInfo(None, signal.SIGKILL)
+    assert not cgroup_populated(cgroup_dir)
+    assert cgroup_pids(cgroup_dir) == []
+
+
+async def test_spawn_into_missing_cgroup_fails_cleanly(procs: Spawner) -> None:
+    with pytest.raises(SpawnError, match=r'^cgroup "/nonexistent/cg"'):
+        procs.start([SLEEP, "60"], cgroup="/nonexistent/cg")
+    with pytest.raises(SpawnError, match=r'^cgroup "/nonexistent/cg"'):
+        procs.start([SLEEP, "60"], SLOW, cgroup="/nonexistent/cg")
+
+
+async def test_scope_in_a_cgroup_signals_every_process_and_only_those(
+    procs: Spawner, orphans: Orphans, cgroup_dir: str
+) -> None:
+    scope = ProcessScope(
+        "t",
+        (
+            cgroup_dir + "/leaf",
+            cgroup_of(os.getpid()).rstrip("/") + "/" + os.path.basename(cgroup_dir) + "/leaf",
+        ),
+    )
+    leaf = scope.cgroup_dir()
+    assert leaf == cgroup_dir + "/leaf" and os.path.isdir(leaf)
+    outside = procs.start([SLEEP, "60"])
+    with pipe() as (r, w):
+        script = f"{SLEEP} 60 & setsid {SLEEP} 60 & echo $! >{fd_path(w)}; wait"
+        child = procs.start(["sh", "-c", script], pass_fds=(w,), cgroup=leaf)
+        os.close(w)
+        await read_line(r)
+    scope.adopt(child.pid)
+    members = scope.pids()
+    assert len(members) == 3 and child.pid in members
+    assert all(scope.contains(p) for p in members)
+    assert not scope.contains(outside.pid)
+    assert scope.alive()
+    scope.kill(signal.SIGTERM)
+    assert await child.wait() == ExitInfo(None, signal.SIGTERM)
+    for pid in members:
+        if pid != child.pid:
+            assert await orphans.wait(pid) == ExitInfo(None, signal.SIGTERM)
+    assert not scope.alive()
+    assert scope.release()
+    assert not os.path.exists(leaf)
+    assert kill_pid(outside.pid, 0)  # untouched

@@ -7,14 +7,30 @@ Two modes, chosen when the bridge starts:
   busmgr the directed signal ``org.freedesktop.systemd1.Activator.ActivationRequest(s unit)``.
   busmgr starts the job; the daemon delivers the caller's message once the job owns its name.
   If the job fails, busmgr sends ``ActivationFailure(unit, error, message)`` to the daemon,
-  which fails every waiting caller with that error at once.
-* **Helper** (a real systemd owns that name): the service files carry no ``SystemdService=``;
-  their ``Exec=`` runs ``busmgr activate NAME``, which asks busmgr's ``ActivateName`` and exits
-  non-zero when the job fails, so the daemon fails the callers at once.
+  which fails every waiting caller with exactly that error at once. The daemon merges
+  concurrent callers into one request; busmgr merges requests that arrive while one for the
+  same unit is still pending.
+* **Helper** (someone else, a real systemd, owns that name): the service files carry no
+  ``SystemdService=``; their ``Exec=`` runs ``busmgr activate --address ADDR NAME``, which asks
+  busmgr's ``ActivateName`` and exits non-zero when the job fails, so the daemon fails the
+  callers at once (with its own ``Spawn.ChildExited`` error: only the owner of
+  ``org.freedesktop.systemd1`` may send ``ActivationFailure``, so the reason stays in busmgr's
+  log and the helper's stderr).
 
-Either way the service files busmgr writes name every bus name a job provides, and the
-daemon's ``UpdateActivationEnvironment`` (a ``SetEnvironment(as)`` call to the activator) updates
-the environment of later activations.
+Either way an activation is :meth:`busmgr.manager.Manager.activate_name`, the path that
+``ActivateName`` takes too, and the daemon's ``UpdateActivationEnvironment`` (a no-reply
+``SetEnvironment(as)`` call to the owner of ``org.freedesktop.systemd1``, so activator mode
+only) updates the environment of later activations.
+
+Service files: one ``NAME.service`` per bus name a job provides, in the directory the bridge
+was given (the private bus's service directory, or ``$XDG_RUNTIME_DIR/dbus-1/services``, which
+the daemon reads but does not watch). Invariant: a refresh writes only the files that changed
+and then calls ``ReloadConfig`` exactly once, and only if something changed, so the daemon
+reloads once per refresh, not once per file. A new file is written in a staging directory
+beside the service directory and hard-linked into place: the daemon's inotify watch (on
+``IN_CLOSE_WRITE``, ``IN_MOVED_TO``, ``IN_MOVED_FROM`` and ``IN_DELETE``, not ``IN_CREATE``)
+does not fire for a link, so the explicit ``ReloadConfig`` is the one reload. Changed and
+removed files (a job file edited or deleted) may add one inotify reload of their own.
 """
 
 from __future__ import annotations
@@ -25,13 +41,15 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dbus_fast import Message, MessageType, NameFlag, RequestNameReply
+from dbus_fast import Message, MessageFlag, MessageType, NameFlag, RequestNameReply
 from dbus_fast.aio import MessageBus
 
 from busmgr.bus.escape import escape
+from busmgr.errors import ManagerError
 from busmgr.jobclass import JobClass
 
 if TYPE_CHECKING:
@@ -43,7 +61,14 @@ SYSTEMD = "org.freedesktop.systemd1"
 SYSTEMD_PATH = "/org/freedesktop/systemd1"
 ACTIVATOR_IFACE = "org.freedesktop.systemd1.Activator"
 SYSTEMD_MANAGER_IFACE = "org.freedesktop.systemd1.Manager"
+DBUS = "org.freedesktop.DBus"
+DBUS_PATH = "/org/freedesktop/DBus"
 UNIT_PREFIX = "busmgr-activate-"
+ERROR_PREFIX = "org.busmgr.Error."
+MARKER = "# Written by busmgr: activation of a busmgr job. Do not edit."
+
+ACTIVATOR = "activator"
+HELPER = "helper"
 
 
 def unit_name(bus_name: str) -> str:
@@ -51,76 +76,144 @@ def unit_name(bus_name: str) -> str:
     return f"{UNIT_PREFIX}{escape(bus_name)}.service"
 
 
+def service_file_text(bus_name: str, mode: str, address: str) -> str:
+    """The ``NAME.service`` file for ``bus_name`` in ``mode``.
+
+    Both modes need an ``Exec=`` line (dbus-daemon rejects a file without one); in activator
+    mode the daemon never runs it, but the line still works if someone starts it by hand.
+    """
+    helper = [sys.executable, "-m", "busmgr", "activate"]
+    if address:
+        helper += ["--address", address]
+    lines = [
+        MARKER,
+        "[D-BUS Service]",
+        f"Name={bus_name}",
+        "Exec=" + shlex.join([*helper, bus_name]),
+    ]
+    if mode == ACTIVATOR:
+        lines.append(f"SystemdService={unit_name(bus_name)}")
+    return "\n".join(lines) + "\n"
+
+
+def publish_files(directory: Path, wanted: dict[str, str], previous: Iterable[str]) -> bool:
+    """Make ``directory`` hold exactly ``wanted`` (file name -> text) among the files named in
+    ``previous`` (those busmgr wrote before; other files are left alone). Returns whether
+    anything changed. New files appear by ``link`` (see the module docstring)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = directory.parent / f".{directory.name}.busmgr-staging"
+    staging.mkdir(mode=0o700, exist_ok=True)
+    changed = False
+    try:
+        for name in set(previous) - set(wanted):
+            with contextlib.suppress(FileNotFoundError):
+                (directory / name).unlink()
+                changed = True
+        for name, text in wanted.items():
+            target = directory / name
+            with contextlib.suppress(OSError):
+                if target.read_text() == text:
+                    continue
+            staged = staging / name
+            staged.write_text(text)
+            try:
+                os.link(staged, target)
+            except FileExistsError:
+                # An older version of the file: replace it atomically (this one may be seen
+                # by the daemon's inotify watch; see the module docstring).
+                os.replace(staged, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    staged.unlink()
+            changed = True
+    finally:
+        with contextlib.suppress(OSError):
+            staging.rmdir()
+    return changed
+
+
 class ActivationBridge:
-    """Owns the service files and answers the bus daemon's activation traffic."""
+    """Owns the service files and answers the bus daemon's activation traffic.
+
+    ``address`` is the bus address the helper's ``Exec=`` line uses; ``servicedir`` the
+    directory for the service files (``None``: write none); ``remove_on_close`` whether
+    :meth:`remove_service_files` deletes them (not needed for a private bus's directory, which
+    goes away with the bus, and deleting would only make the daemon reload while it stops).
+    """
 
     def __init__(
-        self, manager: Manager, bus: MessageBus, address: str, servicedir: Path | None
+        self,
+        manager: Manager,
+        bus: MessageBus,
+        address: str,
+        servicedir: Path | None,
+        *,
+        remove_on_close: bool = True,
     ) -> None:
         self._m = manager
         self._bus = bus
         self._address = address
         self.servicedir = servicedir
+        self.remove_on_close = remove_on_close
         self.mode = "none"
+        self.reloads = 0  # ReloadConfig calls made, for tests and the benchmark
         self._units: dict[str, str] = {}  # unit -> bus name
-        self._written: set[Path] = set()
+        self._written: set[str] = set()  # file names in servicedir
         self._pending: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> str:
-        """Choose the mode; returns it (``activator`` or ``helper``)."""
+        """Choose the mode; returns it (``activator`` or ``helper``). Call once, after the
+        manager owns its own name."""
         reply = await self._bus.request_name(SYSTEMD, NameFlag.DO_NOT_QUEUE)
         if reply in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
-            self.mode = "activator"
+            self.mode = ACTIVATOR
         else:
-            self.mode = "helper"
+            self.mode = HELPER
+        log.info(
+            "D-Bus activation: %s mode (%s)",
+            self.mode,
+            "busmgr owns " + SYSTEMD if self.mode == ACTIVATOR else SYSTEMD + " has another owner",
+        )
         self._bus.add_message_handler(self._on_message)
         return self.mode
 
     # ----------------------------------------------------------- service files
     def service_file_text(self, cls: JobClass) -> str:
-        name = cls.dbus_name or ""
-        helper = [sys.executable, "-m", "busmgr", "activate", "--address", self._address, name]
-        lines = ["[D-BUS Service]", f"Name={name}", "Exec=" + shlex.join(helper)]
-        if self.mode == "activator":
-            lines.append(f"SystemdService={unit_name(name)}")
-        return "\n".join(lines) + "\n"
+        return service_file_text(cls.dbus_name or "", self.mode, self._address)
 
     async def write_service_files(self, classes: list[JobClass]) -> None:
-        """Write one file per provided bus name (and remove stale ones), then ReloadConfig."""
-        if self.servicedir is None:
-            return
-        self.servicedir.mkdir(parents=True, exist_ok=True)
-        wanted: dict[Path, str] = {}
-        self._units = {}
+        """Bring the service files in line with ``classes`` (one per provided bus name), then
+        ``ReloadConfig`` once if anything changed. On return the daemon knows every name."""
+        wanted: dict[str, str] = {}
+        units: dict[str, str] = {}
         for cls in classes:
             if not cls.dbus_name or cls.dbus_name == SYSTEMD:
                 continue
-            wanted[self.servicedir / f"{cls.dbus_name}.service"] = self.service_file_text(cls)
-            self._units[unit_name(cls.dbus_name)] = cls.dbus_name
-        for stale in self._written - set(wanted):
-            with contextlib.suppress(FileNotFoundError):
-                stale.unlink()
-        for path, text in wanted.items():
-            tmp = path.with_name(path.name + ".new")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+            wanted[f"{cls.dbus_name}.service"] = self.service_file_text(cls)
+            units[unit_name(cls.dbus_name)] = cls.dbus_name
+        self._units = units
+        if self.servicedir is None:
+            return
+        changed = publish_files(self.servicedir, wanted, self._written)
         self._written = set(wanted)
+        if changed:
+            await self._reload_config()
+
+    async def _reload_config(self) -> None:
+        self.reloads += 1
         reply = await self._bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="ReloadConfig",
-            )
+            Message(destination=DBUS, path=DBUS_PATH, interface=DBUS, member="ReloadConfig")
         )
         if reply.message_type is MessageType.ERROR:
-            log.warning("ReloadConfig failed: %s", reply.body)
+            log.warning("ReloadConfig failed: %s %s", reply.error_name, reply.body)
 
     def remove_service_files(self) -> None:
-        for path in self._written:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        """Delete the files this bridge wrote (when ``remove_on_close``)."""
+        if self.servicedir is not None and self.remove_on_close:
+            for name in self._written:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.servicedir / name).unlink()
         self._written = set()
 
     # ----------------------------------------------------------- bus traffic
@@ -129,12 +222,14 @@ class ActivationBridge:
             msg.message_type is MessageType.SIGNAL
             and msg.interface == ACTIVATOR_IFACE
             and msg.member == "ActivationRequest"
-            and msg.sender == "org.freedesktop.DBus"
+            and msg.sender == DBUS
+            and msg.signature == "s"
         ):
             self._spawn(self._activate(msg.body[0]))
             return True
         if (
-            msg.message_type is MessageType.METHOD_CALL
+            self.mode == ACTIVATOR
+            and msg.message_type is MessageType.METHOD_CALL
             and msg.path == SYSTEMD_PATH
             and msg.interface in (SYSTEMD_MANAGER_IFACE, None)
             and msg.member in ("SetEnvironment", "UnsetEnvironment", "UnsetAndSetEnvironment")
@@ -143,6 +238,8 @@ class ActivationBridge:
         return None
 
     def _environment_call(self, msg: Message) -> Message | bool:
+        """systemd's environment calls; the daemon's ``UpdateActivationEnvironment`` arrives
+        as ``SetEnvironment`` flagged no-reply-expected, which gets no reply."""
         body = list(msg.body)
         if msg.member == "SetEnvironment" and msg.signature == "as":
             self._m.update_activation_env(set_vars=body[0], unset=[])
@@ -151,11 +248,14 @@ class ActivationBridge:
         elif msg.member == "UnsetAndSetEnvironment" and msg.signature == "asas":
             self._m.update_activation_env(set_vars=body[1], unset=body[0])
         else:
-            return Message.new_error(
+            reply = Message.new_error(
                 msg,
                 "org.freedesktop.DBus.Error.InvalidArgs",
                 f"{msg.member} does not take ({msg.signature})",
             )
+            return True if msg.flags & MessageFlag.NO_REPLY_EXPECTED else reply
+        if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+            return True
         return Message.new_method_return(msg)
 
     def _spawn(self, coro: object) -> None:
@@ -164,20 +264,23 @@ class ActivationBridge:
         task.add_done_callback(self._tasks.discard)
 
     async def _activate(self, unit: str) -> None:
+        """One ``ActivationRequest``: start the job; on failure tell the daemon why."""
         bus_name = self._units.get(unit)
         if bus_name is None:
             self._send_failure(
-                unit, "org.busmgr.Error.NoProvider", f"no job provides the unit {unit}"
+                unit, ERROR_PREFIX + "NoProvider", f"no busmgr job provides the unit {unit}"
             )
             return
         if unit in self._pending:
-            return  # the daemon merges callers; one activation serves them all
+            return  # one activation serves every caller the daemon holds for this name
         self._pending.add(unit)
         try:
             await self._m.activate_name(bus_name)
-        except Exception as err:
-            name = getattr(err, "name", "JobFailed")
-            self._send_failure(unit, f"org.busmgr.Error.{name}", str(getattr(err, "message", err)))
+        except ManagerError as err:  # activate_name logged it
+            self._send_failure(unit, ERROR_PREFIX + err.name, err.message)
+        except Exception as err:  # never leave the daemon's callers hanging
+            log.exception("activation of %s failed", bus_name)
+            self._send_failure(unit, ERROR_PREFIX + "JobFailed", f"{bus_name}: {err}")
         finally:
             self._pending.discard(unit)
 
@@ -187,8 +290,8 @@ class ActivationBridge:
         self._bus.send(
             Message(
                 message_type=MessageType.SIGNAL,
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
+                destination=DBUS,
+                path=DBUS_PATH,
                 interface=ACTIVATOR_IFACE,
                 member="ActivationFailure",
                 signature="sss",

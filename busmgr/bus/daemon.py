@@ -7,6 +7,10 @@ provides come to busmgr (which owns ``org.freedesktop.systemd1`` on it) instead 
 by the daemon. Its policy lets the session's user do everything, sending and receiving alike
 (a policy without a receive rule makes clients hang at ``Hello``).
 
+The daemon watches the service directory with inotify, but only for closed writes, moves and
+deletions: the activation bridge links finished files into it and then calls ``ReloadConfig``
+once, so a start-up with any number of activatable jobs costs the daemon one reload.
+
 The daemon is a child of the manager like any job process: :mod:`busmgr.process` spawns it
 and the one reaper reaps it.
 """

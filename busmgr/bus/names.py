@@ -2,7 +2,11 @@
 
 For each watched name we first subscribe to ``NameOwnerChanged`` for it (``arg0`` match) and
 only then ask ``GetNameOwner``, so an owner that appears in between is never missed. The
-callback gets the new owner's unique name, or ``""`` when the name lost its owner.
+callback gets the new owner's unique name, or ``""`` when the name lost its owner; it runs
+from the message handler, once per change, in the order the bus daemon reported them.
+
+:meth:`NameWatcher.owner_pid` asks the daemon which process is behind a connection: the
+manager counts a name as its job's only when the owner is one of the job's processes.
 """
 
 from __future__ import annotations
@@ -45,6 +49,14 @@ class NameWatcher:
         if reply.message_type is MessageType.METHOD_RETURN:
             self._set(name, reply.body[0])
         return self.owner(name)
+
+    async def owner_pid(self, owner: str) -> int | None:
+        """The pid of the process behind the connection ``owner`` (a unique name), or None
+        when the daemon cannot tell (the connection is gone, or the bus does not know pids)."""
+        reply = await self._call("GetConnectionUnixProcessID", "s", [owner])
+        if reply.message_type is MessageType.METHOD_RETURN and reply.body:
+            return int(reply.body[0])
+        return None
 
     async def _call(self, member: str, signature: str, body: list[object]) -> Message:
         return await self._bus.call(

@@ -6,8 +6,11 @@ Model: :func:`cross_check` looks at a set of parsed jobs together and reports
    the manager (:data:`BUILTIN_EVENTS`) nor any job's ``emits`` (whose entries may be globs);
 2. an ERROR for each cycle of blocking events. ``starting`` and ``stopping`` block the job
    they are about until the jobs they start or stop have done so; so job A with
-   ``start on starting B`` (or ``stop on stopping B``) makes B wait for A. A cycle of such
-   waits can never finish. It is reported once, at the stanza that closes it:
+   ``start on starting B``, ``start on stopping B``, ``stop on starting B`` or
+   ``stop on stopping B`` makes B wait for A. In a cycle of such waits, the right timing
+   (one job stopped while another starts, say) leaves every job of it waiting for the next
+   one for ever, so every cycle is an error, not only those that deadlock in every order.
+   It is reported once, at the stanza that closes it:
    ``a.conf:3: blocking cycle: a waits for b waits for a``, where line 3 of ``a.conf`` is the
    stanza by which b waits for a;
 3. a WARNING when two jobs provide the same bus name (activation would pick one).
@@ -15,7 +18,8 @@ Model: :func:`cross_check` looks at a set of parsed jobs together and reports
 Which jobs a ``starting``/``stopping`` match is about comes from its ``JOB`` argument (the
 first positional one, or ``JOB=``): a glob may name several jobs; one with ``$VAR`` cannot be
 known before run time and adds no edge; none at all means every job. A job waiting for itself
-is no cycle (its own ``starting`` cannot start it again).
+is no cycle: the manager never makes a job hold the event that blocks it (``start on stopping
+J`` in J itself restarts J once its own stopping event is over).
 
 Invariants: pure (no file, no process); the result is in a stable order (by file, then line).
 """
@@ -43,9 +47,10 @@ BUILTIN_EVENTS: frozenset[str] = frozenset(
     }
 )
 
-# The events that block their job, and the stanza that makes them wait: ``start on starting``
-# and ``stop on stopping``.
-_BLOCKING = {"start_on": "starting", "stop_on": "stopping"}
+# The job events that block the job they are about, and the stanzas through which a job reacts
+# to them (and so makes that job wait for it).
+_BLOCKING_EVENTS = ("starting", "stopping")
+_STANZAS = ("start_on", "stop_on")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +115,11 @@ def _edges(jobs: list[JobClass]) -> list[_Edge]:
     names = [job.name for job in jobs]
     edges: list[_Edge] = []
     for job in jobs:
-        for attr, event in _BLOCKING.items():
+        for attr in _STANZAS:
             expr: EventExpr | None = getattr(job, attr)
             line = job.start_on_line if attr == "start_on" else job.stop_on_line
             for match in expr_events(expr):
-                if match.name != event:
+                if match.name not in _BLOCKING_EVENTS:
                     continue
                 edges.extend(
                     _Edge(target, job.name, line)

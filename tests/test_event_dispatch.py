@@ -1,0 +1,66 @@
+"""The manager's event dispatch without a bus or processes: jobs here run nothing, so their
+whole life cycle is events (issue: events, start on, stop on and the blocking job events)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from busmgr.config import parse_event_expr
+from busmgr.errors import ManagerError
+from busmgr.job import State
+from busmgr.jobclass import JobClass
+from busmgr.manager import Manager, Mode
+
+
+def manager(tmp_path: Path, *classes: JobClass) -> Manager:
+    m = Manager(
+        mode=Mode.SESSION,
+        services_dirs=[],
+        state_dir=tmp_path,
+        import_services=False,
+        environ={"HOME": str(tmp_path)},
+    )
+    for cls in classes:
+        m.registry.add_class(cls)
+    return m
+
+
+def task(name: str, start_on: str, **kwargs: object) -> JobClass:
+    return JobClass(name=name, task=True, start_on=parse_event_expr(start_on), **kwargs)  # type: ignore[arg-type]
+
+
+async def test_emit_with_wait_returns_once_the_task_it_started_has_run(tmp_path: Path) -> None:
+    m = manager(tmp_path, task("t", "go"))
+    job = m.registry.instance("t", "")
+    assert job is not None
+    await m.emit_event("go", {"X": "1"}, wait=True)
+    assert (job.start_count, job.state) == (1, State.WAITING)
+    assert job.env["X"] == "1"  # the event's env reached the job
+
+
+async def test_no_event_starts_a_job_once_shutdown_began(tmp_path: Path) -> None:
+    m = manager(tmp_path, task("t", "go"))
+    job = m.registry.instance("t", "")
+    assert job is not None
+    m.shutting_down = True
+    await m.emit_event("go", {}, wait=True)
+    assert job.start_count == 0
+
+
+async def test_instance_that_expands_to_nothing_is_skipped_not_fatal(tmp_path: Path) -> None:
+    m = manager(tmp_path, task("i", "go", instance="$TTY"), task("t", "go"))
+    await m.emit_event("go", {}, wait=True)  # i cannot start; t still does
+    assert m.registry.instances["i"] == {}
+    job = m.registry.instance("t", "")
+    assert job is not None and job.start_count == 1
+
+
+async def test_emit_rejects_bad_names_and_env(tmp_path: Path) -> None:
+    m = manager(tmp_path)
+    with pytest.raises(ManagerError) as err:
+        await m.emit_event("a b", {}, wait=False)
+    assert err.value.name == "InvalidArgs"
+    with pytest.raises(ManagerError):
+        await m.emit_event("ok", {"1X": "v"}, wait=False)
