@@ -32,6 +32,7 @@ from busmgr.bus.activation import SYSTEMD, ActivationBridge
 from busmgr.bus.daemon import PrivateBus, start_private_bus
 from busmgr.bus.face import BusFace
 from busmgr.bus.names import NameWatcher
+from busmgr.bus.transport import harden
 from busmgr.config import import_service_dirs, load_directories, xdg_service_dirs
 from busmgr.errors import ManagerError
 from busmgr.eventqueue import Block, EventQueue
@@ -675,6 +676,7 @@ class Manager:
         environment, as the helper's ``Exec=`` lines and the jobs need it."""
         bus = MessageBus(bus_address=address, bus_type=bus_type)
         await bus.connect()
+        harden(bus)
         self.bus = bus
         if address is None:
             from busmgr.bus.client import DEFAULT_SYSTEM_BUS_ADDRESS
