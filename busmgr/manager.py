@@ -390,7 +390,13 @@ class Manager:
             if event.name in ("starting", "stopping")
             else None
         )
-        for job in list(self.registry.jobs()):
+        interested = sorted(self.registry.interested(event.name))
+        affected = [
+            job
+            for name in interested
+            for _, job in sorted(self.registry.instances.get(name, {}).items())
+        ]
+        for job in affected:
             state = self.registry.stop_on.get(job)
             if state is None or job.goal is Goal.STOP:
                 continue
@@ -400,7 +406,12 @@ class Manager:
                 self.queue.release_held(job)
                 blocked = (job.name, job.instance) == subject
                 job.stop(None if blocked else self._block_waiter(block, job, Goal.STOP), env)
-        for cls in list(self.registry.classes.values()):
+        candidates = [self.registry.classes[n] for n in interested if n in self.registry.classes]
+        if event.name == "dbus-activation":
+            provider = self.registry.provider(event.get("NAME") or "")
+            if provider is not None and provider not in candidates:
+                candidates.append(provider)
+        for cls in candidates:
             env: dict[str, str] | None = None
             if (
                 event.name == "dbus-activation"

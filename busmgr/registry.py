@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from busmgr.events import ExprState
 from busmgr.job import Job, JobHost, State
-from busmgr.jobclass import JobClass
+from busmgr.jobclass import JobClass, expr_events
 
 
 class Registry:
@@ -43,8 +43,25 @@ class Registry:
         self._retired: dict[str, JobClass | None] = {}  # name -> class to take at rest
         self.start_order: list[Job] = []
         self.on_classes_changed: Callable[[Iterable[JobClass]], None] | None = None
+        self._index: dict[str, frozenset[str]] | None = None
+
+    def interested(self, event_name: str) -> frozenset[str]:
+        """Names of the jobs whose ``start on`` or ``stop on`` (of the class, or of an instance
+        still running with a retired class) mentions ``event_name``: the only ones an event of
+        that name can affect, so dispatch does not look at every job for every event."""
+        if self._index is None:
+            index: dict[str, set[str]] = {}
+            exprs = [(c.name, c.start_on) for c in self.classes.values()]
+            exprs += [(c.name, c.stop_on) for c in self.classes.values()]
+            exprs += [(j.name, j.jobclass.stop_on) for j in self.jobs()]
+            for name, expr in exprs:
+                for leaf in expr_events(expr):
+                    index.setdefault(leaf.name, set()).add(name)
+            self._index = {k: frozenset(v) for k, v in index.items()}
+        return self._index.get(event_name, frozenset())
 
     def _classes_changed(self) -> None:
+        self._index = None
         if self.on_classes_changed is not None:
             self.on_classes_changed(list(self.classes.values()))
 
@@ -120,6 +137,7 @@ class Registry:
                 return
             job.jobclass = new
             job.name = new.name
+            self._index = None
             if new.stop_on is not None:
                 self.stop_on[job] = ExprState(new.stop_on)
             else:
