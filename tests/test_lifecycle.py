@@ -33,6 +33,8 @@ JOBS = {
     "stubborn": """
         kill timeout 1
         exec sh -c 'trap "" TERM; echo up > "$OUT"; while :; do sleep 1; done'
+        # running only once the trap is set
+        post-start exec sh -c 'while [ ! -s "$OUT" ]; do sleep 0.01; done'
     """,
     "asnobody": """
         setuid nobody
