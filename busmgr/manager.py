@@ -62,6 +62,7 @@ _PRIVATE_ENV = (
     "INVOCATION_ID",
 )
 LOG_TAIL_LINES = 5
+COMMAND_GRACE = 10.0  # seconds a session command has to exit after SIGTERM/SIGINT
 
 
 class Mode(enum.Enum):
@@ -847,7 +848,9 @@ async def _run(
         if command:
             env = manager.job_env(JobClass(name="session-command"))
             try:
-                pid = process.spawn(list(command), env, ExecContext(console=ConsoleMode.OUTPUT))
+                pid = process.spawn(
+                    list(command), env, ExecContext(console=ConsoleMode.OUTPUT), foreground=True
+                )
             except process.SpawnError as err:
                 print(f"busmgr: {err}", file=sys.stderr)
                 manager.request_shutdown(127)
@@ -856,6 +859,18 @@ async def _run(
                 command_exit.add_done_callback(
                     lambda f: manager.request_shutdown(_exit_code(f.result()))
                 )
+
+                def forward(signum: int) -> None:
+                    # The session ends when its command does: pass the signal on, and end
+                    # anyway if the command is still there after a grace period.
+                    if command_exit.done():
+                        manager.request_shutdown(0)
+                        return
+                    process.kill_pid(pid, signum)
+                    loop.call_later(COMMAND_GRACE, manager.request_shutdown, 128 + signum)
+
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(signum, forward, signum)
         bus_exit.add_done_callback(lambda _f: manager.request_shutdown(1))
         await manager.stopped
         clean = await manager.stop_everything()

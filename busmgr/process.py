@@ -221,8 +221,13 @@ def spawn(
     proc_name: str | None = None,
     pass_fds: tuple[int, ...] = (),
     cgroup: str | None = None,
+    foreground: bool = False,
 ) -> int:
     """Start ``argv`` with exactly ``env`` in ``ctx``; return its pid once it has exec'd.
+
+    ``foreground`` (only for the command of ``busmgr session -- COMMAND``, with a default
+    ``ctx``): stay in the manager's session and process group and inherit its stdin, so an
+    interactive command keeps its terminal, as under ``dbus-run-session``.
 
     ``log_path`` is where stdout and stderr go with ``console log`` (required then, ignored
     otherwise). ``pass_fds`` are descriptors the program inherits at the same numbers.
@@ -248,6 +253,10 @@ def spawn(
             out_fd = _open_log(log_path)
         elif ctx.console is ConsoleMode.NONE:
             out_fd = null_fd
+        if foreground:
+            if ctx.needs_child_setup or ctx.chdir is not None or cgroup is not None:
+                raise SpawnError("exec", "a foreground command takes no job settings")
+            return _spawn_posix(argv, environ, exec_path, -1, out_fd, pass_fds, setsid=False)
         if ctx.needs_child_setup or ctx.chdir is not None:
             return _spawn_fork(argv, environ, ctx, exec_path, null_fd, out_fd, pass_fds, cgroup)
         if cgroup is None:
@@ -274,10 +283,15 @@ def _spawn_posix(
     null_fd: int,
     out_fd: int,
     pass_fds: tuple[int, ...],
+    *,
+    setsid: bool = True,
 ) -> int:
-    """The fast path: posix_spawn, no Python in the child, nothing to set up but stdio."""
+    """The fast path: posix_spawn, no Python in the child, nothing to set up but stdio.
+    ``null_fd`` -1 leaves stdin as the manager has it."""
     path = exec_path or _which(argv[0], env, None)
-    actions: list[tuple[int, int, int]] = [(os.POSIX_SPAWN_DUP2, null_fd, 0)]
+    actions: list[tuple[int, int, int]] = []
+    if null_fd >= 0:
+        actions.append((os.POSIX_SPAWN_DUP2, null_fd, 0))
     if out_fd >= 0:
         actions += [(os.POSIX_SPAWN_DUP2, out_fd, 1), (os.POSIX_SPAWN_DUP2, out_fd, 2)]
     # dup2 of a descriptor onto itself clears its close-on-exec flag (POSIX 2024, glibc 2.29).
@@ -288,7 +302,7 @@ def _spawn_posix(
             argv,
             env,
             file_actions=actions,
-            setsid=True,
+            setsid=setsid,
             setsigdef=_RESET_SIGNALS,
             setsigmask=(),
         )

@@ -415,3 +415,38 @@ async def test_sigterm_stops_everything(tmp_path: Path) -> None:
 def test_reply_types_are_method_returns() -> None:
     # The escaping helper agrees with the paths the tests above expect.
     assert MessageType.METHOD_RETURN.value == 2
+
+
+async def test_session_command_keeps_stdin_and_gets_the_sessions_signal(tmp_path: Path) -> None:
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
+    env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    # The command reads its stdin (inherited, as under dbus-run-session), says so, then waits;
+    # the SIGTERM sent to the session reaches it and its trap decides the exit status.
+    script = "trap 'exit 42' TERM; read line; echo \"got $line\"; while :; do sleep 1; done"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "busmgr",
+        "session",
+        "--no-import",
+        "--services-dir",
+        str(tmp_path / "none"),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--",
+        "sh",
+        "-c",
+        script,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"hello\n")
+    await proc.stdin.drain()
+    line = await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)
+    assert line == b"got hello\n"
+    proc.send_signal(15)
+    await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 42
