@@ -106,6 +106,7 @@ class Manager:
         self._pid_job: dict[int, Job] = {}
         self._tasks: set[asyncio.Future[object]] = set()
         self.diagnostics: list[str] = []
+        self.failed_files: set[str] = set()
         self.exit_status = 0
 
     # ======================================================== configuration
@@ -114,6 +115,7 @@ class Manager:
         Problems are logged with their file and line; they never stop the other jobs."""
         result = load_directories(self.services_dirs)
         classes = dict(result.jobs)
+        self.failed_files = set(result.failed)
         diags = [str(d) for d in result.diagnostics]
         if self.import_services and self.mode is Mode.SESSION:
             imported = import_service_dirs(xdg_service_dirs(self.environ))
@@ -140,6 +142,10 @@ class Manager:
         """Re-read the job files; running jobs keep running (with their old class until they
         stop). A broken file is reported and its job keeps its previous definition."""
         classes = self.load_classes()
+        for name in self.failed_files:
+            if name not in classes and name in self.registry.classes:
+                log.warning("%s: keeping its previous definition", name)
+                classes[name] = self.registry.classes[name]
         for name in set(self.registry.classes) - set(classes):
             if self.face:
                 self.face.remove_class(name)
