@@ -261,8 +261,11 @@ class Job:
         return active_state(self.state, self.goal)
 
     def event_env(self, *, stopping: bool) -> dict[str, str]:
-        """The env of this job's job events: JOB, INSTANCE, on stop the result, then exports."""
+        """The env of this job's job events: JOB, INSTANCE, BUS_NAME (jobs with ``dbus``), on
+        stop the result, then exports."""
         env = {"JOB": self.name, "INSTANCE": self.instance}
+        if self.jobclass.dbus_name:
+            env["BUS_NAME"] = self.jobclass.dbus_name
         if stopping:
             if self.failure:
                 env.update(self.failure.env())

@@ -107,6 +107,7 @@ class Manager:
         self._tasks: set[asyncio.Future[object]] = set()
         self.diagnostics: list[str] = []
         self.failed_files: set[str] = set()
+        self._log_marks: dict[Job, int] = {}  # log size when the current start began
         self.exit_status = 0
 
     # ======================================================== configuration
@@ -242,6 +243,12 @@ class Manager:
     def emit_job_event(self, job: Job, name: str, env: dict[str, str], on_finished: object) -> None:
         if name == "started":
             self.registry.note_started(job)
+        elif name == "starting" and job.jobclass.context.console is ConsoleMode.LOG:
+            # A failure message quotes the log from this start attempt on, not older runs.
+            try:
+                self._log_marks[job] = self.log_path(job).stat().st_size
+            except OSError:
+                self._log_marks[job] = 0
         if self.face is not None:
             self.face.job_event(job, name, env)
         callback = None
@@ -555,7 +562,7 @@ class Manager:
             with open(self.log_path(job), "rb") as fh:
                 fh.seek(0, os.SEEK_END)
                 size = fh.tell()
-                fh.seek(max(0, size - 4096))
+                fh.seek(max(self._log_marks.get(job, 0), size - 4096))
                 data = fh.read().decode(errors="replace")
         except OSError:
             return []
@@ -664,6 +671,9 @@ class Manager:
             self.face.add_instance(job)
 
     def _instance_removed(self, job: Job) -> None:
+        # Removed at rest, after any waiter was answered on this loop turn... except a waiter
+        # awaiting a later turn, which then quotes the whole (short) log tail: acceptable.
+        self.loop.call_soon(self._log_marks.pop, job, None)
         if self.face is not None:
             self.face.remove_instance(job)
 

@@ -308,12 +308,17 @@ async def test_name_owned_by_another_process_does_not_make_the_job_ready(
 
 # ---------------------------------------------------------------- readiness
 async def test_start_job_with_wait_returns_once_the_name_is_owned(session: Session) -> None:
+    mark = session.signals.mark()
     path = await session.start("slow")  # the service claims its name 0.5 s after starting
     owner = await owner_of(session.bus, "org.test.Slow")
     assert owner, "StartJob returned before the name had an owner"
     props = await session.props(path)
     assert props["State"] == "running" and props["BusName"] == "org.test.Slow"
     assert await pid_of(session.bus, owner) == props["MainPID"]
+    _, body = await session.signals.wait_for(
+        lambda m, b: m == "JobStarted" and b[0] == "slow", start=mark
+    )
+    assert body[2]["BUS_NAME"] == "org.test.Slow"  # job events carry the name
     await session.stop("slow")
 
 

@@ -1044,6 +1044,7 @@ def test_main_exit_before_ready_fails_the_start(host: FakeHost) -> None:
     assert "exited before it was ready" in failure.reason
     assert host.event("stopped").env == {
         **BASE,
+        "BUS_NAME": BUS_NAME,
         "RESULT": "failed",
         "PROCESS": "main",
         "EXIT_STATUS": "3",
@@ -1116,7 +1117,12 @@ def test_bus_name_lost_without_respawn_fails(host: FakeHost) -> None:
     assert job.state is State.WAITING
     assert job.failure is not None
     assert job.failure.process == "main" and BUS_NAME in job.failure.reason
-    assert host.event("stopped").env == {**BASE, "RESULT": "failed", "PROCESS": "main"}
+    assert host.event("stopped").env == {
+        **BASE,
+        "BUS_NAME": BUS_NAME,
+        "RESULT": "failed",
+        "PROCESS": "main",
+    }
 
 
 def test_bus_name_lost_outside_running_is_ignored(host: FakeHost) -> None:
