@@ -528,9 +528,7 @@ class Job:
         """The job's bus name lost its owner while running: the service failed."""
         if self.state is not State.RUNNING or self.goal is not Goal.START:
             return
-        self._main_failed(
-            Failure("main", reason=f"lost bus name {self.jobclass.dbus_name}"), stop_main=True
-        )
+        self._main_failed(Failure("main", reason=f"lost bus name {self.jobclass.dbus_name}"))
 
     def _kill_timeout(self) -> None:
         self._timer = None
@@ -576,14 +574,14 @@ class Job:
         if state not in (State.POST_START, State.RUNNING) or self.goal is not Goal.START:
             return  # a stop or restart is in progress: the exit is expected
         if cls.exit_failed(status, signum):
-            self._main_failed(Failure("main", status, signum), stop_main=False)
+            self._main_failed(Failure("main", status, signum))
             return
         self.goal = Goal.STOP
         self.host.changed(self)
         if state is State.RUNNING:
             self._change_state(State.STOPPING)
 
-    def _main_failed(self, failure: Failure, *, stop_main: bool) -> None:
+    def _main_failed(self, failure: Failure) -> None:
         """Main failed after the job was ready: respawn within the limit, else stop failed."""
         cls = self.jobclass
         if cls.respawn.enabled and self.goal is Goal.START:

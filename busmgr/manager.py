@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from dbus_fast import BusType, NameFlag, RequestNameReply
@@ -240,7 +240,13 @@ class Manager:
         known = {pid for _, pid in rows}
         return rows + [("other", p) for p in self.scope(job).pids() if p not in known]
 
-    def emit_job_event(self, job: Job, name: str, env: dict[str, str], on_finished: object) -> None:
+    def emit_job_event(
+        self,
+        job: Job,
+        name: str,
+        env: dict[str, str],
+        on_finished: Callable[[bool], None] | None,
+    ) -> None:
         if name == "started":
             self.registry.note_started(job)
         elif name == "starting" and job.jobclass.context.console is ConsoleMode.LOG:
@@ -255,12 +261,12 @@ class Manager:
         if on_finished is not None:
 
             def callback(block: Block) -> None:
-                on_finished(block.failed)  # type: ignore[operator]
+                on_finished(block.failed)
 
         self.queue.emit(Event.make(name, env), callback)
 
-    def call_later(self, delay: float, callback: object) -> TimerHandle:
-        return self.loop.call_later(delay, callback)  # type: ignore[arg-type]
+    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
+        return self.loop.call_later(delay, callback)
 
     def watch_readiness(self, job: Job) -> None:
         if "dbus" in job.pending_ready and job.jobclass.dbus_name:

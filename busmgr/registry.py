@@ -38,7 +38,7 @@ class Registry:
         self._on_added = on_added
         self.classes: dict[str, JobClass] = {}
         self.instances: dict[str, dict[str, Job]] = {}
-        self.start_on: dict[str, ExprState] = {}
+        self.start_on: dict[str, ExprState | None] = {}
         self.stop_on: dict[Job, ExprState] = {}
         self._retired: dict[str, JobClass | None] = {}  # name -> class to take at rest
         self.start_order: list[Job] = []
@@ -80,17 +80,11 @@ class Registry:
         """The job class that provides ``bus_name`` (files win over imports at load time)."""
         return next((c for c in self.classes.values() if c.dbus_name == bus_name), None)
 
-    def job_by_pid(self, pid: int) -> Job | None:
-        for job in self.jobs():
-            if pid in job.pids.values():
-                return job
-        return None
-
     # ------------------------------------------------------------------ changing
     def add_class(self, cls: JobClass) -> None:
         self.classes[cls.name] = cls
         self.instances.setdefault(cls.name, {})
-        self.start_on[cls.name] = ExprState(cls.start_on) if cls.start_on else None  # type: ignore[assignment]
+        self.start_on[cls.name] = ExprState(cls.start_on) if cls.start_on else None
         if not cls.instance:
             self._create(cls, "", {})
         self._classes_changed()
@@ -173,7 +167,7 @@ class Registry:
             old = self.classes[name]
             self.classes[name] = new
             if new.start_on != old.start_on or self.start_on.get(name) is None:
-                self.start_on[name] = ExprState(new.start_on) if new.start_on else None  # type: ignore[assignment]
+                self.start_on[name] = ExprState(new.start_on) if new.start_on else None
         if busy:
             self._retired[name] = new
             return

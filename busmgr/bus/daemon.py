@@ -21,6 +21,7 @@ import asyncio
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
@@ -84,8 +85,11 @@ def write_config(directory: Path) -> tuple[Path, Path, Path]:
 
 
 async def start_private_bus(
-    environ: dict[str, str], *, timeout: float = 10.0, watch: callable | None = None
-) -> PrivateBus:  # type: ignore[valid-type]
+    environ: dict[str, str],
+    *,
+    timeout: float = 10.0,
+    watch: Callable[[int], None] | None = None,
+) -> PrivateBus:
     """Start ``dbus-daemon`` and return once it listens (it prints its address then).
 
     ``watch(pid)`` is called right after the spawn so the caller's reaper owns the pid before
