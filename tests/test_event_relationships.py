@@ -28,7 +28,7 @@ W = '"$XDG_RUNTIME_DIR"'
 # A main process that logs its TERM before exiting: the shell waits on a child so the trap runs
 # at once (the job's kill signal reaches the whole process group, the sleep included).
 TERM_LOGGER = (
-    "exec sh -c 'trap \"echo {tag} >> {file}; exit 0\" TERM; touch {file}.{tag}; "
+    'exec sh -c \'trap "echo {tag} >> {file}; exit 0" TERM; touch {file}.{tag}; '
     "sleep 1000 & wait'\n"
     # running only once the trap is set, so a stop right after start is logged
     "        post-start exec sh -c 'while [ ! -e {file}.{tag} ]; do sleep 0.01; done'"
