@@ -19,6 +19,8 @@ JOBS = {
         description "hooks in order"
         pre-start exec sh -c 'echo pre-start >> "$OUT"'
         post-start script
+          # main runs beside post-start: wait for its line so the order is fixed
+          while ! grep -q main "$OUT"; do sleep 0.01; done
           echo post-start >> "$OUT"
         end script
         exec sh -c 'echo main >> "$OUT"; exec sleep 1000'
@@ -67,11 +69,7 @@ async def test_hooks_and_main_run_in_documented_order(session: Session, tmp_path
     props = await session.props(path)
     assert (props["Goal"], props["State"]) == ("start", "running")
     await session.stop("hooks")
-    seen = lines(out)
-    # post-start runs beside main, so those two may come in either order.
-    assert seen[0] == "pre-start"
-    assert sorted(seen[1:3]) == ["main", "post-start"]
-    assert seen[3:] == ["pre-stop", "post-stop"]
+    assert lines(out) == ["pre-start", "main", "post-start", "pre-stop", "post-stop"]
     props = await session.props(path)
     assert (props["Goal"], props["State"], props["MainPID"]) == ("stop", "waiting", 0)
 
