@@ -64,3 +64,27 @@ async def test_emit_rejects_bad_names_and_env(tmp_path: Path) -> None:
     assert err.value.name == "InvalidArgs"
     with pytest.raises(ManagerError):
         await m.emit_event("ok", {"1X": "v"}, wait=False)
+
+
+async def test_reload_updates_which_jobs_an_event_reaches(tmp_path: Path) -> None:
+    m = manager(tmp_path, task("t", "old-event"))
+    job = m.registry.instance("t", "")
+    assert job is not None
+    m.registry.swap({"t": task("t", "new-event")})
+    await m.emit_event("old-event", {}, wait=True)
+    assert job.start_count == 0
+    await m.emit_event("new-event", {}, wait=True)
+    assert job.start_count == 1
+
+
+async def test_a_running_instance_keeps_the_stop_on_of_its_retired_class(tmp_path: Path) -> None:
+    svc = JobClass(name="s", stop_on=parse_event_expr("old-stop"))
+    m = manager(tmp_path, svc)
+    await m.start_job("s", {}, wait=True)  # no processes: running at once
+    job = m.registry.instance("s", "")
+    assert job is not None and job.state is State.RUNNING
+    m.registry.swap({"s": JobClass(name="s")})  # the new definition has no stop on
+    assert job.jobclass is svc  # still running with the class it started with
+    await m.emit_event("old-stop", {}, wait=True)
+    assert job.state is State.WAITING
+    assert m.registry.instance("s", "") is job and job.jobclass.stop_on is None
