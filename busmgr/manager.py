@@ -29,9 +29,11 @@ from dbus_fast.aio import MessageBus
 
 from busmgr import MANAGER_BUS_NAME, process
 from busmgr.bus.activation import SYSTEMD, ActivationBridge
+from busmgr.bus.client import DEFAULT_SYSTEM_BUS_ADDRESS
 from busmgr.bus.daemon import PrivateBus, start_private_bus
-from busmgr.bus.face import BusFace
+from busmgr.bus.face import BusFace, instance_path, job_path
 from busmgr.bus.names import NameWatcher
+from busmgr.bus.signal_events import SignalEventBridge
 from busmgr.bus.transport import harden
 from busmgr.config import import_service_dirs, load_directories, xdg_service_dirs
 from busmgr.errors import ManagerError
@@ -45,8 +47,9 @@ from busmgr.options import (
     default_services_dirs,
     default_state_dir,
 )
+from busmgr.readiness import Readiness
 from busmgr.registry import Registry
-from busmgr.scope import ProcessScope
+from busmgr.scope import ProcessScope, cleanup_cgroups, setup_cgroups
 
 log = logging.getLogger("busmgr")
 
@@ -196,7 +199,6 @@ class Manager:
         ctx = job.jobclass.context
         log_path = str(self.log_path(job)) if ctx.console is ConsoleMode.LOG else None
         proc_name = job.jobclass.proc_name if kind is ProcessKind.MAIN else None
-        from busmgr.readiness import Readiness  # here: manager.py's imports are shared ground
 
         readiness = Readiness.of(self)
         full_env.update(readiness.spawn_env(job))
@@ -276,8 +278,6 @@ class Manager:
             else:
                 self._spawn_task(self._watch_name(job, name))
         if "expect" in job.pending_ready:
-            from busmgr.readiness import Readiness
-
             Readiness.of(self).watch(job)
 
     async def _watch_name(self, job: Job, name: str) -> None:
@@ -311,7 +311,7 @@ class Manager:
             return
         mine = pid is None or pid in job.pids.values() or pid in self.scope(job).pids()
         if not mine:
-            import psutil  # only for the rare owner that left the job's sessions
+            import psutil  # imported here: only this rare case (owner left the job) needs it
 
             with contextlib.suppress(psutil.Error):
                 ancestors = {p.pid for p in psutil.Process(pid).parents()}
@@ -348,7 +348,6 @@ class Manager:
 
     def finished(self, job: Job) -> None:
         """``job`` is at rest: its scope (and cgroup leaf) go if nothing of it is left."""
-        from busmgr.readiness import Readiness
 
         Readiness.of(self).forget(job)
         scope = self._scopes.get(job)
@@ -361,7 +360,6 @@ class Manager:
         job = self._pid_job.pop(pid, None)
         if job is not None:
             job.process_exited(pid, info.status, info.signal)
-            from busmgr.readiness import Readiness
 
             Readiness.of(self).main_exited(job, pid, info)
         self._recheck_killed()
@@ -373,7 +371,6 @@ class Manager:
             if pid in job.pids.values():
                 job.process_exited(pid, info.status, info.signal)
                 break
-        from busmgr.readiness import Readiness
 
         Readiness.of(self).orphan_exited(pid)
         self._recheck_killed()
@@ -479,7 +476,6 @@ class Manager:
         return cls
 
     def list_rows(self) -> list[tuple[str, str, str, str]]:
-        from busmgr.bus.face import instance_path, job_path
 
         rows = []
         for name in sorted(self.registry.classes):
@@ -713,8 +709,6 @@ class Manager:
         harden(bus)
         self.bus = bus
         if address is None:
-            from busmgr.bus.client import DEFAULT_SYSTEM_BUS_ADDRESS
-
             if bus_type is BusType.SYSTEM:
                 address = self.environ.get("DBUS_SYSTEM_BUS_ADDRESS", DEFAULT_SYSTEM_BUS_ADDRESS)
             else:
@@ -724,7 +718,6 @@ class Manager:
         self.names = NameWatcher(bus, self._owner_changed)
         # Bus signals some job waits for become ``dbus-signal`` events; the bridge follows the
         # job classes (load and every reload) through the registry's hook.
-        from busmgr.bus.signal_events import SignalEventBridge
 
         self.signal_events = SignalEventBridge(bus, self.queue.emit, self.names)
         self.registry.on_classes_changed = self.signal_events.update
@@ -830,10 +823,8 @@ async def _run(
     process.set_cloexec_on_inherited_fds()
     manager.reaper.start()
     _setup_process(pidfile)
-    from busmgr import scope as job_scopes
-    from busmgr.readiness import Readiness
 
-    job_scopes.setup_cgroups(environ)  # a cgroup leaf per job where cgroup2 is writable
+    setup_cgroups(environ)  # a cgroup leaf per job where cgroup2 is writable
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, manager.request_shutdown, 0)
     loop.add_signal_handler(signal.SIGHUP, manager.reload_configuration)
@@ -921,7 +912,7 @@ async def _run(
         left = await manager.reaper.finish(5.0)
         if left:
             log.warning("terminated processes left at exit: %s", " ".join(map(str, left)))
-        job_scopes.cleanup_cgroups()
+        cleanup_cgroups()
         manager.reaper.stop()
     return status
 
