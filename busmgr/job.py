@@ -680,7 +680,10 @@ class Job:
         waiters, self._waiters = self._waiters, []
         for w in waiters:
             if w.want is Goal.STOP:
-                w.callback(None, "stopped") if at_rest_stopped else self._waiters.append(w)
+                if at_rest_stopped:
+                    w.callback(None, "stopped")
+                else:  # running again: the stop was cancelled by a start, never hang on it
+                    w.callback(Failure("stop", reason="the job was started again"), "cancelled")
             elif at_rest_started:
                 w.callback(None, "running")
             elif self.failure is not None:

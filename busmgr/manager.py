@@ -585,7 +585,11 @@ class Manager:
         waiter, fut = self._waiter(Goal.STOP)
         job.stop(waiter, env)
         if wait:
-            await fut
+            failure, _how = await fut
+            if failure is not None:
+                raise ManagerError(
+                    "JobFailed", f"job {job.label} did not stop: {failure.reason}"
+                )
 
     async def restart_job(self, name: str, env: Mapping[str, str], wait: bool) -> Job:
         cls = self.get_class(name)

@@ -1181,6 +1181,19 @@ def test_cancelled_stop_does_not_emit_started_again(host: FakeHost) -> None:
     assert host.names().count("started") == 1
 
 
+def test_a_cancelled_stop_answers_its_waiter_instead_of_hanging(host: FakeHost) -> None:
+    job = make_job(host, hooks=(PRE_STOP,))
+    run_to_running(host, job)
+    answers: list[tuple[Failure | None, str]] = []
+    job.stop(Waiter(lambda f, how: answers.append((f, how)), want=Goal.STOP))
+    job.start()
+    host.exit(job, PRE_STOP, 0)
+    assert job.state is State.RUNNING
+    assert len(answers) == 1
+    failure, how = answers[0]
+    assert how == "cancelled" and failure is not None and "started again" in failure.reason
+
+
 # ================================================================== 12. invalid transitions
 INVALID = [
     (before, after) for after in State for before in State if before not in ALLOWED_PREVIOUS[after]
