@@ -469,6 +469,18 @@ class Manager:
         return Waiter(done, want=want)
 
     # ======================================================= requests
+    async def authorize(self, sender: str, member: str) -> None:
+        """On the system bus only root may call control methods (SPEC §4: the policy file
+        says so too, but the manager does not rely on it). Raises ``AccessDenied``."""
+        if self.mode is not Mode.SYSTEM or self.bus is None:
+            return
+        uid = await self.names.unix_user(sender) if self.names is not None and sender else None
+        if uid != 0:
+            who = f"uid {uid}" if uid is not None else "an unknown caller"
+            raise ManagerError(
+                "AccessDenied", f"{member}: only root may control jobs on the system bus ({who})"
+            )
+
     def get_class(self, name: str) -> JobClass:
         cls = self.registry.get_class(name)
         if cls is None:
@@ -587,9 +599,7 @@ class Manager:
         if wait:
             failure, _how = await fut
             if failure is not None:
-                raise ManagerError(
-                    "JobFailed", f"job {job.label} did not stop: {failure.reason}"
-                )
+                raise ManagerError("JobFailed", f"job {job.label} did not stop: {failure.reason}")
 
     async def restart_job(self, name: str, env: Mapping[str, str], wait: bool) -> Job:
         cls = self.get_class(name)

@@ -14,7 +14,9 @@ the annotations at class creation.)
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import inspect
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Annotated, Any
 
 from dbus_fast import Message, MessageType
@@ -67,9 +69,21 @@ def instance_path(name: str, instance: str) -> str:
     return f"{JOB_ROOT}/{escape(name)}/{escape(instance)}"
 
 
-async def _translate(call: Awaitable[Any]) -> Any:
+# The unique name of the caller of the method call being dispatched. The bus face's message
+# handler sets it just before dbus-fast dispatches the call, and the task running an async
+# method copies it then: so a control method knows who called it (for the system bus's uid
+# check) without reaching into dbus-fast's dispatch.
+CALLER: ContextVar[str] = ContextVar("busmgr_caller", default="")
+
+
+async def _control(manager: "Manager", member: str, call: Callable[[], Any]) -> Any:
+    """Run a control method: check the caller may call it, then translate errors."""
     try:
-        return await call
+        await manager.authorize(CALLER.get(), member)
+        result = call()
+        if inspect.isawaitable(result):
+            result = await result
+        return result
     except ManagerError as err:
         raise DBusError(ERROR_PREFIX + err.name, err.message) from None
 
@@ -99,38 +113,38 @@ class ManagerInterface(ServiceInterface):
 
     @dbus_method()
     async def StartJob(self, job: DBusStr, env: Env, wait: DBusBool) -> DBusObjectPath:
-        inst = await _translate(self._m.start_job(job, env, wait))
+        inst = await _control(self._m, "StartJob", lambda: self._m.start_job(job, env, wait))
         return instance_path(inst.name, inst.instance)
 
     @dbus_method()
     async def StopJob(self, job: DBusStr, env: Env, wait: DBusBool) -> None:
-        await _translate(self._m.stop_job(job, env, wait))
+        await _control(self._m, "StopJob", lambda: self._m.stop_job(job, env, wait))
 
     @dbus_method()
     async def RestartJob(self, job: DBusStr, env: Env, wait: DBusBool) -> DBusObjectPath:
-        inst = await _translate(self._m.restart_job(job, env, wait))
+        inst = await _control(self._m, "RestartJob", lambda: self._m.restart_job(job, env, wait))
         return instance_path(inst.name, inst.instance)
 
     @dbus_method()
     async def EmitEvent(self, name: DBusStr, env: Env, wait: DBusBool) -> None:
-        await _translate(self._m.emit_event(name, env, wait))
+        await _control(self._m, "EmitEvent", lambda: self._m.emit_event(name, env, wait))
 
     @dbus_method()
-    def ReloadJob(self, job: DBusStr, env: Env) -> None:
-        _translate_now(lambda: self._m.reload_job(job, env))
+    async def ReloadJob(self, job: DBusStr, env: Env) -> None:
+        await _control(self._m, "ReloadJob", lambda: self._m.reload_job(job, env))
 
     @dbus_method()
     async def ActivateName(self, bus_name: DBusStr) -> DBusObjectPath:
-        inst = await _translate(self._m.activate_name(bus_name))
+        inst = await _control(self._m, "ActivateName", lambda: self._m.activate_name(bus_name))
         return instance_path(inst.name, inst.instance)
 
     @dbus_method()
-    def ReloadConfiguration(self) -> None:
-        _translate_now(self._m.reload_configuration)
+    async def ReloadConfiguration(self) -> None:
+        await _control(self._m, "ReloadConfiguration", self._m.reload_configuration)
 
     @dbus_method()
     async def EndSession(self) -> None:
-        await _translate(self._m.end_session())
+        await _control(self._m, "EndSession", self._m.end_session)
 
     @dbus_signal()
     def JobStarting(
@@ -173,16 +187,18 @@ class JobInterface(ServiceInterface):
 
     @dbus_method()
     async def Start(self, env: Env, wait: DBusBool) -> DBusObjectPath:
-        inst = await _translate(self._m.start_job(self.cls.name, env, wait))
+        inst = await _control(self._m, "Start", lambda: self._m.start_job(self.cls.name, env, wait))
         return instance_path(inst.name, inst.instance)
 
     @dbus_method()
     async def Stop(self, env: Env, wait: DBusBool) -> None:
-        await _translate(self._m.stop_job(self.cls.name, env, wait))
+        await _control(self._m, "Stop", lambda: self._m.stop_job(self.cls.name, env, wait))
 
     @dbus_method()
     async def Restart(self, env: Env, wait: DBusBool) -> DBusObjectPath:
-        inst = await _translate(self._m.restart_job(self.cls.name, env, wait))
+        inst = await _control(
+            self._m, "Restart", lambda: self._m.restart_job(self.cls.name, env, wait)
+        )
         return instance_path(inst.name, inst.instance)
 
     @dbus_property(access=PropertyAccess.READ)
@@ -426,6 +442,7 @@ class BusFace:
             return None
         if not msg.path.startswith(MANAGER_PATH):
             return None
+        CALLER.set(msg.sender or "")
         ifaces = [msg.interface] if msg.interface else [MANAGER_INTERFACE, JOB_INTERFACE]
         for iface in ifaces:
             want = self._signatures.get((iface, msg.member))

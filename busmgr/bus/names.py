@@ -58,6 +58,13 @@ class NameWatcher:
             return int(reply.body[0])
         return None
 
+    async def unix_user(self, connection: str) -> int | None:
+        """The uid behind a connection (a unique name), or None when the daemon cannot tell."""
+        reply = await self._call("GetConnectionUnixUser", "s", [connection])
+        if reply.message_type is MessageType.METHOD_RETURN and reply.body:
+            return int(reply.body[0])
+        return None
+
     async def _call(self, member: str, signature: str, body: list[object]) -> Message:
         return await self._bus.call(
             Message(
