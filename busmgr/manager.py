@@ -68,6 +68,21 @@ LOG_TAIL_LINES = 5
 COMMAND_GRACE = 10.0  # seconds a session command has to exit after SIGTERM/SIGINT
 
 
+def unsafe_file(path: str) -> str | None:
+    """Why a system-mode job file must not be trusted (root runs what it says), or None: it
+    must belong to root and be writable by no one else, like its directory."""
+    for target in (Path(path), Path(path).parent):
+        try:
+            st = target.stat()
+        except OSError as err:
+            return f"{target}: {err.strerror}"
+        if st.st_uid != 0:
+            return f"{target} is owned by uid {st.st_uid}, not root"
+        if st.st_mode & 0o022:
+            return f"{target} is writable by group or others (mode {st.st_mode & 0o777:o})"
+    return None
+
+
 class Mode(enum.Enum):
     SESSION = "session"
     SYSTEM = "system"
@@ -121,6 +136,13 @@ class Manager:
         classes = dict(result.jobs)
         self.failed_files = set(result.failed)
         diags = [str(d) for d in result.diagnostics]
+        if self.mode is Mode.SYSTEM:
+            for name, cls in list(classes.items()):
+                problem = unsafe_file(cls.source)
+                if problem:
+                    diags.append(f"{cls.source}: refused in system mode: {problem}")
+                    del classes[name]
+                    self.failed_files.add(name)
         if self.import_services and self.mode is Mode.SESSION:
             imported = import_service_dirs(xdg_service_dirs(self.environ))
             diags += [str(d) for d in imported.diagnostics]

@@ -79,6 +79,8 @@ async def manager(system_bus: tuple[str, Path]) -> AsyncIterator[str]:
     services = directory / "services.d"
     services.mkdir()
     (services / "web.conf").write_text("exec sleep 1000\n")
+    (services / "loose.conf").write_text("exec sleep 1000\n")
+    (services / "loose.conf").chmod(0o666)  # anyone could make root run anything
     watcher = await MessageBus(bus_address=address).connect()
     owned = asyncio.get_running_loop().create_future()
 
@@ -99,6 +101,7 @@ async def manager(system_bus: tuple[str, Path]) -> AsyncIterator[str]:
     )
     env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
     env["DBUS_SYSTEM_BUS_ADDRESS"] = address
+    log_file = open(directory / "manager.log", "wb")  # noqa: SIM115 - closed at the end
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -110,7 +113,7 @@ async def manager(system_bus: tuple[str, Path]) -> AsyncIterator[str]:
         "--state-dir",
         str(directory / "state"),
         env=env,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=log_file,
     )
     try:
         await asyncio.wait_for(owned, TIMEOUT)
@@ -121,6 +124,10 @@ async def manager(system_bus: tuple[str, Path]) -> AsyncIterator[str]:
             await watcher.wait_for_disconnect()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 60) == 0
+        log_file.close()
+        log = (directory / "manager.log").read_text()
+        assert "loose.conf: refused in system mode:" in log
+        assert "writable by group or others (mode 666)" in log
 
 
 def busctl(address: str, *args: str, user: str | None = None) -> list[str]:
@@ -177,3 +184,9 @@ async def test_access_denied_error_name(manager: str) -> None:
         "boolean:true",
     )
     assert rc != 0 and "org.busmgr.Error.AccessDenied" in err
+
+
+async def test_a_job_file_others_may_write_is_refused(manager: str) -> None:
+    rc, out, err = await run(*busctl(manager, "ListJobs"))
+    assert rc == 0, err
+    assert '"web"' in out and '"loose"' not in out
