@@ -173,6 +173,25 @@ class Session:
         return []
 
 
+async def add_match(bus: MessageBus, rule: str) -> None:
+    """Subscribe ``bus`` to the signals ``rule`` matches (org.freedesktop.DBus.AddMatch)."""
+    reply = await asyncio.wait_for(
+        bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="AddMatch",
+                signature="s",
+                body=[rule],
+            )
+        ),
+        TIMEOUT,
+    )
+    if reply.message_type is MessageType.ERROR:
+        raise DBusError(reply.error_name, reply.body[0] if reply.body else "")
+
+
 async def start_session(
     tmp: Path,
     jobs: dict[str, str],
@@ -225,16 +244,7 @@ async def start_session(
             signals.add(msg.member, list(msg.body))
 
     bus.add_message_handler(on_message)
-    await bus.call(
-        Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="AddMatch",
-            signature="s",
-            body=[f"type='signal',interface='{MANAGER_INTERFACE}'"],
-        )
-    )
+    await add_match(bus, f"type='signal',interface='{MANAGER_INTERFACE}'")
     return Session(proc, address, bus, services, state, signals, stderr)
 
 

@@ -16,7 +16,7 @@ from dbus_fast.introspection import Node
 
 from busmgr.bus.face import instance_path, job_path
 
-from conftest import TIMEOUT, Session, start_session, stop_session
+from conftest import TIMEOUT, Session, add_match, start_session, stop_session
 
 pytestmark = pytest.mark.integration
 
@@ -147,14 +147,7 @@ async def test_properties_changed_carries_new_values(session: Session) -> None:
                 running.set_result(changed)
 
     session.bus.add_message_handler(handler)
-    await session.call(
-        "AddMatch",
-        "s",
-        [f"type='signal',path='{path}'"],
-        destination="org.freedesktop.DBus",
-        path="/org/freedesktop/DBus",
-        interface="org.freedesktop.DBus",
-    )
+    await add_match(session.bus, f"type='signal',path='{path}'")
     try:
         await session.start("tool")
         changed = await asyncio.wait_for(running, TIMEOUT)

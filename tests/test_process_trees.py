@@ -28,7 +28,7 @@ from dbus_fast.errors import DBusError
 from busmgr.bus.face import instance_path
 from busmgr.process import cgroup2_mount
 
-from conftest import HELPERS, PYTHON, TIMEOUT, Session, start_session, stop_session
+from conftest import HELPERS, PYTHON, TIMEOUT, Session, add_match, start_session, stop_session
 
 pytestmark = pytest.mark.integration
 
@@ -316,16 +316,7 @@ class PropertyWatch:
 
     async def __aenter__(self) -> PropertyWatch:
         self.bus.add_message_handler(self._on_message)
-        await self.bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="AddMatch",
-                signature="s",
-                body=[f"type='signal',member='PropertiesChanged',path='{self.path}'"],
-            )
-        )
+        await add_match(self.bus, f"type='signal',member='PropertiesChanged',path='{self.path}'")
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -13,7 +13,7 @@ from dbus_fast.errors import DBusError
 
 from busmgr.bus.face import job_path
 
-from conftest import TIMEOUT, Session
+from conftest import TIMEOUT, Session, add_match
 
 pytestmark = pytest.mark.integration
 
@@ -74,14 +74,7 @@ async def test_sighup_reloads(session: Session) -> None:
             added.done() or added.set_result(None)
 
     session.bus.add_message_handler(on_message)
-    await session.call(
-        "AddMatch",
-        "s",
-        ["type='signal',member='InterfacesAdded'"],
-        destination="org.freedesktop.DBus",
-        path="/org/freedesktop/DBus",
-        interface="org.freedesktop.DBus",
-    )
+    await add_match(session.bus, "type='signal',member='InterfacesAdded'")
     try:
         session.write_job("hupped", "task\nexec true\n")
         session.proc.send_signal(signal.SIGHUP)

@@ -20,7 +20,7 @@ from dbus_fast.aio import MessageBus
 
 from busmgr import MANAGER_BUS_NAME
 
-from conftest import TIMEOUT
+from conftest import TIMEOUT, add_match
 
 pytestmark = pytest.mark.integration
 
@@ -89,16 +89,7 @@ async def manager(system_bus: tuple[str, Path]) -> AsyncIterator[str]:
             owned.done() or owned.set_result(None)
 
     watcher.add_message_handler(on_message)
-    await watcher.call(
-        Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="AddMatch",
-            signature="s",
-            body=[f"type='signal',member='NameOwnerChanged',arg0='{MANAGER_BUS_NAME}'"],
-        )
-    )
+    await add_match(watcher, f"type='signal',member='NameOwnerChanged',arg0='{MANAGER_BUS_NAME}'")
     env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
     env["DBUS_SYSTEM_BUS_ADDRESS"] = address
     log_file = open(directory / "manager.log", "wb")  # noqa: SIM115 - closed at the end

@@ -7,12 +7,11 @@ import socket
 from pathlib import Path
 
 import pytest
-from dbus_fast import Message
 from dbus_fast.aio import MessageBus
 
 from busmgr.bus.transport import _PatientSocket
 
-from conftest import TIMEOUT, start_session, stop_session
+from conftest import TIMEOUT, add_match, start_session, stop_session
 
 
 def test_a_send_that_would_block_sends_nothing_instead_of_raising() -> None:
@@ -39,16 +38,7 @@ async def test_one_event_starting_many_jobs_with_a_listener(tmp_path: Path) -> N
     sess = await start_session(tmp_path, jobs)
     listener = await MessageBus(bus_address=sess.address).connect()
     try:
-        await listener.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="AddMatch",
-                signature="s",
-                body=["type='signal'"],
-            )
-        )
+        await add_match(listener, "type='signal'")
         await sess.emit("go")
         rows = (await sess.call("ListJobs"))[0]
         assert sum(1 for r in rows if r[2] == "running") == count
