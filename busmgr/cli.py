@@ -6,7 +6,7 @@ Three kinds of verb share one argparse tree:
   calls SPEC §3 fixes, through :class:`busmgr.bus.client.ManagerClient`; they hold no job logic;
 * ``check`` parses job files offline with the daemon's own parser (:mod:`busmgr.config`);
 * ``session`` and ``daemon`` parse their options into :mod:`busmgr.options` dataclasses and hand
-  over to :mod:`busmgr.manager`, imported only then.
+  over to :mod:`busmgr.runtime`, imported only then.
 
 What the user sees is built by pure functions (:func:`format_table`, :func:`format_status_line`,
 :func:`format_error`, :func:`format_event`) so that it is tested without a bus. Exit codes
@@ -42,7 +42,7 @@ from busmgr.bus.client import (
     is_job_path,
     resolve_address,
 )
-from busmgr.options import DaemonOptions, SessionOptions, default_services_dirs
+from busmgr.options import DaemonOptions, Mode, SessionOptions, default_services_dirs
 
 PROG = "busmgr"
 
@@ -571,7 +571,7 @@ def session_options(args: argparse.Namespace) -> SessionOptions:
 def daemon_options(args: argparse.Namespace) -> DaemonOptions:
     """The :class:`DaemonOptions` that ``busmgr daemon`` was given."""
     return DaemonOptions(
-        bus="address" if args.address is not None else args.bus,
+        mode=Mode.SYSTEM if args.bus == "system" else Mode.SESSION,
         address=args.address,
         services_dirs=tuple(d.absolute() for d in args.services_dirs),
         no_import=args.no_import,
@@ -779,7 +779,7 @@ async def _client_main(args: argparse.Namespace) -> int:
 def _run_check(args: argparse.Namespace) -> int:
     from busmgr.config import Severity, check_paths
 
-    paths = [Path(p) for p in args.paths] or list(default_services_dirs(False, os.environ))
+    paths = [Path(p) for p in args.paths] or list(default_services_dirs(Mode.SESSION, os.environ))
     failed = False
     for diagnostic in check_paths(paths):
         print(diagnostic, file=sys.stderr)
@@ -788,13 +788,13 @@ def _run_check(args: argparse.Namespace) -> int:
 
 
 def _run_session(args: argparse.Namespace) -> int:
-    from busmgr.manager import run_session
+    from busmgr.runtime import run_session
 
     return run_session(session_options(args))
 
 
 def _run_daemon(args: argparse.Namespace) -> int:
-    from busmgr.manager import run_daemon
+    from busmgr.runtime import run_daemon
 
     return run_daemon(daemon_options(args))
 

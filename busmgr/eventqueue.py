@@ -17,9 +17,10 @@ again meanwhile).
 
 Invariants: :meth:`EventQueue.emit` never handles an event re-entrantly; handling happens on a
 later loop turn, so a job changing state inside a handler cannot recurse into the queue. A
-handler that raises is logged and counts as handled; the events queued after it are still
-handled, in order. Each release function acts once; releasing an already released hold (the
-job got there after all) does nothing.
+handler that raises is a bug: the exception goes to ``on_error`` (the manager treats it as
+fatal; by default it is logged), the event counts as handled, and the events queued after it
+are still handled, in order. Each release function acts once; releasing an already released
+hold (the job got there after all) does nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ from busmgr.events import Event
 log = logging.getLogger("busmgr")
 
 Release = Callable[[str | None], None]
+
+
+def _log_error(event: Event, err: Exception) -> None:
+    log.error("internal error while handling event %s: %s", event, err, exc_info=err)
 
 
 class Block:
@@ -92,10 +97,14 @@ class EventQueue:
     """FIFO of events; ``handler(event, block)`` applies one event to the jobs."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, handler: Callable[[Event, Block], None]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        handler: Callable[[Event, Block], None],
+        on_error: Callable[[Event, Exception], None] | None = None,
     ) -> None:
         self._loop = loop
         self._handler = handler
+        self._on_error = on_error or _log_error
         self._pending: deque[Block] = deque()
         self._scheduled = False
         self._held: dict[Hashable, list[Release]] = {}
@@ -142,8 +151,8 @@ class EventQueue:
             block = self._pending.popleft()
             try:
                 self._handler(block.event, block)
-            except Exception:
-                log.exception("internal error while handling event %s", block.event)
+            except Exception as err:
+                self._on_error(block.event, err)
             finally:
                 block.handled = True
                 block._maybe_finish()

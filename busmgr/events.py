@@ -458,6 +458,7 @@ def job_event(
     job: str,
     instance: str,
     *,
+    bus_name: str = "",
     result: str | None = None,
     process: str | None = None,
     exit_status: int | None = None,
@@ -467,7 +468,8 @@ def job_event(
     """The ``starting``/``started``/``stopping``/``stopped`` event of one job instance.
 
     The env is, in this order: ``JOB``, ``INSTANCE`` (``""`` for a job without ``instance``),
-    then on ``stopping``/``stopped`` only: ``RESULT`` (``ok`` when ``result`` is None), and
+    ``BUS_NAME`` when ``bus_name`` is given (a job with ``dbus``), then on
+    ``stopping``/``stopped`` only: ``RESULT`` (``ok`` when ``result`` is None), and
     when the result is ``failed``: ``PROCESS`` (which process failed: ``main``, ``pre-start``,
     ... or ``respawn`` when the respawn limit was hit) and ``EXIT_STATUS`` or ``EXIT_SIGNAL``
     (the signal named without ``SIG``: ``SEGV``) when the process exited, and finally the
@@ -481,6 +483,8 @@ def job_event(
     if name not in JOB_EVENTS:
         raise ValueError(f"{name!r} is not a job event (one of {', '.join(JOB_EVENTS)})")
     env: dict[str, str] = {"JOB": job, "INSTANCE": instance}
+    if bus_name:
+        env["BUS_NAME"] = bus_name
     details = (process, exit_status, exit_signal)
     if name not in STOP_EVENTS:
         if result is not None or any(d is not None for d in details):

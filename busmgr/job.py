@@ -15,19 +15,20 @@ The model is Upstart 0.5's (seed ``002_*``, "Job Lifecycle"):
   ready fails the start; a restart runs pre-stop, kills main, runs post-stop, then pre-start
   and main again.
 
-Everything that touches the outside world (spawning, signalling, timers, events, the bus) goes
-through the :class:`JobHost` protocol, so this module is tested without processes or a bus.
+Everything that touches the outside world (spawning, signalling, timers, the clock, events, the
+bus) goes through the :class:`JobHost` protocol, so this module is tested without processes or
+a bus, and does no I/O of its own.
 """
 
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from busmgr.errors import ManagerError as JobError
+from busmgr.events import STOP_EVENTS, Event, job_event
 from busmgr.jobclass import ExpectMode, JobClass, ProcessKind, signal_name
 
 
@@ -146,13 +147,18 @@ class JobHost(Protocol):
         ...
 
     def emit_job_event(
-        self, job: Job, name: str, env: dict[str, str], on_finished: Callable[[bool], None] | None
+        self, job: Job, event: Event, on_finished: Callable[[bool], None] | None
     ) -> None:
-        """Queue the job event ``name``. With ``on_finished``, the event blocks the job: the
-        callback runs (later, from the loop) once every job it started or stopped is done."""
+        """Queue the job event ``event`` (``starting``, ...). With ``on_finished``, the event
+        blocks the job: the callback runs (later, from the loop) once every job it started or
+        stopped is done."""
         ...
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle: ...
+
+    def now(self) -> float:
+        """Monotonic seconds (the respawn limit's clock)."""
+        ...
 
     def watch_readiness(self, job: Job) -> None:
         """Begin watching what ``job.pending_ready`` names (``dbus``, ``expect``); the host
@@ -176,14 +182,6 @@ class Failure:
     status: int | None = None
     signal: int | None = None
     reason: str = ""
-
-    def env(self) -> dict[str, str]:
-        env = {"RESULT": "failed", "PROCESS": self.process}
-        if self.signal is not None:
-            env["EXIT_SIGNAL"] = signal_name(self.signal)
-        elif self.status is not None:
-            env["EXIT_STATUS"] = str(self.status)
-        return env
 
     def describe(self) -> str:
         how = ""
@@ -230,13 +228,12 @@ class Job:
         self.last_exit: tuple[int | None, int | None] = (None, None)  # main: (status, signal)
         self.pending_ready: set[str] = set()
         self.ready_reached = False
-        self.respawn_times: list[float] = []
+        self.respawns = 0  # main failures counted against the respawn limit, ever
         self._respawn_window_start = 0.0
         self._respawn_count = 0
         self._timer: TimerHandle | None = None
         self._waiters: list[Waiter] = []
         self.status_text = ""
-        self.state_times: dict[State, float] = {}
         self.start_count = 0
 
     # ----------------------------------------------------------------- views
@@ -260,21 +257,22 @@ class Job:
     def active(self) -> ActiveState:
         return active_state(self.state, self.goal)
 
-    def event_env(self, *, stopping: bool) -> dict[str, str]:
-        """The env of this job's job events: JOB, INSTANCE, BUS_NAME (jobs with ``dbus``), on
-        stop the result, then exports."""
-        env = {"JOB": self.name, "INSTANCE": self.instance}
-        if self.jobclass.dbus_name:
-            env["BUS_NAME"] = self.jobclass.dbus_name
-        if stopping:
-            if self.failure:
-                env.update(self.failure.env())
-            else:
-                env["RESULT"] = "ok"
-        for key in self.jobclass.export:
-            if key in self.env:
-                env[key] = self.env[key]
-        return env
+    def job_event(self, name: str) -> Event:
+        """This job's job event ``name`` (``starting``, ``started``, ``stopping``, ``stopped``):
+        JOB, INSTANCE, BUS_NAME (jobs with ``dbus``), on stopping/stopped the result, then the
+        exported variables, which never replace one of those (:func:`busmgr.events.job_event`)."""
+        failure = self.failure if name in STOP_EVENTS else None
+        return job_event(
+            name,
+            self.name,
+            self.instance,
+            bus_name=self.jobclass.dbus_name or "",
+            result=None if name not in STOP_EVENTS else ("failed" if failure else "ok"),
+            process=failure.process if failure else None,
+            exit_status=failure.status if failure and failure.signal is None else None,
+            exit_signal=signal_name(failure.signal) if failure and failure.signal else None,
+            exported={k: self.env[k] for k in self.jobclass.export if k in self.env},
+        )
 
     # ------------------------------------------------------------- requests
     def start(self, waiter: Waiter | None = None) -> None:
@@ -351,7 +349,6 @@ class Job:
                     f"{self!r}: {self.state.value} -> {state.value} is not a valid transition"
                 )
             previous, self.state = self.state, state
-            self.state_times[state] = time.monotonic()
             self.host.changed(self)
             following = self._enter(state, previous)
             if following is None:
@@ -369,9 +366,7 @@ class Job:
             self.failure = None
             self.ready_reached = False
             self.start_count += 1
-            self.host.emit_job_event(
-                self, "starting", self.event_env(stopping=False), self._starting_finished
-            )
+            self.host.emit_job_event(self, self.job_event("starting"), self._starting_finished)
             return None
         if state is State.PRE_START:
             return self._run_hook(ProcessKind.PRE_START)
@@ -386,7 +381,7 @@ class Job:
                 self.stop_env = {}
                 self._check_rest()
                 return None
-            self.host.emit_job_event(self, "started", self.event_env(stopping=False), None)
+            self.host.emit_job_event(self, self.job_event("started"), None)
             self._check_rest()
             if cls.main is None and cls.task:
                 # A task with nothing to run is done as soon as it has started.
@@ -398,9 +393,7 @@ class Job:
                 return self._run_hook(ProcessKind.PRE_STOP)
             return next_state(state, self.goal)
         if state is State.STOPPING:
-            self.host.emit_job_event(
-                self, "stopping", self.event_env(stopping=True), self._stopping_finished
-            )
+            self.host.emit_job_event(self, self.job_event("stopping"), self._stopping_finished)
             return None
         if state is State.KILLED:
             if not self.host.has_processes(self):
@@ -415,7 +408,7 @@ class Job:
             return None
         if state is State.WAITING:
             self.pids.clear()
-            self.host.emit_job_event(self, "stopped", self.event_env(stopping=True), None)
+            self.host.emit_job_event(self, self.job_event("stopped"), None)
             self._check_rest()
             self.host.finished(self)
             return None
@@ -449,7 +442,7 @@ class Job:
         if kind is ProcessKind.PRE_STOP:
             env.update(self.stop_env)
         if kind is ProcessKind.POST_STOP:
-            env.update(self.event_env(stopping=True))
+            env.update(self.job_event("stopped").env)
         try:
             self.pids[kind] = self.host.spawn(self, kind, env)
         except OSError as err:
@@ -585,12 +578,12 @@ class Job:
         """Main failed after the job was ready: respawn within the limit, else stop failed."""
         cls = self.jobclass
         if cls.respawn.enabled and self.goal is Goal.START:
-            now = time.monotonic()
+            now = self.host.now()
             if now - self._respawn_window_start > cls.respawn.interval:
                 self._respawn_window_start = now
                 self._respawn_count = 0
             self._respawn_count += 1
-            self.respawn_times.append(now)
+            self.respawns += 1
             if cls.respawn.limit and self._respawn_count > cls.respawn.limit:
                 self._fail(
                     Failure(

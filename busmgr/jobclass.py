@@ -187,6 +187,16 @@ class EventOp:
 EventExpr = EventMatch | EventOp
 
 
+#: The event a D-Bus activation request for a bus name becomes (SPEC §2).
+DBUS_ACTIVATION = "dbus-activation"
+
+
+def activation_match(bus_name: str) -> EventMatch:
+    """The leaf ``dbus-activation NAME=<bus_name>``: how a job providing ``bus_name`` is
+    started on demand (a bus name has no glob characters, so it matches only itself)."""
+    return EventMatch(DBUS_ACTIVATION, (EventArg(bus_name, key="NAME"),))
+
+
 def expr_events(expr: EventExpr | None) -> list[EventMatch]:
     """Every leaf of an expression, left to right."""
     if expr is None:
@@ -283,7 +293,9 @@ class JobClass:
     stop_on: EventExpr | None = None
     emits: tuple[str, ...] = ()
     dbus_name: str | None = None
-    dbus_bus: str | None = None  # "system-bus" | "session-bus" | None (the manager's bus)
+    # Events that start the job whatever ``manual`` and ``start on`` say, each on its own:
+    # the D-Bus activation of its bus name (config adds it for every ``dbus NAME``).
+    activated_by: tuple[EventMatch, ...] = ()
     instance: str = ""
     expect: ExpectMode = ExpectMode.NONE
     ready_timeout: float = 90.0

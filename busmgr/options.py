@@ -1,29 +1,60 @@
 """What the ``busmgr session`` and ``busmgr daemon`` command lines ask the manager to do.
 
 The command line (:mod:`busmgr.cli`) parses argv into one of these frozen dataclasses and hands
-it to :func:`busmgr.manager.run_session` or :func:`busmgr.manager.run_daemon`; nothing else
+it to :func:`busmgr.runtime.run_session` or :func:`busmgr.runtime.run_daemon`; nothing else
 crosses that seam, so the manager can be driven from tests without argv.
 
+:class:`Mode` is the one spelling of session versus system mode: the manager's policy (caller
+uid checks, job file ownership checks, the job environment, default directories) follows it.
+Which bus the manager talks to is a separate choice: the mode's standard bus, an explicit
+address, or a private bus the manager starts itself.
+
 Defaults are left unresolved on purpose: an empty ``services_dirs`` and a ``None`` ``state_dir``
-mean "the default of the mode" (SPEC §1), which depends on whether the manager runs in system mode
-and on the environment it starts with. :func:`default_services_dirs` and
-:func:`default_state_dir` compute those defaults, so the manager and ``busmgr check`` agree.
-Paths given on the command line are made absolute (never symlink-resolved) when parsed, because
-the manager may change directory or re-execute itself.
+mean "the default of the mode" (SPEC §1), which depends on the mode and on the environment the
+manager starts with. :func:`default_services_dirs` and :func:`default_state_dir` compute those
+defaults, so the manager and ``busmgr check`` agree. Paths given on the command line are made
+absolute (never symlink-resolved) when parsed, because the manager may change directory or
+re-execute itself.
+
+The addresses of the standard buses are resolved here and nowhere else
+(:func:`system_bus_address`, :func:`session_bus_address`).
 """
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-BusKind = Literal["session", "system", "address"]
 
 SYSTEM_SERVICES_DIR = Path("/etc/busmgr/services.d")
 SYSTEM_STATE_DIR = Path("/var/lib/busmgr")
+DEFAULT_SYSTEM_BUS_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
+
+
+class Mode(enum.Enum):
+    """Session mode (one user's jobs) or system mode (root's jobs, callers checked)."""
+
+    SESSION = "session"
+    SYSTEM = "system"
+
+
+def system_bus_address(environ: Mapping[str, str]) -> str:
+    """The system bus: ``$DBUS_SYSTEM_BUS_ADDRESS``, else the well-known socket (D-Bus spec)."""
+    return environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS_ADDRESS
+
+
+def session_bus_address(environ: Mapping[str, str]) -> str | None:
+    """The session bus: ``$DBUS_SESSION_BUS_ADDRESS``, or None when it is not set."""
+    return environ.get("DBUS_SESSION_BUS_ADDRESS") or None
+
+
+def standard_bus_address(mode: Mode, environ: Mapping[str, str]) -> str | None:
+    """The address of ``mode``'s standard bus (None: a session bus nobody told us about)."""
+    if mode is Mode.SYSTEM:
+        return system_bus_address(environ)
+    return session_bus_address(environ)
 
 
 @dataclass(frozen=True)
@@ -47,12 +78,12 @@ class SessionOptions:
 class DaemonOptions:
     """``busmgr daemon``: the manager on an existing bus.
 
-    ``bus`` is ``"session"`` (``DBUS_SESSION_BUS_ADDRESS``), ``"system"`` (system mode; the
-    address from ``DBUS_SYSTEM_BUS_ADDRESS`` or the well-known socket) or ``"address"``, in which
-    case ``address`` holds the bus address and is never ``None``.
+    ``mode`` is session or system mode; ``address`` is the bus to use, or None for the mode's
+    standard bus (:func:`standard_bus_address`). ``--address ADDR`` alone is session mode on
+    that bus.
     """
 
-    bus: BusKind
+    mode: Mode
     address: str | None = None
     services_dirs: tuple[Path, ...] = ()
     no_import: bool = False
@@ -60,10 +91,10 @@ class DaemonOptions:
     state_dir: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.bus not in ("session", "system", "address"):
-            raise ValueError(f"bus must be session, system or address, not {self.bus!r}")
-        if (self.bus == "address") != (self.address is not None):
-            raise ValueError("address is given exactly when bus is 'address'")
+        if not isinstance(self.mode, Mode):
+            raise ValueError(f"mode must be a Mode, not {self.mode!r}")
+        if self.address is not None and not self.address:
+            raise ValueError("an explicit bus address cannot be empty")
 
 
 def _xdg_dir(environ: Mapping[str, str], variable: str, fallback: str) -> Path:
@@ -76,15 +107,15 @@ def _xdg_dir(environ: Mapping[str, str], variable: str, fallback: str) -> Path:
     return Path(home) / fallback
 
 
-def default_services_dirs(system: bool, environ: Mapping[str, str]) -> tuple[Path, ...]:
+def default_services_dirs(mode: Mode, environ: Mapping[str, str]) -> tuple[Path, ...]:
     """The job directories when no ``--services-dir`` is given."""
-    if system:
+    if mode is Mode.SYSTEM:
         return (SYSTEM_SERVICES_DIR,)
     return (_xdg_dir(environ, "XDG_CONFIG_HOME", ".config") / "busmgr" / "services.d",)
 
 
-def default_state_dir(system: bool, environ: Mapping[str, str]) -> Path:
+def default_state_dir(mode: Mode, environ: Mapping[str, str]) -> Path:
     """The state directory when no ``--state-dir`` is given."""
-    if system:
+    if mode is Mode.SYSTEM:
         return SYSTEM_STATE_DIR
     return _xdg_dir(environ, "XDG_STATE_HOME", ".local/state") / "busmgr"

@@ -16,54 +16,61 @@ Invariants:
   ``start_on`` state survives a reload that leaves its expression unchanged (a half-complete
   ``a-up and b-up`` is not forgotten by an unrelated edit); an instance's ``stop_on`` state is
   made afresh whenever the instance starts from rest (see the manager's ``_prepare_start``).
-* ``on_classes_changed``, when set, is called with every current class after each change of
-  the set of classes (the bus-signal bridge follows the jobs' expressions this way).
+* Every change is told to the observers (:mod:`busmgr.observe`): instances added and removed,
+  and after each change of the set of classes, the classes added (or redefined) and removed
+  (the bus face and the bus-signal bridge follow the jobs this way).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 
 from busmgr.events import ExprState
 from busmgr.job import Job, JobHost, State
 from busmgr.jobclass import JobClass, expr_events
+from busmgr.observe import JobObserver
+
+__all__ = ["Registry"]
 
 
 class Registry:
-    def __init__(
-        self, host: JobHost, on_removed: Callable[[Job], None], on_added: Callable[[Job], None]
-    ) -> None:
+    """Job classes and instances; see the module docstring for the invariants."""
+
+    def __init__(self, host: JobHost, observers: JobObserver) -> None:
         self._host = host
-        self._on_removed = on_removed
-        self._on_added = on_added
+        self._observers = observers
         self.classes: dict[str, JobClass] = {}
         self.instances: dict[str, dict[str, Job]] = {}
         self.start_on: dict[str, ExprState | None] = {}
         self.stop_on: dict[Job, ExprState] = {}
         self._retired: dict[str, JobClass | None] = {}  # name -> class to take at rest
         self.start_order: list[Job] = []
-        self.on_classes_changed: Callable[[Iterable[JobClass]], None] | None = None
         self._index: dict[str, frozenset[str]] | None = None
+        self._added: list[JobClass] = []  # since the last _classes_changed
+        self._removed: list[str] = []
 
     def interested(self, event_name: str) -> frozenset[str]:
-        """Names of the jobs whose ``start on`` or ``stop on`` (of the class, or of an instance
-        still running with a retired class) mentions ``event_name``: the only ones an event of
-        that name can affect, so dispatch does not look at every job for every event."""
+        """Names of the jobs whose ``start on``, ``activated_by`` or ``stop on`` (of the class,
+        or of an instance still running with a retired class) mentions ``event_name``: the only
+        ones an event of that name can affect, so dispatch does not look at every job for every
+        event."""
         if self._index is None:
             index: dict[str, set[str]] = {}
             exprs = [(c.name, c.start_on) for c in self.classes.values()]
             exprs += [(c.name, c.stop_on) for c in self.classes.values()]
             exprs += [(j.name, j.jobclass.stop_on) for j in self.jobs()]
-            for name, expr in exprs:
-                for leaf in expr_events(expr):
-                    index.setdefault(leaf.name, set()).add(name)
+            leaves = [(c.name, leaf) for c in self.classes.values() for leaf in c.activated_by]
+            leaves += [(name, leaf) for name, expr in exprs for leaf in expr_events(expr)]
+            for name, leaf in leaves:
+                index.setdefault(leaf.name, set()).add(name)
             self._index = {k: frozenset(v) for k, v in index.items()}
         return self._index.get(event_name, frozenset())
 
     def _classes_changed(self) -> None:
         self._index = None
-        if self.on_classes_changed is not None:
-            self.on_classes_changed(list(self.classes.values()))
+        added, self._added = self._added, []
+        removed, self._removed = self._removed, []
+        self._observers.classes_changed(added, removed)
 
     # ------------------------------------------------------------------ reading
     def get_class(self, name: str) -> JobClass | None:
@@ -82,12 +89,17 @@ class Registry:
 
     # ------------------------------------------------------------------ changing
     def add_class(self, cls: JobClass) -> None:
+        """Add a new job class (and the one instance of a job without ``instance``)."""
+        self._add(cls)
+        self._classes_changed()
+
+    def _add(self, cls: JobClass) -> None:
         self.classes[cls.name] = cls
+        self._added.append(cls)
         self.instances.setdefault(cls.name, {})
         self.start_on[cls.name] = ExprState(cls.start_on) if cls.start_on else None
         if not cls.instance:
             self._create(cls, "", {})
-        self._classes_changed()
 
     def get_or_create(self, cls: JobClass, instance: str, env: dict[str, str]) -> tuple[Job, bool]:
         """The instance named ``instance`` of ``cls``; a new one (with ``env``) if none."""
@@ -101,7 +113,7 @@ class Registry:
         self.instances.setdefault(cls.name, {})[instance] = job
         if cls.stop_on is not None:
             self.stop_on[job] = ExprState(cls.stop_on)
-        self._on_added(job)
+        self._observers.instance_added(job)
         return job
 
     def reset_stop_on(self, job: Job) -> None:
@@ -144,7 +156,7 @@ class Registry:
         if insts.get(job.instance) is job:
             del insts[job.instance]
         self.stop_on.pop(job, None)
-        self._on_removed(job)
+        self._observers.instance_removed(job)
 
     def swap(self, new_classes: dict[str, JobClass]) -> None:
         """Install a reloaded set of classes; running instances keep theirs until at rest."""
@@ -155,7 +167,7 @@ class Registry:
             if name in self.classes:
                 self._replace(name, cls)
             else:
-                self.add_class(cls)
+                self._add(cls)
         self._classes_changed()
 
     def _replace(self, name: str, new: JobClass | None) -> None:
@@ -163,9 +175,11 @@ class Registry:
         if new is None:
             del self.classes[name]
             self.start_on.pop(name, None)
+            self._removed.append(name)
         else:
             old = self.classes[name]
             self.classes[name] = new
+            self._added.append(new)
             if new.start_on != old.start_on or self.start_on.get(name) is None:
                 self.start_on[name] = ExprState(new.start_on) if new.start_on else None
         if busy:

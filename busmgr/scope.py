@@ -8,7 +8,7 @@ Two models, chosen once per manager process by :func:`setup_cgroups`:
 
 * **cgroup v2** (wherever this process sits in a writable cgroup2 hierarchy): the manager makes
   ``<mount><its own cgroup>/busmgr-<pid>/`` and, per job instance, a leaf
-  ``<escaped job>[.<escaped instance>]`` (systemd's escaping: every byte outside
+  ``<escaped job>[.<escaped instance>]`` (:func:`busmgr.escape.escape`: every byte outside
   ``[A-Za-z0-9]`` and a leading digit become ``_xx``, so ``.`` cannot occur inside a part).
   Every process of the job is born in its leaf (:func:`busmgr.process.spawn` with ``cgroup=``),
   and so is everything it forks, double-forked and re-parented daemons included: no process can
@@ -16,7 +16,8 @@ Two models, chosen once per manager process by :func:`setup_cgroups`:
   both. Only leaves hold processes and no controller is enabled, so cgroup v2's "no internal
   processes" rule never applies; the manager itself stays in its own cgroup. A leaf is made on
   the job's first spawn and removed when the job is at rest and empty; ``busmgr-<pid>`` is
-  removed when the manager exits (:func:`cleanup_cgroups`).
+  removed when the manager exits (:meth:`CgroupHierarchy.remove`). The hierarchy is a value
+  the supervisor holds (:meth:`CgroupHierarchy.create`), not a module global.
 * **sessions** (no writable cgroup2: another user's hierarchy, a v1-only machine, or
   ``BUSMGR_CGROUPS=0``): every process a job spawns leads a new session (``setsid``), so the
   job's processes are the members of those sessions; the manager is a child subreaper, so what
@@ -35,35 +36,18 @@ import contextlib
 import logging
 import os
 import signal
-import string
+from collections.abc import Mapping
 
 from busmgr import process
+from busmgr.escape import escape
 
 log = logging.getLogger("busmgr")
 
-__all__ = [
-    "CgroupHierarchy",
-    "ProcessScope",
-    "cleanup_cgroups",
-    "hierarchy",
-    "setup_cgroups",
-]
+__all__ = ["CgroupHierarchy", "ProcessScope"]
 
-_SAFE = frozenset((string.ascii_letters + string.digits).encode())
 # Passes over cgroup.procs when signalling pid by pid: a process that forks while being
 # signalled adds a pid the previous pass did not see.
 _KILL_PASSES = 8
-
-
-def _escape(text: str) -> str:
-    """One path element for ``text``: the escaping of job object paths (``busmgr.bus.escape``),
-    repeated here so the process layer does not depend on the bus layer."""
-    if not text:
-        return "_"
-    return "".join(
-        chr(b) if b in _SAFE and not (i == 0 and chr(b).isdigit()) else f"_{b:02x}"
-        for i, b in enumerate(text.encode())
-    )
 
 
 class CgroupHierarchy:
@@ -78,12 +62,17 @@ class CgroupHierarchy:
         self.relative = relative
 
     @classmethod
-    def create(cls) -> CgroupHierarchy | None:
-        """Make ``busmgr-<pid>`` under this process's own cgroup; None if that is impossible.
+    def create(cls, environ: Mapping[str, str] | None = None) -> CgroupHierarchy | None:
+        """Make ``busmgr-<pid>`` under this process's own cgroup; None if that is impossible,
+        or if ``BUSMGR_CGROUPS=0`` in ``environ`` forces the session model (tests of the
+        fallback use it).
 
         A name already taken (a stale directory, or another busmgr that is PID 1 of its own
         pid namespace) gets a suffix, so two managers never share a directory.
         """
+        env = os.environ if environ is None else environ
+        if env.get("BUSMGR_CGROUPS", "1") == "0":
+            return None
         found = process.cgroup2_mount()
         if found is None:
             return None
@@ -106,7 +95,7 @@ class CgroupHierarchy:
 
     def leaf(self, job: str, instance: str) -> tuple[str, str]:
         """``(path, relative path)`` of the leaf of one job instance (not created here)."""
-        name = _escape(job) + ("." + _escape(instance) if instance else "")
+        name = escape(job) + ("." + escape(instance) if instance else "")
         return os.path.join(self.base, name), f"{self.relative}/{name}"
 
     def remove(self) -> list[str]:
@@ -121,35 +110,6 @@ class CgroupHierarchy:
         if not left:
             process.cgroup_remove(self.base)
         return left
-
-
-_hierarchy: CgroupHierarchy | None = None
-
-
-def setup_cgroups(environ: dict[str, str] | None = None) -> CgroupHierarchy | None:
-    """Choose the model for this process (once, at manager start). ``BUSMGR_CGROUPS=0`` in
-    ``environ`` forces the session model (tests of the fallback use it)."""
-    global _hierarchy
-    env = os.environ if environ is None else environ
-    if _hierarchy is None and env.get("BUSMGR_CGROUPS", "1") != "0":
-        _hierarchy = CgroupHierarchy.create()
-    log.debug("job processes: %s", _hierarchy.base if _hierarchy else "sessions")
-    return _hierarchy
-
-
-def hierarchy() -> CgroupHierarchy | None:
-    """The cgroup hierarchy :func:`setup_cgroups` made, or None (the session model)."""
-    return _hierarchy
-
-
-def cleanup_cgroups() -> None:
-    """Remove the manager's cgroup directory (at exit, after every job stopped)."""
-    global _hierarchy
-    if _hierarchy is not None:
-        left = _hierarchy.remove()
-        if left:
-            log.warning("cgroups still populated at exit: %s", ", ".join(left))
-        _hierarchy = None
 
 
 class ProcessScope:
@@ -167,9 +127,10 @@ class ProcessScope:
         self._sessions: set[int] = set()
 
     @classmethod
-    def for_job(cls, label: str, job: str, instance: str) -> ProcessScope:
+    def for_job(
+        cls, label: str, job: str, instance: str, tree: CgroupHierarchy | None
+    ) -> ProcessScope:
         """The scope of one job instance, with a leaf if the manager has a hierarchy."""
-        tree = _hierarchy
         return cls(label, tree.leaf(job, instance) if tree else None)
 
     def cgroup_dir(self) -> str | None:

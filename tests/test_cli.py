@@ -45,6 +45,7 @@ from busmgr.cli import (
 )
 from busmgr.options import (
     DaemonOptions,
+    Mode,
     SessionOptions,
     default_services_dirs,
     default_state_dir,
@@ -210,18 +211,19 @@ def test_session_defaults_are_left_to_the_manager() -> None:
     assert cli.session_options(parse_args(["session"])) == SessionOptions()
 
 
+# The mode has one spelling (options.Mode); which bus is a separate choice (address or None).
 @pytest.mark.parametrize(
-    ("argv", "bus", "address"),
+    ("argv", "mode", "address"),
     [
-        (["--session"], "session", None),
-        (["--system"], "system", None),
-        (["--address", "unix:path=/x"], "address", "unix:path=/x"),
+        (["--session"], Mode.SESSION, None),
+        (["--system"], Mode.SYSTEM, None),
+        (["--address", "unix:path=/x"], Mode.SESSION, "unix:path=/x"),
     ],
 )
-def test_daemon_options(argv: list[str], bus: str, address: str | None) -> None:
+def test_daemon_options(argv: list[str], mode: Mode, address: str | None) -> None:
     opts = cli.daemon_options(parse_args(["daemon", *argv, "--services-dir", "/d", "--no-import"]))
     assert opts == DaemonOptions(
-        bus=bus,  # type: ignore[arg-type]
+        mode=mode,
         address=address,
         services_dirs=(Path("/d"),),
         no_import=True,
@@ -230,11 +232,9 @@ def test_daemon_options(argv: list[str], bus: str, address: str | None) -> None:
 
 def test_daemon_options_validate_the_bus() -> None:
     with pytest.raises(ValueError):
-        DaemonOptions(bus="address")
+        DaemonOptions(mode=Mode.SESSION, address="")
     with pytest.raises(ValueError):
-        DaemonOptions(bus="session", address="unix:path=/x")
-    with pytest.raises(ValueError):
-        DaemonOptions(bus="bogus")  # type: ignore[arg-type]
+        DaemonOptions(mode="session")  # type: ignore[arg-type]
 
 
 def test_options_are_frozen() -> None:
@@ -244,10 +244,10 @@ def test_options_are_frozen() -> None:
 
 def _fake_manager(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     calls: list[object] = []
-    module = types.ModuleType("busmgr.manager")
+    module = types.ModuleType("busmgr.runtime")
     module.run_session = lambda opts: calls.append(opts) or 7  # type: ignore[attr-defined]
     module.run_daemon = lambda opts: calls.append(opts) or 9  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "busmgr.manager", module)
+    monkeypatch.setitem(sys.modules, "busmgr.runtime", module)
     return calls
 
 
@@ -255,7 +255,7 @@ def test_session_and_daemon_dispatch_to_the_manager(monkeypatch: pytest.MonkeyPa
     calls = _fake_manager(monkeypatch)
     assert main(["session", "--", "true"]) == 7
     assert main(["daemon", "--system"]) == 9
-    assert calls == [SessionOptions(command=("true",)), DaemonOptions(bus="system")]
+    assert calls == [SessionOptions(command=("true",)), DaemonOptions(mode=Mode.SYSTEM)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -804,10 +804,11 @@ def test_check_defaults_to_the_session_services_dir(
 
 def test_default_dirs() -> None:
     env = {"HOME": "/home/u", "XDG_CONFIG_HOME": "/cfg", "XDG_STATE_HOME": "/st"}
-    assert default_services_dirs(False, env) == (Path("/cfg/busmgr/services.d"),)
-    assert default_state_dir(False, env) == Path("/st/busmgr")
-    assert default_services_dirs(True, env) == (Path("/etc/busmgr/services.d"),)
-    assert default_state_dir(True, env) == Path("/var/lib/busmgr")
+    session, system = Mode.SESSION, Mode.SYSTEM
+    assert default_services_dirs(session, env) == (Path("/cfg/busmgr/services.d"),)
+    assert default_state_dir(session, env) == Path("/st/busmgr")
+    assert default_services_dirs(system, env) == (Path("/etc/busmgr/services.d"),)
+    assert default_state_dir(system, env) == Path("/var/lib/busmgr")
     relative = {"HOME": "/home/u", "XDG_CONFIG_HOME": "rel", "XDG_STATE_HOME": ""}
-    assert default_services_dirs(False, relative) == (Path("/home/u/.config/busmgr/services.d"),)
-    assert default_state_dir(False, relative) == Path("/home/u/.local/state/busmgr")
+    assert default_services_dirs(session, relative) == (Path("/home/u/.config/busmgr/services.d"),)
+    assert default_state_dir(session, relative) == Path("/home/u/.local/state/busmgr")

@@ -73,10 +73,15 @@ GOOD: list[tuple[str, str, Any]] = [
     ("emits foo bar-*", "emits", ("foo", "bar-*")),
     ("emits a b\nemits b c", "emits", ("a", "b", "c")),
     ("dbus org.example.Echo", "dbus_name", "org.example.Echo"),
-    ("dbus org.example.Echo", "dbus_bus", None),
+    # The bus of Upstart's two-word form is accepted and not kept (JobClass.dbus_bus was
+    # unused); a dbus job is activated by the dbus-activation event of its name.
+    (
+        "dbus org.example.Echo",
+        "activated_by",
+        (EventMatch("dbus-activation", (EventArg("org.example.Echo", key="NAME"),)),),
+    ),
     ("dbus system-bus org.freedesktop.UDisks", "dbus_name", "org.freedesktop.UDisks"),
-    ("dbus system-bus org.freedesktop.UDisks", "dbus_bus", "system-bus"),
-    ("dbus session-bus a_b.c-d._e", "dbus_bus", "session-bus"),
+    ("dbus session-bus a_b.c-d._e", "dbus_name", "a_b.c-d._e"),
     ("instance $TTY", "instance", "$TTY"),
     ('instance "${JOB}-$N"', "instance", "${JOB}-$N"),
     # readiness

@@ -11,16 +11,20 @@ from busmgr.config import parse_event_expr
 from busmgr.errors import ManagerError
 from busmgr.job import State
 from busmgr.jobclass import JobClass
-from busmgr.manager import Manager, Mode
+from busmgr.manager import Manager, ManagerConfig
+from busmgr.options import Mode
 
 
 def manager(tmp_path: Path, *classes: JobClass) -> Manager:
+    # The manager is the composition root: its operations live in m.control (the house issue).
     m = Manager(
-        mode=Mode.SESSION,
-        services_dirs=[],
-        state_dir=tmp_path,
-        import_services=False,
-        environ={"HOME": str(tmp_path)},
+        ManagerConfig(
+            mode=Mode.SESSION,
+            services_dirs=(),
+            state_dir=tmp_path,
+            import_services=False,
+            environ={"HOME": str(tmp_path)},
+        )
     )
     for cls in classes:
         m.registry.add_class(cls)
@@ -35,7 +39,7 @@ async def test_emit_with_wait_returns_once_the_task_it_started_has_run(tmp_path:
     m = manager(tmp_path, task("t", "go"))
     job = m.registry.instance("t", "")
     assert job is not None
-    await m.emit_event("go", {"X": "1"}, wait=True)
+    await m.control.emit_event("go", {"X": "1"}, wait=True)
     assert (job.start_count, job.state) == (1, State.WAITING)
     assert job.env["X"] == "1"  # the event's env reached the job
 
@@ -44,14 +48,14 @@ async def test_no_event_starts_a_job_once_shutdown_began(tmp_path: Path) -> None
     m = manager(tmp_path, task("t", "go"))
     job = m.registry.instance("t", "")
     assert job is not None
-    m.shutting_down = True
-    await m.emit_event("go", {}, wait=True)
+    m.control.shutting_down = True
+    await m.control.emit_event("go", {}, wait=True)
     assert job.start_count == 0
 
 
 async def test_instance_that_expands_to_nothing_is_skipped_not_fatal(tmp_path: Path) -> None:
     m = manager(tmp_path, task("i", "go", instance="$TTY"), task("t", "go"))
-    await m.emit_event("go", {}, wait=True)  # i cannot start; t still does
+    await m.control.emit_event("go", {}, wait=True)  # i cannot start; t still does
     assert m.registry.instances["i"] == {}
     job = m.registry.instance("t", "")
     assert job is not None and job.start_count == 1
@@ -60,10 +64,10 @@ async def test_instance_that_expands_to_nothing_is_skipped_not_fatal(tmp_path: P
 async def test_emit_rejects_bad_names_and_env(tmp_path: Path) -> None:
     m = manager(tmp_path)
     with pytest.raises(ManagerError) as err:
-        await m.emit_event("a b", {}, wait=False)
+        await m.control.emit_event("a b", {}, wait=False)
     assert err.value.name == "InvalidArgs"
     with pytest.raises(ManagerError):
-        await m.emit_event("ok", {"1X": "v"}, wait=False)
+        await m.control.emit_event("ok", {"1X": "v"}, wait=False)
 
 
 async def test_reload_updates_which_jobs_an_event_reaches(tmp_path: Path) -> None:
@@ -71,20 +75,20 @@ async def test_reload_updates_which_jobs_an_event_reaches(tmp_path: Path) -> Non
     job = m.registry.instance("t", "")
     assert job is not None
     m.registry.swap({"t": task("t", "new-event")})
-    await m.emit_event("old-event", {}, wait=True)
+    await m.control.emit_event("old-event", {}, wait=True)
     assert job.start_count == 0
-    await m.emit_event("new-event", {}, wait=True)
+    await m.control.emit_event("new-event", {}, wait=True)
     assert job.start_count == 1
 
 
 async def test_a_running_instance_keeps_the_stop_on_of_its_retired_class(tmp_path: Path) -> None:
     svc = JobClass(name="s", stop_on=parse_event_expr("old-stop"))
     m = manager(tmp_path, svc)
-    await m.start_job("s", {}, wait=True)  # no processes: running at once
+    await m.control.start_job("s", {}, wait=True)  # no processes: running at once
     job = m.registry.instance("s", "")
     assert job is not None and job.state is State.RUNNING
     m.registry.swap({"s": JobClass(name="s")})  # the new definition has no stop on
     assert job.jobclass is svc  # still running with the class it started with
-    await m.emit_event("old-stop", {}, wait=True)
+    await m.control.emit_event("old-stop", {}, wait=True)
     assert job.state is State.WAITING
     assert m.registry.instance("s", "") is job and job.jobclass.stop_on is None

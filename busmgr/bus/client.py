@@ -18,7 +18,6 @@ last as long as the jobs take, which only the manager's own ``ready timeout`` bo
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +33,32 @@ from busmgr import (
     MANAGER_INTERFACE,
     MANAGER_PATH,
 )
+from busmgr.bus.link import ConnectError, connect, describe_address
+from busmgr.escape import unescape as unescape_path_element
+from busmgr.options import (
+    DEFAULT_SYSTEM_BUS_ADDRESS,
+    session_bus_address,
+    system_bus_address,
+)
 
-DEFAULT_SYSTEM_BUS_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
+__all__ = [
+    "CALL_TIMEOUT",
+    "DEFAULT_SYSTEM_BUS_ADDRESS",
+    "BusSelectionError",
+    "ConnectError",
+    "InstanceInfo",
+    "JobRow",
+    "ManagerClient",
+    "call",
+    "connect",
+    "describe_address",
+    "error_from_reply",
+    "is_job_path",
+    "job_path_of",
+    "resolve_address",
+    "unescape_path_element",
+    "unwrap",
+]
 
 #: Seconds to wait for the reply to a call that does not wait for jobs. Generous: a manager busy
 #: reloading hundreds of job files still answers well within it.
@@ -73,15 +96,6 @@ class BusSelectionError(ValueError):
     """More than one of ``--address``, ``--session`` and ``--system`` was given."""
 
 
-class ConnectError(Exception):
-    """The bus could not be reached; ``str()`` is one line naming the address and the reason."""
-
-    def __init__(self, address: str | BusType, reason: str) -> None:
-        super().__init__(f"cannot connect to {describe_address(address)}: {reason}")
-        self.address = address
-        self.reason = reason
-
-
 def resolve_address(
     args_address: str | None, session: bool, system: bool, environ: Mapping[str, str]
 ) -> str | BusType:
@@ -97,40 +111,10 @@ def resolve_address(
     if args_address is not None:
         return args_address
     if system:
-        return environ.get("DBUS_SYSTEM_BUS_ADDRESS") or DEFAULT_SYSTEM_BUS_ADDRESS
+        return system_bus_address(environ)
     if not session and environ.get("BUSMGR_ADDRESS"):
         return environ["BUSMGR_ADDRESS"]
-    return environ.get("DBUS_SESSION_BUS_ADDRESS") or BusType.SESSION
-
-
-def describe_address(address: str | BusType) -> str:
-    """A human phrase for ``address``, as used in error messages."""
-    if isinstance(address, BusType):
-        if address is BusType.SESSION:
-            return "the session bus (DBUS_SESSION_BUS_ADDRESS is not set)"
-        return "the system bus"
-    return address
-
-
-async def connect(address: str | BusType) -> MessageBus:
-    """A connected :class:`MessageBus` for ``address`` (see :func:`resolve_address`).
-
-    Raises :class:`ConnectError` for anything that keeps us off the bus: a bad address, a
-    missing or refusing socket, failed authentication. The caller disconnects the bus.
-    """
-    try:
-        if isinstance(address, BusType):
-            bus = MessageBus(bus_type=address)
-        else:
-            bus = MessageBus(bus_address=address)
-        return await bus.connect()
-    except OSError as e:
-        raise ConnectError(address, e.strerror or str(e)) from e
-    except Exception as e:
-        # dbus-fast documents "any other connection error" as plain Exception (bad address,
-        # authentication, the daemon hanging up during the handshake); all of them mean the
-        # same thing to a client, and the message says which one it was.
-        raise ConnectError(address, str(e) or type(e).__name__) from e
+    return session_bus_address(environ) or BusType.SESSION
 
 
 def error_from_reply(reply: Message) -> DBusError:
@@ -193,17 +177,6 @@ def job_path_of(path: str) -> str:
     if is_job_path(path):
         return path
     return path.rsplit("/", 1)[0]
-
-
-_ESCAPE_RE = re.compile(rb"_([0-9a-fA-F]{2})")
-
-
-def unescape_path_element(element: str) -> str:
-    """Undo systemd's object path escaping (``_`` alone is the empty string)."""
-    if element == "_":
-        return ""
-    raw = _ESCAPE_RE.sub(lambda m: bytes([int(m.group(1), 16)]), element.encode())
-    return raw.decode("utf-8", errors="replace")
 
 
 @dataclass(frozen=True)

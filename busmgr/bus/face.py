@@ -1,8 +1,10 @@
 """The manager's objects on the bus: ``org.busmgr.Manager1``, ``Job1`` and ``Instance1``.
 
-This module translates only. A method call becomes one :class:`busmgr.manager.Manager`
-operation; a :class:`busmgr.errors.ManagerError` becomes the D-Bus error
-``org.busmgr.Error.<name>``; job state becomes properties and signals.
+This module translates only. A method call becomes one :class:`busmgr.control.Control`
+operation (after the caller policy, :mod:`busmgr.bus.auth`, allowed it); a
+:class:`busmgr.errors.ManagerError` becomes the D-Bus error ``org.busmgr.Error.<name>``; job
+state becomes properties and signals. :class:`BusFace` is an observer of the jobs
+(:mod:`busmgr.observe`): it hears of every change and never holds a lifecycle decision.
 
 Signals are not sent in the middle of a transition: :class:`BusFace` queues lifecycle signals
 and marks changed instances, and flushes once per loop turn, in the order things happened
@@ -15,12 +17,11 @@ the annotations at class creation.)
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from dbus_fast import Message, MessageType
-from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import (
     DBusBool,
     DBusInt32,
@@ -45,13 +46,20 @@ from busmgr import (
     MANAGER_INTERFACE,
     MANAGER_PATH,
 )
-from busmgr.bus.escape import escape
+from busmgr.bus.auth import CallerPolicy
+from busmgr.bus.link import BusLink
+from busmgr.control import Control
 from busmgr.errors import ManagerError
+from busmgr.escape import escape
+from busmgr.events import Event
+from busmgr.job import Job
 from busmgr.jobclass import JobClass, signal_name
+from busmgr.observe import JobObserver
 
-if TYPE_CHECKING:
-    from busmgr.job import Job
-    from busmgr.manager import Manager
+__all__ = ["BusFace", "instance_path", "job_path"]
+
+#: ``(kind, pid)`` of every process of a job (the supervisor's ``process_rows``).
+ProcessRowsOf = Callable[[Job], list[tuple[str, int]]]
 
 Env = Annotated[dict[str, str], DBusSignature("a{ss}")]
 JobRows = Annotated[list[list[str]], DBusSignature("a(ssso)")]
@@ -76,16 +84,29 @@ def instance_path(name: str, instance: str) -> str:
 CALLER: ContextVar[str] = ContextVar("busmgr_caller", default="")
 
 
-async def _control(manager: "Manager", member: str, call: Callable[[], Any]) -> Any:
-    """Run a control method: check the caller may call it, then translate errors."""
-    try:
-        await manager.authorize(CALLER.get(), member)
-        result = call()
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-    except ManagerError as err:
-        raise DBusError(ERROR_PREFIX + err.name, err.message) from None
+class Operations:
+    """What the bus face calls: the control operations, behind the caller policy."""
+
+    def __init__(
+        self,
+        control: Control,
+        policy: CallerPolicy,
+        reload_configuration: Callable[[], Awaitable[None] | None],
+    ) -> None:
+        self.control = control
+        self.policy = policy
+        self.reload_configuration = reload_configuration
+
+    async def run(self, member: str, call: Callable[[], Any]) -> Any:
+        """Run a control method: check the caller may call it, then translate errors."""
+        try:
+            await self.policy.authorize(CALLER.get(), member)
+            result = call()
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except ManagerError as err:
+            raise DBusError(ERROR_PREFIX + err.name, err.message) from None
 
 
 def _translate_now(fn: Callable[[], Any]) -> Any:
@@ -98,53 +119,57 @@ def _translate_now(fn: Callable[[], Any]) -> Any:
 class ManagerInterface(ServiceInterface):
     """``org.busmgr.Manager1`` at ``/org/busmgr/Manager1``."""
 
-    def __init__(self, manager: "Manager") -> None:
+    def __init__(self, ops: Operations) -> None:
         super().__init__(MANAGER_INTERFACE)
-        self._m = manager
+        self._ops = ops
+        self._c = ops.control
 
     @dbus_method()
     def ListJobs(self) -> JobRows:
-        return [[j, i, s, p] for j, i, s, p in self._m.list_rows()]
+        return [
+            [j, i, s, job_path(j) if placeholder else instance_path(j, i)]
+            for j, i, s, placeholder in self._c.list_rows()
+        ]
 
     @dbus_method()
     def GetJob(self, job: DBusStr) -> DBusObjectPath:
-        cls = _translate_now(lambda: self._m.get_class(job))
+        cls = _translate_now(lambda: self._c.get_class(job))
         return job_path(cls.name)
 
     @dbus_method()
     async def StartJob(self, job: DBusStr, env: Env, wait: DBusBool) -> DBusObjectPath:
-        inst = await _control(self._m, "StartJob", lambda: self._m.start_job(job, env, wait))
+        inst = await self._ops.run("StartJob", lambda: self._c.start_job(job, env, wait))
         return instance_path(inst.name, inst.instance)
 
     @dbus_method()
     async def StopJob(self, job: DBusStr, env: Env, wait: DBusBool) -> None:
-        await _control(self._m, "StopJob", lambda: self._m.stop_job(job, env, wait))
+        await self._ops.run("StopJob", lambda: self._c.stop_job(job, env, wait))
 
     @dbus_method()
     async def RestartJob(self, job: DBusStr, env: Env, wait: DBusBool) -> DBusObjectPath:
-        inst = await _control(self._m, "RestartJob", lambda: self._m.restart_job(job, env, wait))
+        inst = await self._ops.run("RestartJob", lambda: self._c.restart_job(job, env, wait))
         return instance_path(inst.name, inst.instance)
 
     @dbus_method()
     async def EmitEvent(self, name: DBusStr, env: Env, wait: DBusBool) -> None:
-        await _control(self._m, "EmitEvent", lambda: self._m.emit_event(name, env, wait))
+        await self._ops.run("EmitEvent", lambda: self._c.emit_event(name, env, wait))
 
     @dbus_method()
     async def ReloadJob(self, job: DBusStr, env: Env) -> None:
-        await _control(self._m, "ReloadJob", lambda: self._m.reload_job(job, env))
+        await self._ops.run("ReloadJob", lambda: self._c.reload_job(job, env))
 
     @dbus_method()
     async def ActivateName(self, bus_name: DBusStr) -> DBusObjectPath:
-        inst = await _control(self._m, "ActivateName", lambda: self._m.activate_name(bus_name))
+        inst = await self._ops.run("ActivateName", lambda: self._c.activate_name(bus_name))
         return instance_path(inst.name, inst.instance)
 
     @dbus_method()
     async def ReloadConfiguration(self) -> None:
-        await _control(self._m, "ReloadConfiguration", self._m.reload_configuration)
+        await self._ops.run("ReloadConfiguration", self._ops.reload_configuration)
 
     @dbus_method()
     async def EndSession(self) -> None:
-        await _control(self._m, "EndSession", self._m.end_session)
+        await self._ops.run("EndSession", self._c.end_session)
 
     @dbus_signal()
     def JobStarting(
@@ -180,25 +205,24 @@ class ManagerInterface(ServiceInterface):
 class JobInterface(ServiceInterface):
     """``org.busmgr.Job1``: one job class (its file), at ``.../job/<escaped name>``."""
 
-    def __init__(self, manager: "Manager", cls: JobClass) -> None:
+    def __init__(self, ops: Operations, cls: JobClass) -> None:
         super().__init__(JOB_INTERFACE)
-        self._m = manager
+        self._ops = ops
+        self._c = ops.control
         self.cls = cls
 
     @dbus_method()
     async def Start(self, env: Env, wait: DBusBool) -> DBusObjectPath:
-        inst = await _control(self._m, "Start", lambda: self._m.start_job(self.cls.name, env, wait))
+        inst = await self._ops.run("Start", lambda: self._c.start_job(self.cls.name, env, wait))
         return instance_path(inst.name, inst.instance)
 
     @dbus_method()
     async def Stop(self, env: Env, wait: DBusBool) -> None:
-        await _control(self._m, "Stop", lambda: self._m.stop_job(self.cls.name, env, wait))
+        await self._ops.run("Stop", lambda: self._c.stop_job(self.cls.name, env, wait))
 
     @dbus_method()
     async def Restart(self, env: Env, wait: DBusBool) -> DBusObjectPath:
-        inst = await _control(
-            self._m, "Restart", lambda: self._m.restart_job(self.cls.name, env, wait)
-        )
+        inst = await self._ops.run("Restart", lambda: self._c.restart_job(self.cls.name, env, wait))
         return instance_path(inst.name, inst.instance)
 
     @dbus_property(access=PropertyAccess.READ)
@@ -242,7 +266,7 @@ class JobInterface(ServiceInterface):
         return self.cls.instance
 
 
-def instance_properties(job: "Job") -> dict[str, Any]:
+def instance_properties(job: Job, processes: ProcessRowsOf) -> dict[str, Any]:
     """The current value of every ``Instance1`` property of ``job``."""
     status, signum = job.last_exit
     failure = job.failure
@@ -255,7 +279,7 @@ def instance_properties(job: "Job") -> dict[str, Any]:
         "State": job.state.value,
         "ActiveState": job.active.value,
         "MainPID": job.main_pid,
-        "Processes": [[kind, pid] for kind, pid in job.host.process_rows(job)],
+        "Processes": [[kind, pid] for kind, pid in processes(job)],
         "Result": job.result,
         "ExitStatus": -1 if status is None else status,
         "ExitSignal": "" if signum is None else signal_name(signum),
@@ -268,13 +292,14 @@ def instance_properties(job: "Job") -> dict[str, Any]:
 class InstanceInterface(ServiceInterface):
     """``org.busmgr.Instance1``: one job instance, at ``.../job/<job>/<instance or _>``."""
 
-    def __init__(self, job: "Job") -> None:
+    def __init__(self, job: Job, processes: ProcessRowsOf) -> None:
         super().__init__(INSTANCE_INTERFACE)
         self.job = job
-        self.sent: dict[str, Any] = instance_properties(job)
+        self._processes = processes
+        self.sent: dict[str, Any] = instance_properties(job, processes)
 
     def _p(self, key: str) -> Any:
-        return instance_properties(self.job)[key]
+        return instance_properties(self.job, self._processes)[key]
 
     @dbus_property(access=PropertyAccess.READ)
     def Job(self) -> DBusStr:
@@ -337,59 +362,73 @@ _SIGNALS = {
 }
 
 
-class BusFace:
+class BusFace(JobObserver):
     """Exports the objects on one connection and sends their signals, once per loop turn."""
 
-    def __init__(self, manager: "Manager", bus: MessageBus) -> None:
-        self._m = manager
-        self.bus = bus
-        self.manager_iface = ManagerInterface(manager)
+    def __init__(self, link: BusLink, ops: Operations, processes: ProcessRowsOf) -> None:
+        self._ops = ops
+        self._control = ops.control
+        self._processes = processes
+        self.link = link
+        self.manager_iface = ManagerInterface(ops)
         self._jobs: dict[str, JobInterface] = {}
         self._instances: dict[Job, tuple[str, InstanceInterface]] = {}
         self._queue: list[tuple[str, Any]] = []
         self._dirty: set[Job] = set()
         self._scheduled = False
         self._signatures = self._method_signatures()
-        bus.export(MANAGER_PATH, self.manager_iface)
-        bus.add_message_handler(self._check_call)
+        link.export(MANAGER_PATH, self.manager_iface)
+        link.add_handler(self._check_call)
+
+    def publish(self, classes: Iterable[JobClass], instances: Iterable[Job]) -> None:
+        """Export what exists already (the face subscribes after jobs were loaded)."""
+        self.classes_changed(classes, ())
+        for job in instances:
+            self.instance_added(job)
 
     # ------------------------------------------------------------- objects
+    def classes_changed(self, added: Iterable[JobClass], removed: Iterable[str]) -> None:
+        for name in removed:
+            self.remove_class(name)
+        for cls in added:
+            self.add_class(cls)
+
     def add_class(self, cls: JobClass) -> None:
         path = job_path(cls.name)
         old = self._jobs.pop(cls.name, None)
         if old is not None:
-            self.bus.unexport(path, old)
-        iface = JobInterface(self._m, cls)
+            self.link.unexport(path, old)
+        iface = JobInterface(self._ops, cls)
         self._jobs[cls.name] = iface
-        self.bus.export(path, iface)
+        self.link.export(path, iface)
 
     def remove_class(self, name: str) -> None:
         iface = self._jobs.pop(name, None)
         if iface is not None:
-            self.bus.unexport(job_path(name), iface)
+            self.link.unexport(job_path(name), iface)
 
-    def add_instance(self, job: "Job") -> None:
+    def instance_added(self, job: Job) -> None:
         path = instance_path(job.name, job.instance)
-        iface = InstanceInterface(job)
+        iface = InstanceInterface(job, self._processes)
         self._instances[job] = (path, iface)
-        self.bus.export(path, iface)
+        self.link.export(path, iface)
 
-    def remove_instance(self, job: "Job") -> None:
+    def instance_removed(self, job: Job) -> None:
         entry = self._instances.pop(job, None)
         self._dirty.discard(job)
         if entry is not None:
-            self.bus.unexport(entry[0], entry[1])
+            self.link.unexport(entry[0], entry[1])
 
     # ------------------------------------------------------------- signals
-    def job_event(self, job: "Job", name: str, env: dict[str, str]) -> None:
-        member = _SIGNALS.get(name)
+    def job_event(self, job: Job, event: Event) -> None:
+        member = _SIGNALS.get(event.name)
         if member is not None:
-            self._enqueue("signal", (member, [job.name, job.instance, dict(env)]))
+            self._enqueue("signal", (member, [job.name, job.instance, event.env_dict()]))
 
-    def event_emitted(self, name: str, env: dict[str, str]) -> None:
-        self._enqueue("signal", ("EventEmitted", [name, dict(env)]))
+    def event_emitted(self, event: Event) -> None:
+        self._enqueue("signal", ("EventEmitted", [event.name, event.env_dict()]))
 
-    def changed(self, job: "Job") -> None:
+    def job_changed(self, job: Job) -> None:
         if job not in self._dirty and job in self._instances:
             self._dirty.add(job)
             self._enqueue("props", job)
@@ -414,7 +453,7 @@ class BusFace:
                 if entry is None:
                     continue
                 iface = entry[1]
-                now = instance_properties(item)
+                now = instance_properties(item, self._processes)
                 diff = {k: v for k, v in now.items() if iface.sent.get(k) != v}
                 iface.sent = now
                 if diff:
@@ -422,14 +461,12 @@ class BusFace:
 
     def _send_signal(self, member: str, body: list[Any]) -> None:
         signature = "sa{ss}" if member == "EventEmitted" else "ssa{ss}"
-        if not self.bus.connected:
-            return
-        self.bus.send(Message.new_signal(MANAGER_PATH, MANAGER_INTERFACE, member, signature, body))
+        self.link.send(Message.new_signal(MANAGER_PATH, MANAGER_INTERFACE, member, signature, body))
 
     # ------------------------------------------------------------- bad input
     def _method_signatures(self) -> dict[tuple[str, str], str]:
         sigs: dict[tuple[str, str], str] = {}
-        for iface in (self.manager_iface, JobInterface(self._m, JobClass(name="x"))):
+        for iface in (self.manager_iface, JobInterface(self._ops, JobClass(name="x"))):
             intro = iface.introspect()
             for m in intro.methods:
                 sigs[(intro.name, m.name)] = "".join(a.signature for a in m.in_args)
@@ -453,7 +490,7 @@ class BusFace:
                     f"{iface}.{msg.member} takes arguments ({want}), got ({msg.signature})",
                 )
         if (
-            self._m.shutting_down
+            self._control.shutting_down
             and msg.interface in (MANAGER_INTERFACE, JOB_INTERFACE)
             and msg.member not in ("ListJobs", "GetJob")
         ):

@@ -14,23 +14,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dbus_fast import Message, MessageType
-from dbus_fast.aio import MessageBus
 
-DBUS = "org.freedesktop.DBus"
-DBUS_PATH = "/org/freedesktop/DBus"
+from busmgr.bus.link import DBUS, BusLink
+
+__all__ = ["NameWatcher"]
 
 OwnerCallback = Callable[[str, str], None]  # (name, owner or "")
 
 
 class NameWatcher:
-    """Tracks the owners of the names it was asked to watch."""
+    """Tracks the owners of the names it was asked to watch (the readiness layer's
+    :class:`~busmgr.readiness.busname.NameOwners`, and the caller policy's credentials)."""
 
-    def __init__(self, bus: MessageBus, callback: OwnerCallback) -> None:
-        self._bus = bus
+    def __init__(self, link: BusLink, callback: OwnerCallback) -> None:
+        self._link = link
         self._callback = callback
         self.owners: dict[str, str] = {}
         self._watched: set[str] = set()
-        bus.add_message_handler(self._on_message)
+        link.add_handler(self._on_message)
 
     def owner(self, name: str) -> str:
         return self.owners.get(name, "")
@@ -44,8 +45,12 @@ class NameWatcher:
             f"type='signal',sender='{DBUS}',interface='{DBUS}',"
             f"member='NameOwnerChanged',arg0='{name}'"
         )
-        await self._call("AddMatch", "s", [rule])
-        reply = await self._call("GetNameOwner", "s", [name])
+        try:
+            await self._link.add_match(rule)
+        except Exception:
+            self._watched.discard(name)  # not watched after all: a later watch tries again
+            raise
+        reply = await self._link.call_daemon("GetNameOwner", "s", [name])
         if reply.message_type is MessageType.METHOD_RETURN:
             self._set(name, reply.body[0])
         return self.owner(name)
@@ -53,29 +58,17 @@ class NameWatcher:
     async def owner_pid(self, owner: str) -> int | None:
         """The pid of the process behind the connection ``owner`` (a unique name), or None
         when the daemon cannot tell (the connection is gone, or the bus does not know pids)."""
-        reply = await self._call("GetConnectionUnixProcessID", "s", [owner])
+        reply = await self._link.call_daemon("GetConnectionUnixProcessID", "s", [owner])
         if reply.message_type is MessageType.METHOD_RETURN and reply.body:
             return int(reply.body[0])
         return None
 
     async def unix_user(self, connection: str) -> int | None:
         """The uid behind a connection (a unique name), or None when the daemon cannot tell."""
-        reply = await self._call("GetConnectionUnixUser", "s", [connection])
+        reply = await self._link.call_daemon("GetConnectionUnixUser", "s", [connection])
         if reply.message_type is MessageType.METHOD_RETURN and reply.body:
             return int(reply.body[0])
         return None
-
-    async def _call(self, member: str, signature: str, body: list[object]) -> Message:
-        return await self._bus.call(
-            Message(
-                destination=DBUS,
-                path=DBUS_PATH,
-                interface=DBUS,
-                member=member,
-                signature=signature,
-                body=body,
-            )
-        )
 
     def _set(self, name: str, owner: str) -> None:
         if self.owners.get(name, "") == owner:

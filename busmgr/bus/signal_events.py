@@ -49,7 +49,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from dbus_fast import Message, MessageType, Variant
-from dbus_fast.aio import MessageBus
 from dbus_fast.validators import (
     is_bus_name_valid,
     is_interface_name_valid,
@@ -57,7 +56,8 @@ from dbus_fast.validators import (
     is_object_path_valid,
 )
 
-from busmgr.bus.names import DBUS, DBUS_PATH, NameWatcher
+from busmgr.bus.link import DBUS, DBUS_PATH, BusLink
+from busmgr.bus.names import NameWatcher
 from busmgr.events import Event
 from busmgr.jobclass import EventMatch, JobClass, expr_events
 
@@ -214,12 +214,6 @@ def signal_event(msg: Message, sender: str | None = None) -> Event:
 _REPLIES = (MessageType.METHOD_RETURN, MessageType.ERROR)
 
 
-def _sent(written: asyncio.Future[object]) -> None:
-    """Consume a write's outcome: a lost connection is the manager's to report, not ours."""
-    if not written.cancelled():
-        written.exception()
-
-
 def _well_known_senders(rules: Iterable[MatchRule]) -> set[str]:
     return {
         value
@@ -242,11 +236,11 @@ class SignalEventBridge:
 
     def __init__(
         self,
-        bus: MessageBus,
+        link: BusLink,
         emit: Callable[[Event], object],
         names: NameWatcher | None = None,
     ) -> None:
-        self._bus = bus
+        self._link = link
         self._emit = emit
         self._names = names
         self._wanted: set[MatchRule] = set()
@@ -257,7 +251,7 @@ class SignalEventBridge:
         self._pending: dict[int, tuple[str, MatchRule]] = {}  # serial -> (member, rule)
         self._watching: set[str] = set()
         self._tasks: set[asyncio.Task[str]] = set()
-        bus.add_message_handler(self._on_message)
+        link.add_handler(self._on_message)
 
     @property
     def rules(self) -> frozenset[MatchRule]:
@@ -268,7 +262,7 @@ class SignalEventBridge:
         """Follow the expressions of ``classes`` (all the manager's current job classes)."""
         self._wanted = rules_for(classes)
         self._rejected &= self._wanted
-        if not self._bus.connected:
+        if not self._link.connected:
             return
         wanted = self._wanted - self._rejected
         for rule in sorted(wanted - self._subscribed, key=MatchRule.text):
@@ -298,9 +292,22 @@ class SignalEventBridge:
             signature="s",
             body=[rule.text()],
         )
-        written = self._bus.send(msg)
-        written.add_done_callback(_sent)
+        written = self._link.require().send(msg)
+        written.add_done_callback(lambda fut: self._written(fut, msg.serial))
         self._pending[msg.serial] = (member, rule)
+
+    def _written(self, fut: asyncio.Future[object], serial: int) -> None:
+        """A write that failed gets no reply: forget it, and count an AddMatch as not
+        subscribed, so the next :meth:`update` asks again."""
+        err = None if fut.cancelled() else fut.exception()
+        if err is None:
+            return
+        member, rule = self._pending.pop(serial, ("", None))
+        if rule is None:
+            return
+        log.warning("dbus-signal: %s %s could not be sent: %s", member, rule.text(), err)
+        if member == "AddMatch":
+            self._subscribed.discard(rule)
 
     def _reply(self, msg: Message) -> None:
         member, rule = self._pending.pop(msg.reply_serial)
@@ -329,7 +336,7 @@ class SignalEventBridge:
             return
         if msg.message_type is not MessageType.SIGNAL or not self._subscribed:
             return
-        if msg.sender is not None and msg.sender == self._bus.unique_name:
+        if msg.sender is not None and msg.sender == self._link.unique_name:
             return
         names = self._sender_names(msg.sender)
         if not any(rule.matches(msg, names) for rule in self._subscribed):

@@ -9,6 +9,7 @@ Invariant: this package is the only builder of :class:`busmgr.jobclass.JobClass`
 and ``busmgr check`` use the same functions, so they always agree about a file.
 """
 
+from busmgr.config.check import check_paths
 from busmgr.config.checks import BUILTIN_EVENTS, cross_check
 from busmgr.config.dbus_service import (
     import_service_dirs,
@@ -18,7 +19,8 @@ from busmgr.config.dbus_service import (
 )
 from busmgr.config.diagnostics import Diagnostic, Severity, has_errors
 from busmgr.config.expr import ExprError, parse_event_expr
-from busmgr.config.loader import LoadResult, check_paths, load_directories
+from busmgr.config.files import LoadResult
+from busmgr.config.loader import load_directories
 from busmgr.config.parser import ParseResult, job_name_for, parse_job, parse_job_file
 from busmgr.config.stanzas import STANZAS, bus_name_problem
 

@@ -28,10 +28,17 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from busmgr.config.diagnostics import Diagnostic, Severity, has_errors
-from busmgr.config.loader import LoadResult, add_job, config_files
-from busmgr.config.parser import ParseResult, read_text
+from busmgr.config.files import LoadResult, add_job, config_files
+from busmgr.config.parser import ParseResult, Trust, read_text
 from busmgr.config.stanzas import bus_name_problem
-from busmgr.jobclass import ExecContext, JobClass, Origin, ProcessKind, ProcessSpec
+from busmgr.jobclass import (
+    ExecContext,
+    JobClass,
+    Origin,
+    ProcessKind,
+    ProcessSpec,
+    activation_match,
+)
 
 SERVICE_GROUP = "D-BUS Service"
 SERVICE_SUFFIX = ".service"
@@ -104,19 +111,22 @@ def parse_service_file(text: str, path: str) -> ParseResult:
         processes={ProcessKind.MAIN: ProcessSpec(command, script=False, line=exec_line)},
         context=ExecContext(setuid=user),
         systemd_service=keys.get("SystemdService", ("", 0))[0] or None,
+        activated_by=(activation_match(name),),
     )
     return ParseResult(job, tuple(diagnostics))
 
 
-def parse_service_path(path: str | os.PathLike[str]) -> ParseResult:
-    """Read and parse one ``.service`` file."""
-    text, problem = read_text(path)
+def parse_service_path(path: str | os.PathLike[str], trust: Trust | None = None) -> ParseResult:
+    """Read and parse one ``.service`` file (``trust`` as for job files)."""
+    text, problem = read_text(path, trust)
     if text is None:
         return ParseResult(None, (problem,) if problem else ())
     return parse_service_file(text, os.fspath(path))
 
 
-def import_service_dirs(dirs: Iterable[str | os.PathLike[str]]) -> LoadResult:
+def import_service_dirs(
+    dirs: Iterable[str | os.PathLike[str]], trust: Trust | None = None
+) -> LoadResult:
     """Every ``*.service`` file of ``dirs`` as jobs; the first directory wins for a name."""
     jobs: dict[str, JobClass] = {}
     diagnostics: list[Diagnostic] = []
@@ -124,7 +134,7 @@ def import_service_dirs(dirs: Iterable[str | os.PathLike[str]]) -> LoadResult:
         files, problems = config_files(directory, SERVICE_SUFFIX)
         diagnostics.extend(problems)
         for path in files:
-            result = parse_service_path(path)
+            result = parse_service_path(path, trust)
             diagnostics.extend(result.diagnostics)
             if result.job is not None:
                 diagnostics.extend(add_job(jobs, result.job))

@@ -43,6 +43,7 @@ from busmgr.jobclass import (
     Limit,
     ProcessKind,
     ProcessSpec,
+    activation_match,
     is_variable_name,
     parse_signal,
 )
@@ -290,7 +291,6 @@ def stanza_dbus(draft: Draft, line: LogicalLine) -> None:
     args = _args(line, 1, usage, minimum=1)
     if len(args) > 2:
         raise StanzaError(f'unexpected "{" ".join(args[2:])}" (usage: {usage})')
-    bus: str | None = None
     if len(args) == 2:
         bus = args[0]
         if bus not in ("system-bus", "session-bus"):
@@ -301,7 +301,9 @@ def stanza_dbus(draft: Draft, line: LogicalLine) -> None:
     if problem is not None:
         raise StanzaError(f'bad bus name "{name}": {problem}')
     draft.once("dbus", line.line)
-    draft.set(dbus_name=name, dbus_bus=bus)
+    # The bus named in Upstart's two-word form is accepted and not kept: a job provides its
+    # name on the bus of the manager that runs it.
+    draft.set(dbus_name=name, activated_by=(activation_match(name),))
 
 
 def stanza_instance(draft: Draft, line: LogicalLine) -> None:

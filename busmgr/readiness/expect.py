@@ -1,9 +1,10 @@
 """``expect stop|fork|daemon|notify``: when a job's main process counts as ready.
 
-One :class:`Readiness` per manager (:meth:`Readiness.of`). The manager calls
-:meth:`Readiness.before_main` just before it spawns the main process of an ``expect`` job,
-:meth:`Readiness.watch` from ``watch_readiness``, and tells it about exits
-(:meth:`Readiness.main_exited`, :meth:`Readiness.orphan_exited`). The outcome is always one of
+One :class:`ExpectReadiness` per manager, held by the supervisor (a plain member, made at
+start-up). The supervisor calls :meth:`ExpectReadiness.before_main` just before it spawns the
+main process of an ``expect`` job, :meth:`ExpectReadiness.watch` from ``watch_readiness``, and
+tells it about exits (:meth:`ExpectReadiness.main_exited`,
+:meth:`ExpectReadiness.orphan_exited`). The outcome is always one of
 ``job.ready("expect", main_pid=...)`` or ``job.ready_failed(...)``, only while the job is in
 ``spawned`` waiting for ``expect`` (a stop or the ready timeout end the wait from the job's side).
 
@@ -23,7 +24,7 @@ One :class:`Readiness` per manager (:meth:`Readiness.of`). The manager calls
       first child may not have forked yet when its parent exits);
     * elsewhere (or with ``BUSMGR_FORK_EVENTS=0``), the daemon is a live child of the manager,
       i.e. re-parented to the subreaper when its parent exited, that was not there before
-      main was spawned and belongs to the job (see :meth:`Readiness._by_survival`). For
+      main was spawned and belongs to the job (see :meth:`ExpectReadiness._by_survival`). For
       ``expect daemon`` a candidate that still has a child is the intermediate of a double
       fork and is waited out. Limitation: a program whose first child has not forked yet
       when the parent exits is taken at that first child (and the job then ends when that
@@ -53,48 +54,46 @@ One :class:`Readiness` per manager (:meth:`Readiness.of`). The manager calls
 from __future__ import annotations
 
 import array
+import asyncio
 import logging
 import os
 import secrets
 import signal
 import socket
 import struct
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from busmgr import process
-from busmgr.job import State
+from busmgr.job import Job, State
 from busmgr.jobclass import ExpectMode
-
-if TYPE_CHECKING:
-    import asyncio
-
-    from busmgr.job import Job
-    from busmgr.scope import ProcessScope
+from busmgr.scope import ProcessScope
 
 log = logging.getLogger("busmgr")
 
-__all__ = ["Readiness", "ReadinessHost"]
+__all__ = ["ExpectHost", "ExpectReadiness"]
 
 _FORKS = {ExpectMode.FORK: 1, ExpectMode.DAEMON: 2}
 _UCRED = struct.Struct("=iII")  # pid, uid, gid
 _MAX_DATAGRAM = 4096
 
 
-class _Jobs(Protocol):
-    def jobs(self) -> Iterable[Job]: ...
-
-
-class ReadinessHost(Protocol):
-    """What readiness needs from the manager."""
+class ExpectHost(Protocol):
+    """What ``expect`` readiness needs from the supervisor."""
 
     loop: asyncio.AbstractEventLoop
     reaper: process.Reaper
-    registry: _Jobs
+
+    def jobs(self) -> Iterable[Job]:
+        """Every job instance."""
+        ...
 
     def scope(self, job: Job) -> ProcessScope: ...
+
+    def adopt(self, job: Job, pid: int) -> None:
+        """``pid`` is now the job's main process (the daemon a fork led to, or ``MAINPID``)."""
+        ...
 
     def changed(self, job: Job) -> None: ...
 
@@ -116,27 +115,17 @@ class _Follow:
     main_gone: bool = False
 
 
-class Readiness:
+class ExpectReadiness:
     """The ``expect`` machinery of one manager. Invariant: a :class:`_Follow` exists exactly
     while its job may still become ready through a fork (dropped on any outcome); the fork
     events subscription is open exactly while some follow exists and the kernel offers it."""
 
-    _of: weakref.WeakKeyDictionary[object, Readiness] = weakref.WeakKeyDictionary()
-
-    def __init__(self, host: ReadinessHost) -> None:
+    def __init__(self, host: ExpectHost) -> None:
         self.host = host
         self._follows: dict[Job, _Follow] = {}
         self._events: process.ForkEvents | None = None
         self._notify: socket.socket | None = None
         self.notify_address = ""
-
-    @classmethod
-    def of(cls, host: ReadinessHost) -> Readiness:
-        """The one instance of ``host`` (made on first use)."""
-        found = cls._of.get(host)
-        if found is None:
-            found = cls._of[host] = cls(host)
-        return found
 
     # ------------------------------------------------------------------ wiring from the host
     def before_main(self, job: Job) -> None:
@@ -232,12 +221,13 @@ class Readiness:
             self._events.drain()  # every fork that happened before what woke us up
             if self._follows.get(job) is not follow:
                 return
+        if self._events is not None and not self._events.broken:
             daemon, pending = self._by_generation(follow)
         else:
             daemon, pending = self._by_survival(follow)
         if daemon:
             self._drop(job)
-            self.host.scope(job).adopt(daemon)
+            self.host.adopt(job, daemon)
             log.debug("%s: followed %d to daemon %d", job.label, follow.main, daemon)
             job.ready("expect", main_pid=daemon)
         elif not pending:
@@ -273,7 +263,7 @@ class Readiness:
         watched = self.host.reaper.pending()
         others = [
             self.host.scope(j)
-            for j in self.host.registry.jobs()
+            for j in self.host.jobs()
             if j is not job and (j.pids or j.state is not State.WAITING)
         ]
         mine = []
@@ -347,7 +337,7 @@ class Readiness:
         job = next(
             (
                 j
-                for j in self.host.registry.jobs()
+                for j in self.host.jobs()
                 if j.jobclass.expect is ExpectMode.NOTIFY and self.host.scope(j).contains(pid)
             ),
             None,
@@ -360,6 +350,7 @@ class Readiness:
         main = fields.get("MAINPID", "")
         if main.isdigit() and int(main) != job.main_pid:
             if scope.contains(int(main)):
+                self.host.adopt(job, int(main))
                 job.ready("mainpid", main_pid=int(main))
             else:
                 log.warning("%s: MAINPID=%s is not a process of the job: ignored", job.label, main)

@@ -1,6 +1,6 @@
-"""The activation bridge: D-Bus activation requests become ``dbus-activation`` events.
+"""The dbus-daemon activation backend: its requests become ``dbus-activation`` events.
 
-Two modes, chosen when the bridge starts:
+Two modes, chosen when the backend starts:
 
 * **Activator** (``org.freedesktop.systemd1`` was free, and busmgr now owns it): the bus daemon
   runs with ``--systemd-activation`` and, for service files carrying ``SystemdService=``, sends
@@ -9,7 +9,7 @@ Two modes, chosen when the bridge starts:
   If the job fails, busmgr sends ``ActivationFailure(unit, error, message)`` to the daemon,
   which fails every waiting caller with exactly that error at once. The daemon merges
   concurrent callers into one request; busmgr merges requests that arrive while one for the
-  same unit is still pending.
+  same unit is still pending (:mod:`busmgr.bus.activation.requests`).
 * **Helper** (someone else, a real systemd, owns that name): the service files carry no
   ``SystemdService=``; their ``Exec=`` runs ``busmgr activate --address ADDR NAME``, which asks
   busmgr's ``ActivateName`` and exits non-zero when the job fails, so the daemon fails the
@@ -17,10 +17,11 @@ Two modes, chosen when the bridge starts:
   ``org.freedesktop.systemd1`` may send ``ActivationFailure``, so the reason stays in busmgr's
   log and the helper's stderr).
 
-Either way an activation is :meth:`busmgr.manager.Manager.activate_name`, the path that
+Either way an activation is :meth:`busmgr.control.Control.activate_name`, the path that
 ``ActivateName`` takes too, and the daemon's ``UpdateActivationEnvironment`` (a no-reply
 ``SetEnvironment(as)`` call to the owner of ``org.freedesktop.systemd1``, so activator mode
-only) updates the environment of later activations.
+only) updates the environment of later activations
+(:meth:`busmgr.environment.Environment.update_activation`).
 
 Service files: one ``NAME.service`` per bus name a job provides, in the directory the bridge
 was given (the private bus's service directory, or ``$XDG_RUNTIME_DIR/dbus-1/services``, which
@@ -35,7 +36,6 @@ removed files (a job file edited or deleted) may add one inotify reload of their
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -43,28 +43,25 @@ import shlex
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from dbus_fast import Message, MessageFlag, MessageType, NameFlag, RequestNameReply
-from dbus_fast.aio import MessageBus
+from dbus_fast import Message, MessageFlag, MessageType
 
-from busmgr.bus.escape import escape
-from busmgr.errors import ManagerError
+from busmgr import ERROR_PREFIX
+from busmgr.bus.activation.requests import ActivationRequests, Failed
+from busmgr.bus.link import DBUS, DBUS_PATH, BusLink
+from busmgr.environment import Environment
+from busmgr.escape import escape
 from busmgr.jobclass import JobClass
 
-if TYPE_CHECKING:
-    from busmgr.manager import Manager
+log = logging.getLogger("busmgr")
 
-log = logging.getLogger(__name__)
+__all__ = ["ACTIVATOR", "HELPER", "SYSTEMD", "DbusDaemonActivation", "service_file_text"]
 
 SYSTEMD = "org.freedesktop.systemd1"
 SYSTEMD_PATH = "/org/freedesktop/systemd1"
 ACTIVATOR_IFACE = "org.freedesktop.systemd1.Activator"
 SYSTEMD_MANAGER_IFACE = "org.freedesktop.systemd1.Manager"
-DBUS = "org.freedesktop.DBus"
-DBUS_PATH = "/org/freedesktop/DBus"
 UNIT_PREFIX = "busmgr-activate-"
-ERROR_PREFIX = "org.busmgr.Error."
 MARKER = "# Written by busmgr: activation of a busmgr job. Do not edit."
 
 ACTIVATOR = "activator"
@@ -132,7 +129,7 @@ def publish_files(directory: Path, wanted: dict[str, str], previous: Iterable[st
     return changed
 
 
-class ActivationBridge:
+class DbusDaemonActivation:
     """Owns the service files and answers the bus daemon's activation traffic.
 
     ``address`` is the bus address the helper's ``Exec=`` line uses; ``servicedir`` the
@@ -143,15 +140,17 @@ class ActivationBridge:
 
     def __init__(
         self,
-        manager: Manager,
-        bus: MessageBus,
+        link: BusLink,
+        requests: ActivationRequests,
+        environment: Environment,
         address: str,
         servicedir: Path | None,
         *,
         remove_on_close: bool = True,
     ) -> None:
-        self._m = manager
-        self._bus = bus
+        self._link = link
+        self._requests = requests
+        self._environment = environment
         self._address = address
         self.servicedir = servicedir
         self.remove_on_close = remove_on_close
@@ -159,23 +158,17 @@ class ActivationBridge:
         self.reloads = 0  # ReloadConfig calls made, for tests and the benchmark
         self._units: dict[str, str] = {}  # unit -> bus name
         self._written: set[str] = set()  # file names in servicedir
-        self._pending: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> str:
         """Choose the mode; returns it (``activator`` or ``helper``). Call once, after the
         manager owns its own name."""
-        reply = await self._bus.request_name(SYSTEMD, NameFlag.DO_NOT_QUEUE)
-        if reply in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
-            self.mode = ACTIVATOR
-        else:
-            self.mode = HELPER
+        self.mode = ACTIVATOR if await self._link.own(SYSTEMD, required=False) else HELPER
         log.info(
             "D-Bus activation: %s mode (%s)",
             self.mode,
             "busmgr owns " + SYSTEMD if self.mode == ACTIVATOR else SYSTEMD + " has another owner",
         )
-        self._bus.add_message_handler(self._on_message)
+        self._link.add_handler(self._on_message)
         return self.mode
 
     # ----------------------------------------------------------- service files
@@ -202,9 +195,7 @@ class ActivationBridge:
 
     async def _reload_config(self) -> None:
         self.reloads += 1
-        reply = await self._bus.call(
-            Message(destination=DBUS, path=DBUS_PATH, interface=DBUS, member="ReloadConfig")
-        )
+        reply = await self._link.call_daemon("ReloadConfig")
         if reply.message_type is MessageType.ERROR:
             log.warning("ReloadConfig failed: %s %s", reply.error_name, reply.body)
 
@@ -225,7 +216,7 @@ class ActivationBridge:
             and msg.sender == DBUS
             and msg.signature == "s"
         ):
-            self._spawn(self._activate(msg.body[0]))
+            self._activate(msg.body[0])
             return True
         if (
             self.mode == ACTIVATOR
@@ -241,12 +232,13 @@ class ActivationBridge:
         """systemd's environment calls; the daemon's ``UpdateActivationEnvironment`` arrives
         as ``SetEnvironment`` flagged no-reply-expected, which gets no reply."""
         body = list(msg.body)
+        env = self._environment
         if msg.member == "SetEnvironment" and msg.signature == "as":
-            self._m.update_activation_env(set_vars=body[0], unset=[])
+            env.update_activation(set_vars=body[0], unset=[])
         elif msg.member == "UnsetEnvironment" and msg.signature == "as":
-            self._m.update_activation_env(set_vars=[], unset=body[0])
+            env.update_activation(set_vars=[], unset=body[0])
         elif msg.member == "UnsetAndSetEnvironment" and msg.signature == "asas":
-            self._m.update_activation_env(set_vars=body[1], unset=body[0])
+            env.update_activation(set_vars=body[1], unset=body[0])
         else:
             reply = Message.new_error(
                 msg,
@@ -258,36 +250,19 @@ class ActivationBridge:
             return True
         return Message.new_method_return(msg)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _activate(self, unit: str) -> None:
+    def _activate(self, unit: str) -> None:
         """One ``ActivationRequest``: start the job; on failure tell the daemon why."""
         bus_name = self._units.get(unit)
         if bus_name is None:
             self._send_failure(
-                unit, ERROR_PREFIX + "NoProvider", f"no busmgr job provides the unit {unit}"
+                unit,
+                Failed(ERROR_PREFIX + "NoProvider", f"no busmgr job provides the unit {unit}"),
             )
             return
-        if unit in self._pending:
-            return  # one activation serves every caller the daemon holds for this name
-        self._pending.add(unit)
-        try:
-            await self._m.activate_name(bus_name)
-        except ManagerError as err:  # activate_name logged it
-            self._send_failure(unit, ERROR_PREFIX + err.name, err.message)
-        except Exception as err:  # never leave the daemon's callers hanging
-            log.exception("activation of %s failed", bus_name)
-            self._send_failure(unit, ERROR_PREFIX + "JobFailed", f"{bus_name}: {err}")
-        finally:
-            self._pending.discard(unit)
+        self._requests.request(unit, bus_name, lambda failed: self._send_failure(unit, failed))
 
-    def _send_failure(self, unit: str, error: str, message: str) -> None:
-        if not self._bus.connected:
-            return
-        self._bus.send(
+    def _send_failure(self, unit: str, failed: Failed) -> None:
+        self._link.send(
             Message(
                 message_type=MessageType.SIGNAL,
                 destination=DBUS,
@@ -295,6 +270,6 @@ class ActivationBridge:
                 interface=ACTIVATOR_IFACE,
                 member="ActivationFailure",
                 signature="sss",
-                body=[unit, error, message],
+                body=[unit, failed.error, failed.message],
             )
         )

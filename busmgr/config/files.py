@@ -1,0 +1,75 @@
+"""Listing configuration files and collecting jobs by name: what every loader shares.
+
+:func:`config_files` lists a directory's files of one suffix; :func:`add_job` applies the
+"first one wins" rule; :class:`LoadResult` is what a load returns. The job-file loader
+(:mod:`busmgr.config.loader`) and the D-Bus ``.service`` importer
+(:mod:`busmgr.config.dbus_service`) both build on this module, and neither on the other.
+
+Invariants: reading directory entries is the only I/O.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from busmgr.config.diagnostics import Diagnostic, Severity
+from busmgr.jobclass import JobClass
+
+__all__ = ["LoadResult", "add_job", "config_files"]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """The jobs loaded, by name, and every diagnostic met on the way."""
+
+    jobs: dict[str, JobClass]
+    diagnostics: tuple[Diagnostic, ...] = ()
+    failed: frozenset[str] = frozenset()  # names whose (winning) file has errors
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.is_error)
+
+
+def config_files(
+    directory: str | os.PathLike[str], suffix: str
+) -> tuple[list[Path], list[Diagnostic]]:
+    """The regular files ``*SUFFIX`` of ``directory``, sorted; hidden files are skipped.
+
+    A missing directory has no files; one that is not a directory or cannot be listed is an
+    error diagnostic.
+    """
+    path = Path(directory)
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except FileNotFoundError:
+        return [], []
+    except NotADirectoryError:
+        return [], [Diagnostic(os.fspath(path), 0, "not a directory")]
+    except OSError as exc:
+        return [], [Diagnostic(os.fspath(path), 0, f"cannot list: {exc.strerror or exc}")]
+    files: list[Path] = []
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.name.endswith(suffix):
+            continue
+        if len(entry.name) == len(suffix):
+            continue  # a bare ".conf" names no job
+        try:
+            regular = entry.is_file()  # follows symlinks
+        except OSError:
+            regular = False
+        if regular:
+            files.append(Path(entry.path))
+    return files, []
+
+
+def add_job(jobs: dict[str, JobClass], job: JobClass) -> list[Diagnostic]:
+    """Add ``job`` unless its name is taken (the first one wins); a warning if it is."""
+    first = jobs.get(job.name)
+    if first is None:
+        jobs[job.name] = job
+        return []
+    message = f'job "{job.name}" is already defined by {first.source}; this file is ignored'
+    return [Diagnostic(job.source, 0, message, Severity.WARNING)]

@@ -1,0 +1,67 @@
+"""The system-call seam: the only package that forks, execs, signals and reaps.
+
+Everything above it (the job state machine, the supervisor, the bus layer) deals in pids and
+:class:`ExitInfo` values and is tested without a single process; everything here is tested with
+real ones. One module per concern:
+
+* :mod:`~busmgr.process.spawning`: ``spawn()`` (fast ``posix_spawn`` path, slow fork path),
+  credentials, limits, capabilities, ``proc name``;
+* :mod:`~busmgr.process.reaping`: the :class:`Reaper`, the one caller of ``waitpid``;
+* :mod:`~busmgr.process.cgroups`: the cgroup v2 files;
+* :mod:`~busmgr.process.forks`: the kernel's process events connector (following forks);
+* :mod:`~busmgr.process.procfs`: ``/proc`` look-ups and ``kill``.
+"""
+
+from busmgr.process.cgroups import (
+    CgroupError,
+    cgroup2_mount,
+    cgroup_create,
+    cgroup_kill,
+    cgroup_of,
+    cgroup_pids,
+    cgroup_populated,
+    cgroup_remove,
+)
+from busmgr.process.forks import ForkEvents
+from busmgr.process.procfs import (
+    child_pids,
+    kill_pid,
+    kill_process_group,
+    parent_pid,
+    proc_start_time,
+    proc_state,
+    session_processes,
+)
+from busmgr.process.reaping import ExitCallback, ExitInfo, Reaper
+from busmgr.process.spawning import (
+    SpawnError,
+    StrandedError,
+    set_cloexec_on_inherited_fds,
+    spawn,
+)
+
+__all__ = [
+    "CgroupError",
+    "ExitCallback",
+    "ExitInfo",
+    "ForkEvents",
+    "Reaper",
+    "SpawnError",
+    "StrandedError",
+    "cgroup2_mount",
+    "cgroup_create",
+    "cgroup_kill",
+    "cgroup_of",
+    "cgroup_pids",
+    "cgroup_populated",
+    "cgroup_remove",
+    "child_pids",
+    "kill_pid",
+    "kill_process_group",
+    "parent_pid",
+    "proc_start_time",
+    "proc_state",
+    "session_processes",
+    "set_cloexec_on_inherited_fds",
+    "spawn",
+]

@@ -1,0 +1,633 @@
+"""Spawning: the only code that forks and execs.
+
+``spawn()`` starts one process and returns its pid, or raises :class:`SpawnError` naming the
+setup step that failed (``setuid "nobody": Operation not permitted``, ``exec "/nope": No such
+file or directory``). It never returns a pid that did not reach ``exec``; a child that failed
+before ``exec`` is reaped by ``spawn()`` itself (the one exception to "only the Reaper reaps": that
+pid never existed for anyone else, and the loop cannot run between the fork and that wait).
+
+Every process is the leader of a new session and process group (``setsid``), so a job's
+processes can be signalled as a group and found again by session id when there is no cgroup;
+its stdin is ``/dev/null``; stdout and stderr are ``/dev/null``, the job's log file (opened
+by the manager, appended to, created ``0640`` with its parent directories) or the manager's own.
+Signal dispositions and the signal mask are reset to the defaults, and no descriptor other than
+0, 1, 2 and ``pass_fds`` survives into the new program.
+
+There are two paths:
+
+* the fast path, ``os.posix_spawn`` (glibc: ``clone(CLONE_VFORK)``, no Python code in the
+  child), when the :class:`~busmgr.jobclass.ExecContext` needs no setup between fork and exec
+  and there is no ``chdir`` (Python 3.11's ``posix_spawn`` has no chdir file action);
+* the slow path, ``os.fork`` and a child that applies the context in the order the privileges
+  require (see :func:`_child_setup`) and reports a failure through a close-on-exec pipe: EOF on
+  that pipe means ``exec`` succeeded.
+
+Around ``fork`` the parent blocks every signal, so no Python handler (and no write to asyncio's
+signal wake-up fd) can run in the child before it has reset the dispositions; the parent restores
+its mask right after.
+
+Invariants the caller keeps:
+
+* Descriptors 0, 1 and 2 of the manager are open (any of them may be ``/dev/null``).
+* Every other descriptor the manager holds is close-on-exec. Python creates them so (PEP 446);
+  :func:`set_cloexec_on_inherited_fds` fixes the ones inherited at start. The fast path relies on
+  this, since ``posix_spawn`` in Python 3.11 cannot close a range of descriptors.
+* No threads: ``fork`` is only safe because the manager runs one asyncio loop in one thread.
+* ``spawn()`` blocks the loop until the child has exec'd (the fast path by construction, the
+  slow path while it reads the error pipe), so nothing in a child's setup may wait on the
+  manager. Passing ``pass_fds`` on the fast path relies on ``dup2(fd, fd)`` clearing the
+  close-on-exec flag in ``posix_spawn`` (POSIX 2024; glibc since 2.29).
+
+``proc name``
+=============
+
+The kernel sets a process's ``comm`` (``/proc/PID/comm``, what ``ps``/``top``/``pkill`` show) on
+``exec`` to the base name of the path given to ``execve``, so ``PR_SET_NAME`` before ``exec``
+is undone, and ``/proc/PID/comm`` can only be written by the process itself (another process,
+even root, gets ``EINVAL``). So ``spawn()`` resolves the program, places a symlink called NAME
+pointing at it in a fresh private directory, and executes the symlink: the new program has its
+name from its first instruction, with no race and no wrapper process; ``/proc/PID/exe`` and
+``argv`` are unchanged. The directory is removed once ``exec`` has happened. Two cases keep the
+program's own name, by design: a ``#!`` script (its interpreter opens the path again after
+``exec``, which must not vanish), and ``chroot`` (the symlink would be outside the new root).
+
+Cgroups
+=======
+
+``spawn(cgroup=LEAF)`` starts the process *inside* the cgroup v2 directory LEAF, so no
+descendant can escape by forking before it was moved:
+
+* the slow path: the child writes ``0`` to ``LEAF/cgroup.procs`` (itself) right after ``setsid``,
+  before anything of the job's runs;
+* the fast path: ``posix_spawn`` creates the child in the caller's cgroup, so the manager moves
+  *itself* into the leaf, spawns, and moves itself back. The manager has no threads and runs
+  no other code in between, so nothing observes it in the leaf. If it cannot move back, it is
+  stranded in a job's cgroup (killing that job would kill the manager): :class:`StrandedError`
+  says so, and the caller must stop the manager; it is deliberately not an ``OSError``, so no
+  handler of failed spawns can swallow it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import grp
+import os
+import pwd
+import resource
+import shutil
+import signal
+import stat
+import tempfile
+from collections.abc import Iterable, Mapping
+
+import prctl
+
+from busmgr.jobclass import CAPABILITIES, ConsoleMode, ExecContext
+from busmgr.process.cgroups import CgroupError, cgroup_join, cgroup_return, own_cgroup_procs
+
+__all__ = [
+    "SpawnError",
+    "StrandedError",
+    "set_cloexec_on_inherited_fds",
+    "spawn",
+]
+
+DEV_NULL = "/dev/null"
+LOG_MODE = 0o640
+CHILD_FAILED = 127  # exit status of a child that did not reach exec, as a shell's
+
+# Every signal whose disposition a child must get back to SIG_DFL (the manager ignores SIGPIPE,
+# as Python does, and catches SIGCHLD/SIGTERM/SIGINT/SIGHUP).
+_RESET_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+
+_RLIMIT_NAMES = {
+    getattr(resource, n): n.removeprefix("RLIMIT_")
+    for n in dir(resource)
+    if n.startswith("RLIMIT_")
+}
+
+# prctl(2) options and capability constants the python-prctl binding does not expose (it has
+# the bounding set, keepcaps and no_new_privs, used below, but no ambient capabilities).
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_RAISE = 2
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class SpawnError(OSError):
+    """A process could not be started; ``str()`` names the step and the error.
+
+    ``step`` is what was being done (``exec "/usr/bin/foo"``, ``setuid "nobody"``), ``detail``
+    why it failed (``No such file or directory``), ``errno`` the error number when there is one.
+    """
+
+    def __init__(self, step: str, detail: str | None = None, errno: int = 0) -> None:
+        # A single argument is a complete message (callers outside this module use that form).
+        super().__init__(step if detail is None else f"{step}: {detail}")
+        self.step = step
+        self.detail = detail or ""
+        self.errno = errno
+
+
+class StrandedError(Exception):
+    """The manager moved itself into a job's cgroup to spawn and could not move back.
+
+    Fatal for the manager (see "Cgroups" above). ``pid`` is the process that was spawned (0 if
+    the spawn itself failed too): it exists and must be watched like any other.
+    """
+
+    def __init__(self, message: str, pid: int) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+def spawn(
+    argv: list[str],
+    env: Mapping[str, str],
+    ctx: ExecContext,
+    *,
+    log_path: str | None = None,
+    proc_name: str | None = None,
+    pass_fds: tuple[int, ...] = (),
+    cgroup: str | None = None,
+    foreground: bool = False,
+) -> int:
+    """Start ``argv`` with exactly ``env`` in ``ctx``; return its pid once it has exec'd.
+
+    ``foreground`` (only for the command of ``busmgr session -- COMMAND``, with a default
+    ``ctx``): stay in the manager's session and process group and inherit its stdin, so an
+    interactive command keeps its terminal, as under ``dbus-run-session``.
+
+    ``log_path`` is where stdout and stderr go with ``console log`` (required then, ignored
+    otherwise). ``pass_fds`` are descriptors the program inherits at the same numbers.
+    ``cgroup`` is a cgroup v2 directory the process is born in (before its first instruction,
+    on either path; see "Cgroups" above).
+    Raises :class:`SpawnError`, after which no process is left behind. The caller must
+    :meth:`Reaper.watch` the pid before the loop runs again.
+    """
+    if not argv:
+        raise SpawnError("exec", "empty command")
+    # Mapping -> the dict posix_spawn/execve need; a second copy of a small dict is cheap.
+    environ = dict(env)
+    link_dir = None
+    exec_path = None
+    null_fd = out_fd = -1
+    try:
+        if proc_name is not None and ctx.chroot is None:
+            link_dir, exec_path = _name_link(argv[0], environ, ctx.chdir, proc_name)
+        null_fd = _open_high(DEV_NULL, os.O_RDWR)
+        if ctx.console is ConsoleMode.LOG:
+            if log_path is None:
+                raise SpawnError("console log", "no log file given")
+            out_fd = _open_log(log_path)
+        elif ctx.console is ConsoleMode.NONE:
+            out_fd = null_fd
+        if foreground:
+            if ctx.needs_child_setup or ctx.chdir is not None or cgroup is not None:
+                raise SpawnError("exec", "a foreground command takes no job settings")
+            return _spawn_posix(argv, environ, exec_path, -1, out_fd, pass_fds, setsid=False)
+        if ctx.needs_child_setup or ctx.chdir is not None:
+            if ctx.ionice is not None:
+                import psutil  # noqa: F401  (the child's _ionice uses it; import before fork)
+            return _spawn_fork(argv, environ, ctx, exec_path, null_fd, out_fd, pass_fds, cgroup)
+        if cgroup is None:
+            return _spawn_posix(argv, environ, exec_path, null_fd, out_fd, pass_fds)
+        return _spawn_posix_in(cgroup, argv, environ, exec_path, null_fd, out_fd, pass_fds)
+    finally:
+        if out_fd >= 0 and out_fd != null_fd:
+            os.close(out_fd)
+        if null_fd >= 0:
+            os.close(null_fd)
+        if link_dir is not None:
+            shutil.rmtree(link_dir, ignore_errors=True)
+
+
+def _spawn_posix_in(
+    cgroup: str,
+    argv: list[str],
+    env: dict[str, str],
+    exec_path: str | None,
+    null_fd: int,
+    out_fd: int,
+    pass_fds: tuple[int, ...],
+) -> int:
+    """The fast path, born in ``cgroup``: the manager joins the leaf, spawns, and goes home."""
+    try:
+        home = own_cgroup_procs()
+        cgroup_join(cgroup)
+    except CgroupError as e:
+        detail = os.strerror(e.errno) if e.errno else str(e)
+        raise SpawnError(f'cgroup "{cgroup}"', detail, e.errno or 0) from None
+    pid = 0
+    try:
+        pid = _spawn_posix(argv, env, exec_path, null_fd, out_fd, pass_fds)
+    finally:
+        try:
+            cgroup_return(home)
+        except OSError as e:
+            raise StrandedError(
+                f"the manager cannot leave the job cgroup {cgroup} for {home}: {e.strerror or e}",
+                pid,
+            ) from None
+    return pid
+
+
+def _spawn_posix(
+    argv: list[str],
+    env: dict[str, str],
+    exec_path: str | None,
+    null_fd: int,
+    out_fd: int,
+    pass_fds: tuple[int, ...],
+    *,
+    setsid: bool = True,
+) -> int:
+    """The fast path: posix_spawn, no Python in the child, nothing to set up but stdio.
+    ``null_fd`` -1 leaves stdin as the manager has it."""
+    path = exec_path or _which(argv[0], env, None)
+    actions: list[tuple[int, int, int]] = []
+    if null_fd >= 0:
+        actions.append((os.POSIX_SPAWN_DUP2, null_fd, 0))
+    if out_fd >= 0:
+        actions += [(os.POSIX_SPAWN_DUP2, out_fd, 1), (os.POSIX_SPAWN_DUP2, out_fd, 2)]
+    # dup2 of a descriptor onto itself clears its close-on-exec flag (POSIX 2024, glibc 2.29).
+    actions += [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in pass_fds]
+    try:
+        return os.posix_spawn(
+            path,
+            argv,
+            env,
+            file_actions=actions,
+            setsid=setsid,
+            setsigdef=_RESET_SIGNALS,
+            setsigmask=(),
+        )
+    except OSError as e:
+        raise SpawnError(f'exec "{argv[0]}"', e.strerror or str(e), e.errno or 0) from None
+
+
+def _spawn_fork(
+    argv: list[str],
+    env: dict[str, str],
+    ctx: ExecContext,
+    exec_path: str | None,
+    null_fd: int,
+    out_fd: int,
+    pass_fds: tuple[int, ...],
+    cgroup: str | None = None,
+) -> int:
+    """The slow path: fork, set up in the child, report any failure through a CLOEXEC pipe."""
+    err_r, err_w = os.pipe()  # both close-on-exec: EOF on err_r means exec succeeded
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _RESET_SIGNALS)
+    try:
+        pid = os.fork()
+    except BaseException:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        os.close(err_r)
+        os.close(err_w)
+        raise
+    if pid == 0:  # pragma: no cover - the child; it never returns
+        _child_main(argv, env, ctx, exec_path, null_fd, out_fd, pass_fds, err_w, cgroup)
+    signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    os.close(err_w)
+    try:
+        report = _read_all(err_r)
+    finally:
+        os.close(err_r)
+    if not report:
+        return pid
+    # The child is about to _exit(127), if it has not already: collect it, so the failed
+    # attempt leaves no zombie and the Reaper never sees a pid nobody was told about.
+    os.waitpid(pid, 0)
+    step, _, rest = report.decode("utf-8", "replace").partition("\0")
+    code_text, _, detail = rest.partition("\0")
+    code = int(code_text or 0)
+    raise SpawnError(step, os.strerror(code) if code else detail, code)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _child_main(
+    argv: list[str],
+    env: dict[str, str],
+    ctx: ExecContext,
+    exec_path: str | None,
+    null_fd: int,
+    out_fd: int,
+    pass_fds: tuple[int, ...],
+    err_w: int,
+    cgroup: str | None,
+) -> None:  # pragma: no cover - runs in the child
+    """Run in the forked child: set up, exec, or report the failed step and ``_exit(127)``."""
+    step = ["reset signals"]
+    try:
+        _child_setup(argv, env, ctx, exec_path, null_fd, out_fd, pass_fds, err_w, step, cgroup)
+    except BaseException as e:
+        code = e.errno if isinstance(e, OSError) and e.errno else 0
+        detail = str(e) if not code else ""
+        with contextlib.suppress(BaseException):
+            os.write(err_w, f"{step[0]}\0{code}\0{detail}".encode("utf-8", "replace"))
+    finally:
+        os._exit(CHILD_FAILED)
+
+
+def _child_setup(
+    argv: list[str],
+    env: dict[str, str],
+    ctx: ExecContext,
+    exec_path: str | None,
+    null_fd: int,
+    out_fd: int,
+    pass_fds: tuple[int, ...],
+    err_w: int,
+    step: list[str],
+    cgroup: str | None = None,
+) -> None:  # pragma: no cover - runs in the child
+    """Apply ``ctx`` in the child, then exec. ``step[0]`` names the step in progress.
+
+    The order is forced by privileges and by what the new root still contains:
+    signals first (they are blocked until then); session; the job's cgroup (before the
+    credentials change and before anything of the job can fork); stdio; user and group lookups,
+    ``oom_score_adj`` (``/proc``), limits, nice and ionice while still root and before
+    ``chroot`` (raising a hard limit, lowering nice or the oom score need privileges; ``/proc``
+    and the NSS files may not exist in the new root); supplementary groups, ``chroot`` then
+    ``chdir``; ``umask``; the capability bounding set (needs ``CAP_SETPCAP``) and
+    ``PR_SET_KEEPCAPS``; ``setgid`` before ``setuid`` (after it we could not); then the kept
+    capabilities as permitted/effective/inheritable and ambient, ``no_new_privs``, and exec.
+    """
+    signal.set_wakeup_fd(-1)
+    for sig in _RESET_SIGNALS:
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+    step[0] = "setsid"
+    os.setsid()
+
+    if cgroup is not None:
+        step[0] = f'cgroup "{cgroup}"'
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+            f.write("0")
+
+    step[0] = "console"
+    _dup_onto(null_fd, 0)
+    if out_fd >= 0:
+        _dup_onto(out_fd, 1)
+        _dup_onto(out_fd, 2)
+    for fd in pass_fds:
+        os.set_inheritable(fd, True)
+    lo = 3
+    for keep in sorted({*pass_fds, err_w}):
+        if keep >= lo:
+            os.closerange(lo, keep)
+            lo = keep + 1
+    os.closerange(lo, 1 << 20)
+
+    uid = gid = None
+    user = None
+    if ctx.setuid is not None:
+        step[0] = f'setuid "{ctx.setuid}"'
+        pw = _getpw(ctx.setuid)
+        uid, gid, user = pw.pw_uid, pw.pw_gid, pw.pw_name
+    if ctx.setgid is not None:
+        step[0] = f'setgid "{ctx.setgid}"'
+        gid = _getgr(ctx.setgid)
+
+    if ctx.oom_score is not None:
+        step[0] = f"oom score {ctx.oom_score}"
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(ctx.oom_score))
+    for lim in ctx.limits:
+        step[0] = f"limit {_RLIMIT_NAMES.get(lim.resource, lim.resource)}"
+        resource.setrlimit(lim.resource, (_rlim(lim.soft), _rlim(lim.hard)))
+    if ctx.nice is not None:
+        step[0] = f"nice {ctx.nice}"
+        os.setpriority(os.PRIO_PROCESS, 0, ctx.nice)
+    if ctx.ionice is not None:
+        step[0] = "ionice {}:{}".format(*ctx.ionice)
+        _ionice(*ctx.ionice)
+
+    if user is not None and gid is not None:
+        step[0] = f'setuid "{ctx.setuid}"'
+        os.initgroups(user, gid)
+    elif gid is not None:
+        step[0] = f'setgid "{ctx.setgid}"'
+        os.setgroups([])
+
+    if ctx.chroot is not None:
+        step[0] = f'chroot "{ctx.chroot}"'
+        os.chroot(ctx.chroot)
+    if ctx.chdir is not None or ctx.chroot is not None:
+        where = ctx.chdir or "/"
+        step[0] = f'chdir "{where}"'
+        os.chdir(where)
+    if ctx.umask is not None:
+        os.umask(ctx.umask)
+
+    kept: list[int] | None = None
+    if ctx.caps_keep is not None:
+        step[0] = "caps keep"
+        kept = [_cap_number(name) for name in ctx.caps_keep]
+        for cap in range(_cap_last()):
+            if cap not in kept:
+                prctl.capbset_drop(cap)
+        if uid:
+            prctl.set_keepcaps(True)
+
+    if gid is not None:
+        step[0] = f'setgid "{ctx.setgid}"' if ctx.setgid is not None else f'setuid "{ctx.setuid}"'
+        os.setgid(gid)
+    if uid is not None:
+        step[0] = f'setuid "{ctx.setuid}"'
+        os.setuid(uid)
+
+    if kept is not None:
+        step[0] = "caps keep"
+        _capset(kept)
+        if uid:
+            for cap in kept:
+                _prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_RAISE, cap)
+        prctl.set_no_new_privs(True)
+
+    step[0] = f'exec "{argv[0]}"'
+    if exec_path is not None:
+        os.execve(exec_path, argv, env)
+    os.execvpe(argv[0], argv, env)
+
+
+def _dup_onto(fd: int, target: int) -> None:  # pragma: no cover - runs in the child
+    if fd == target:
+        os.set_inheritable(fd, True)
+    else:
+        os.dup2(fd, target)
+
+
+def _getpw(name: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+    except KeyError:
+        raise LookupError("no such user") from None
+
+
+def _getgr(name: str) -> int:
+    try:
+        return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise LookupError("no such group") from None
+
+
+def _rlim(value: int | None) -> int:
+    return resource.RLIM_INFINITY if value is None else value
+
+
+def _prctl(option: int, arg2: int, arg3: int = 0) -> None:
+    if _libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), 0, 0) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def _ionice(ioclass: int, level: int) -> None:  # pragma: no cover - runs in the child
+    """``ioprio_set`` through psutil, which knows the system call on every architecture
+    (psutil is imported by :func:`spawn` before the fork when a job has ``ionice``)."""
+    import psutil
+
+    # The none (0) and idle (3) classes take no level.
+    psutil.Process().ionice(ioclass, level if ioclass in (1, 2) else None)
+
+
+def _cap_number(name: str) -> int:
+    """``cap_net_bind_service`` (as ``caps keep`` stores it), ``CAP_NET_BIND_SERVICE`` or
+    ``net_bind_service`` -> 10."""
+    word = name.strip().lower()
+    num = CAPABILITIES.get(word if word.startswith("cap_") else "cap_" + word)
+    if num is None:
+        raise LookupError(f"unknown capability {name!r}")
+    return num
+
+
+def _cap_last() -> int:
+    """One past the highest capability the running kernel knows."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read()) + 1
+    except OSError:
+        return prctl.CAP_LAST_CAP + 1
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def _capset(caps: Iterable[int]) -> None:
+    """Make ``caps`` exactly the permitted, effective and inheritable sets of this process."""
+    mask = 0
+    for cap in caps:
+        mask |= 1 << cap
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        word = (mask >> (32 * i)) & 0xFFFFFFFF
+        data[i].effective = data[i].permitted = data[i].inheritable = word
+    if _libc.capset(ctypes.byref(header), data) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def _open_high(path: str, flags: int, mode: int = 0o666) -> int:
+    """Open close-on-exec, at a descriptor above 2 even if one of 0-2 happens to be free."""
+    fd = os.open(path, flags | os.O_CLOEXEC, mode)
+    if fd > 2:
+        return fd
+    try:  # rare: the manager was started with a standard descriptor closed
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        os.close(fd)
+
+
+def _open_log(path: str) -> int:
+    """Open a job's log for appending; create it ``0640`` (whatever the umask) with its parents."""
+    flags = os.O_WRONLY | os.O_APPEND
+    try:
+        try:
+            return _open_high(path, flags)
+        except FileNotFoundError:
+            pass
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        try:
+            fd = _open_high(path, flags | os.O_CREAT | os.O_EXCL, LOG_MODE)
+        except FileExistsError:  # created meanwhile by someone else
+            return _open_high(path, flags)
+        os.fchmod(fd, LOG_MODE)
+        return fd
+    except OSError as e:
+        raise SpawnError(f'console log "{path}"', e.strerror or str(e), e.errno or 0) from None
+
+
+def _which(name: str, env: Mapping[str, str], cwd: str | None) -> str:
+    """The file ``execvpe`` would run for ``name``, searching the job's ``PATH``, not ours.
+
+    A name with a slash is returned as is (joined to ``cwd`` when relative). If nothing is
+    found the name itself is returned, so exec fails with the natural error.
+    """
+    if "/" in name:
+        return os.path.join(cwd, name) if cwd and not name.startswith("/") else name
+    for d in env.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(d or ".", name)
+        with contextlib.suppress(OSError):
+            st = os.stat(candidate)
+            if stat.S_ISREG(st.st_mode) and os.access(candidate, os.X_OK):
+                return candidate
+    return name
+
+
+def _name_link(
+    program: str, env: Mapping[str, str], cwd: str | None, name: str
+) -> tuple[str | None, str | None]:
+    """A private directory holding a symlink ``name`` -> the program, and the symlink's path.
+
+    (None, None) when the program is a ``#!`` script or cannot be found: it then runs under
+    its own name (see the module docstring).
+    """
+    if not name or "/" in name or name in (".", ".."):
+        raise SpawnError(f'proc name "{name}"', "not a valid process name")
+    target = os.path.abspath(_which(program, env, cwd))
+    try:
+        with open(target, "rb") as f:
+            if f.read(2) == b"#!":
+                return None, None
+    except OSError:
+        return None, None  # let exec report it
+    link_dir = tempfile.mkdtemp(prefix="busmgr-name-")
+    # Traversable by a job that runs as another user, not listable.
+    os.chmod(link_dir, 0o711)
+    link = os.path.join(link_dir, name)
+    os.symlink(target, link)
+    return link_dir, link
+
+
+def set_cloexec_on_inherited_fds() -> None:
+    """Mark every descriptor above 2 close-on-exec; the manager calls this once at start.
+
+    Afterwards the fast spawn path cannot leak a descriptor the manager inherited (from its own
+    parent, or across a re-exec) into a job.
+    """
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        if fd > 2:
+            with contextlib.suppress(OSError):  # the listing's own, now closed, descriptor
+                os.set_inheritable(fd, False)

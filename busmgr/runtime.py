@@ -1,0 +1,306 @@
+"""The life of a manager process: ``busmgr session`` and ``busmgr daemon``.
+
+Both commands become one :class:`Plan` (a frozen value: the mode, the directories, which bus,
+what to print, the session command) and run the same code path, :func:`run`:
+
+1. set up the process (its name, the pidfile, reaping, cgroups, signal handlers);
+2. start the private bus (``session``), connect, own the names, load the jobs, emit
+   ``startup``, print the address, start the session command;
+3. wait for SIGTERM/SIGINT (or the command's exit, or ``EndSession``, or a fatal error), then
+   stop every job in reverse start order, close the bus, stop the private bus, and make sure no
+   child outlives the manager.
+
+Every problem a user can cause before the manager runs (no ``dbus-daemon``, a bad address, a
+bus that refuses the manager's name) is one line on stderr and exit status 1, never a
+traceback. A bug is reported in one line too; its traceback goes to
+``<state dir>/internal-errors.log``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from busmgr import process
+from busmgr.bus.daemon import PrivateBus, start_private_bus
+from busmgr.bus.link import LinkError
+from busmgr.jobclass import ConsoleMode, ExecContext, JobClass
+from busmgr.manager import Manager, ManagerConfig
+from busmgr.options import (
+    DaemonOptions,
+    Mode,
+    SessionOptions,
+    default_services_dirs,
+    default_state_dir,
+    standard_bus_address,
+)
+
+log = logging.getLogger("busmgr")
+
+__all__ = ["Plan", "daemon_plan", "run", "run_daemon", "run_session", "session_plan"]
+
+COMMAND_GRACE = 10.0  # seconds a session command has to exit after SIGTERM/SIGINT
+FINISH_TIMEOUT = 5.0  # seconds leftover children get between TERM and KILL at exit
+BUS_STOP_TIMEOUT = 5.0
+
+
+class PlanError(Exception):
+    """The command line asks for something that cannot run here: one line for the user."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one manager process does, resolved (no defaults left open).
+
+    ``address`` is the bus to connect to; None with ``private_bus`` (the session's own).
+    """
+
+    config: ManagerConfig
+    private_bus: bool = False
+    address: str | None = None
+    print_address: bool = False
+    address_file: Path | None = None
+    pidfile: Path | None = None
+    command: tuple[str, ...] = ()
+
+
+def session_plan(opts: SessionOptions, environ: Mapping[str, str]) -> Plan:
+    """``busmgr session``: a private bus, session mode."""
+    mode = Mode.SESSION
+    config = ManagerConfig(
+        mode=mode,
+        services_dirs=opts.services_dirs or default_services_dirs(mode, environ),
+        state_dir=opts.state_dir or default_state_dir(mode, environ),
+        import_services=not opts.no_import,
+        environ=dict(environ),
+    )
+    return Plan(
+        config,
+        private_bus=True,
+        print_address=opts.print_address,
+        address_file=opts.address_file,
+        pidfile=opts.pidfile,
+        command=opts.command,
+    )
+
+
+def daemon_plan(opts: DaemonOptions, environ: Mapping[str, str]) -> Plan:
+    """``busmgr daemon``: an existing bus. Raises :class:`PlanError` when there is none."""
+    mode = opts.mode
+    address = opts.address or standard_bus_address(mode, environ)
+    if address is None:
+        raise PlanError(
+            "no session bus: DBUS_SESSION_BUS_ADDRESS is not set "
+            "(give --address, or run `busmgr session` for a private bus)"
+        )
+    config = ManagerConfig(
+        mode=mode,
+        services_dirs=opts.services_dirs or default_services_dirs(mode, environ),
+        state_dir=opts.state_dir or default_state_dir(mode, environ),
+        import_services=not opts.no_import and mode is Mode.SESSION,
+        environ=dict(environ),
+    )
+    return Plan(config, address=address, pidfile=opts.pidfile)
+
+
+def run_session(opts: SessionOptions) -> int:
+    """``busmgr session``: a private bus, the manager on it, optionally a command inside."""
+    return run(session_plan(opts, os.environ))
+
+
+def run_daemon(opts: DaemonOptions) -> int:
+    """``busmgr daemon``: the manager on an existing bus."""
+    try:
+        plan = daemon_plan(opts, os.environ)
+    except PlanError as err:
+        print(f"busmgr: {err}", file=sys.stderr)
+        return 1
+    return run(plan)
+
+
+def run(plan: Plan) -> int:
+    """Run the manager of ``plan`` until it is told to stop; returns the exit status."""
+    _logging()
+    return asyncio.run(_main(plan))
+
+
+# ============================================================================ the process
+def _logging() -> None:
+    level = os.environ.get("BUSMGR_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO), format="busmgr: %(message)s", stream=sys.stderr
+    )
+
+
+def _setup_process(pidfile: Path | None) -> None:
+    """Name the process ``busmgr`` and write the pidfile atomically."""
+    import prctl
+
+    with contextlib.suppress(OSError):
+        prctl.set_name("busmgr")
+    if pidfile is not None:
+        _write_atomically(pidfile, f"{os.getpid()}\n")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".new")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class _BugReporter:
+    """The loop's exception handler: an exception nobody caught is a bug. One line on stderr,
+    the traceback in ``<state dir>/internal-errors.log``, and the manager stops (exit 1)."""
+
+    def __init__(self, manager: Manager) -> None:
+        self.manager = manager
+        self.path = manager.config.state_dir / "internal-errors.log"
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        err = context.get("exception")
+        message = context.get("message", "unhandled exception")
+        if err is not None:
+            self.record(message, err)
+            self.manager.fatal(f"internal error: {message}: {err!r} (details in {self.path})")
+        else:
+            log.error("%s", message)
+
+    def record(self, message: str, err: BaseException) -> None:
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as fh:
+                fh.write(f"--- {message}\n")
+                fh.write("".join(traceback.format_exception(err)))
+
+
+def _exit_code(info: process.ExitInfo) -> int:
+    if info.signal is not None:
+        return 128 + info.signal
+    return info.status or 0
+
+
+def _helper_dir(environ: Mapping[str, str]) -> Path | None:
+    runtime = environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime) / "dbus-1" / "services" if runtime else None
+
+
+# ============================================================================ the run
+async def _main(plan: Plan) -> int:
+    loop = asyncio.get_running_loop()
+    manager = Manager(plan.config)
+    loop.set_exception_handler(_BugReporter(manager))
+    manager.supervisor.start(plan.config.environ)
+    _setup_process(plan.pidfile)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, manager.request_shutdown, 0)
+    loop.add_signal_handler(signal.SIGHUP, manager.reload_configuration)
+    manager.link.on_lost = lambda: manager.fatal("lost the connection to the bus")
+    private_bus: PrivateBus | None = None
+    bus_exit: asyncio.Future[process.ExitInfo] = loop.create_future()
+    status = 1
+    try:
+        if plan.private_bus:
+            private_bus = await start_private_bus(
+                dict(plan.config.environ),
+                watch=lambda pid: manager.supervisor.reaper.watch(
+                    pid, lambda _p, info: bus_exit.done() or bus_exit.set_result(info)
+                ),
+            )
+            plan = replace(plan, address=private_bus.address)
+        if plan.address is None:  # a daemon plan always has one; a session plan has it now
+            raise PlanError("no bus address")
+        await manager.connect(
+            plan.address,
+            private_bus.servicedir if private_bus else _helper_dir(plan.config.environ),
+            own_servicedir=private_bus is not None,
+        )
+        await manager.begin()
+        if plan.print_address:
+            print(plan.address, flush=True)
+        if plan.address_file is not None:
+            _write_atomically(plan.address_file, plan.address + "\n")
+        if plan.command:
+            _start_command(manager, plan.command)
+        bus_exit.add_done_callback(
+            lambda f: manager.fatal(f"the private dbus-daemon {f.result().describe()}")
+        )
+        await manager.stopped
+        clean = await manager.stop_everything()
+        status = manager.exit_status if clean or manager.exit_status else 1
+    except (process.SpawnError, LinkError, PlanError, OSError) as err:
+        print(f"busmgr: {_one_line(err)}", file=sys.stderr)
+        status = 1
+    finally:
+        manager.control.shutting_down = True
+        await manager.close()
+        if private_bus is not None:
+            await _stop_private_bus(private_bus, bus_exit)
+        if plan.address_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                plan.address_file.unlink()
+        if plan.pidfile is not None:
+            with contextlib.suppress(FileNotFoundError):
+                plan.pidfile.unlink()
+        await manager.supervisor.finish(FINISH_TIMEOUT)
+    return status
+
+
+def _one_line(err: BaseException) -> str:
+    """An error as one line; an ``OSError`` names the file it is about."""
+    if isinstance(err, OSError) and not isinstance(err, process.SpawnError):
+        where = f" ({err.filename})" if err.filename else ""
+        return f"{err.strerror or err}{where}"
+    return " ".join(str(err).split())
+
+
+async def _stop_private_bus(bus: PrivateBus, bus_exit: asyncio.Future[process.ExitInfo]) -> None:
+    if not bus_exit.done():
+        process.kill_pid(bus.pid, signal.SIGTERM)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(bus_exit), BUS_STOP_TIMEOUT)
+        if not bus_exit.done():
+            process.kill_pid(bus.pid, signal.SIGKILL)
+            await bus_exit
+    bus.remove()
+
+
+def _start_command(manager: Manager, command: tuple[str, ...]) -> None:
+    """``busmgr session -- COMMAND``: run it in the session; the session ends with it."""
+    loop = manager.loop
+    env = manager.environment.job_env(JobClass(name="session-command"))
+    try:
+        pid = process.spawn(
+            list(command), env, ExecContext(console=ConsoleMode.OUTPUT), foreground=True
+        )
+    except process.SpawnError as err:
+        print(f"busmgr: {err}", file=sys.stderr)
+        manager.request_shutdown(127)
+        return
+    command_exit: asyncio.Future[process.ExitInfo] = loop.create_future()
+    manager.supervisor.reaper.watch(pid, lambda _p, info: command_exit.set_result(info))
+    command_exit.add_done_callback(lambda f: manager.request_shutdown(_exit_code(f.result())))
+
+    def forward(signum: int) -> None:
+        # The session ends when its command does: pass the signal on, and end anyway if the
+        # command is still there after a grace period.
+        if command_exit.done():
+            manager.request_shutdown(0)
+            return
+        process.kill_pid(pid, signum)
+        loop.call_later(COMMAND_GRACE, manager.request_shutdown, 128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, forward, signum)
