@@ -78,6 +78,9 @@ JOBS = {
         stanzas="console log",
     ),
     "segv": service_job("segv", "org.test.Segv", "--signal-before-claim SEGV"),
+    "instfail": service_job(
+        "instfail", "org.test.InstFail", "--exit-before-claim 4", stanzas="instance $NAME"
+    ),
 }
 
 
@@ -417,6 +420,22 @@ async def test_activate_name_and_start_service_by_name_take_the_same_path(
         await session.call("ActivateName", "s", ["org.test.Nobody"])
     assert info.value.type == "org.busmgr.Error.NoProvider"
     assert "org.test.Nobody" in info.value.text
+
+
+async def test_failed_activation_of_an_instance_job_leaves_no_instance_behind(
+    session: Session,
+) -> None:
+    # A bug found by the house review: ActivateName prepared a start a second time after the
+    # event, so the instance that failed and was removed came back as a phantom "waiting".
+    with pytest.raises(DBusError) as info:
+        await session.call("ActivateName", "s", ["org.test.InstFail"])
+    assert info.value.type == "org.busmgr.Error.JobFailed"
+    assert info.value.text.startswith("job instfail (org.test.InstFail) failed: ")
+    assert info.value.text.count("failed:") == 1  # the reason once, not doubled
+    (rows,) = await session.call("ListJobs")
+    assert [list(r) for r in rows if r[0] == "instfail"] == [
+        ["instfail", "", "waiting", "/org/busmgr/Manager1/job/instfail"]
+    ]
 
 
 # ------------------------------------------------------------ helper mode

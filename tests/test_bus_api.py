@@ -443,3 +443,60 @@ async def test_session_command_keeps_stdin_and_gets_the_sessions_signal(tmp_path
     proc.send_signal(15)
     await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 42
+
+
+# ------------------------------------------------------------------ ReloadJob
+RELOADABLE = (
+    "import os, signal\n"
+    "def say(text):\n"
+    "    fd = os.open(os.environ['FIFO'], os.O_WRONLY)\n"
+    "    os.write(fd, text)\n"
+    "    os.close(fd)\n"
+    "signal.signal(signal.SIGUSR1, lambda *a: say(b'reloaded\\n'))\n"
+    "say(b'ready\\n')\n"
+    "while True:\n"
+    "    signal.pause()\n"
+)
+
+
+async def _read_line(fd: int) -> bytes:
+    """The next line a job writes to the FIFO whose read end is ``fd`` (non-blocking)."""
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    loop.add_reader(fd, readable.set)
+    try:
+        data = b""
+        while not data.endswith(b"\n"):
+            readable.clear()
+            await asyncio.wait_for(readable.wait(), TIMEOUT)
+            try:
+                data += os.read(fd, 64)
+            except BlockingIOError:
+                continue
+        return data
+    finally:
+        loop.remove_reader(fd)
+
+
+async def test_reload_job_sends_the_reload_signal_to_main(session: Session, tmp_path: Path) -> None:
+    script = tmp_path / "reloadable.py"
+    script.write_text(RELOADABLE)
+    session.write_job("reloadable", f"reload signal USR1\nexec {sys.executable} {script}\n")
+    await session.call("ReloadConfiguration")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        await session.start("reloadable", {"FIFO": str(fifo)})
+        assert await _read_line(fd) == b"ready\n"  # the handler is set
+        await session.call("ReloadJob", "sa{ss}", ["reloadable", {}])
+        assert await _read_line(fd) == b"reloaded\n"
+        props = await session.instance("reloadable")
+        assert props["State"] == "running"  # USR1 reloaded it; the default action would kill
+        await session.stop("reloadable")
+    finally:
+        os.close(fd)
+    with pytest.raises(DBusError) as err:
+        await session.call("ReloadJob", "sa{ss}", ["reloadable", {}])
+    assert err.value.type == "org.busmgr.Error.AlreadyStopped"
+    assert "has no main process to reload" in err.value.text

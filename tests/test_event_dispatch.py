@@ -92,3 +92,18 @@ async def test_a_running_instance_keeps_the_stop_on_of_its_retired_class(tmp_pat
     await m.control.emit_event("old-stop", {}, wait=True)
     assert job.state is State.WAITING
     assert m.registry.instance("s", "") is job and job.jobclass.stop_on is None
+
+
+async def test_an_exception_while_handling_an_event_stops_the_manager(tmp_path: Path) -> None:
+    # A bug found by the house review: an exception in event handling that means a bug (a
+    # JobStateError) was logged and ignored; the manager carried on with broken state.
+    from busmgr.job import JobStateError
+
+    m = manager(tmp_path, task("t", "go"))
+
+    def broken(event: object, block: object) -> None:
+        raise JobStateError("waiting -> killed is not a valid transition")
+
+    m.dispatcher.handle = broken  # type: ignore[method-assign]
+    await m.control.emit_event("go", {}, wait=True)  # the event still finishes
+    assert m.stopped.done() and m.exit_status == 1

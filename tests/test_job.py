@@ -1222,3 +1222,37 @@ def test_invalid_transition_from_a_live_job(host: FakeHost) -> None:
     with pytest.raises(JobStateError):
         job._change_state(State.KILLED)
     assert job.state is State.RUNNING
+
+
+def test_exported_variables_never_replace_the_event_variables(host: FakeHost) -> None:
+    # A bug found by the house review: ``export`` let a job's variable overwrite JOB, RESULT and
+    # the other variables that describe the event. Exports come after them, and never replace.
+    job = make_job(
+        host,
+        hooks=(),
+        dbus_name=BUS_NAME,
+        export=("JOB", "RESULT", "BUS_NAME", "COLOR"),
+        env={"JOB": "forged", "RESULT": "ok", "BUS_NAME": "x.y", "COLOR": "blue"},
+    )
+    job.start()
+    host.settle()
+    job.ready("dbus")
+    assert job.state is State.RUNNING
+    assert host.event("started").env == {
+        "JOB": "svc",
+        "INSTANCE": "",
+        "BUS_NAME": BUS_NAME,
+        "RESULT": "ok",  # not a variable of a started event: the job's own export
+        "COLOR": "blue",
+    }
+    host.exit(job, MAIN, 1)
+    host.settle()
+    assert host.event("stopped").env == {
+        "JOB": "svc",
+        "INSTANCE": "",
+        "BUS_NAME": BUS_NAME,
+        "RESULT": "failed",
+        "PROCESS": "main",
+        "EXIT_STATUS": "1",
+        "COLOR": "blue",
+    }

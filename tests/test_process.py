@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import pwd
 import re
@@ -816,3 +817,59 @@ async def test_scope_in_a_cgroup_signals_every_process_and_only_those(
     assert scope.release()
     assert not os.path.exists(leaf)
     assert kill_pid(outside.pid, 0)  # untouched
+
+
+async def test_a_manager_stranded_in_a_job_cgroup_is_not_a_spawn_failure(
+    procs: Spawner, cgroup_dir: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug found by the house review: a failed move back home after a fast-path spawn was
+    # caught as a failed spawn (an OSError), and the manager stayed in the job's leaf.
+    from busmgr.process import StrandedError, spawning
+    from busmgr.process.cgroups import cgroup_return, own_cgroup_procs
+
+    home = own_cgroup_procs()
+
+    def refuse(_procs: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(spawning, "cgroup_return", refuse)
+    try:
+        with pytest.raises(StrandedError) as err:
+            spawn([SLEEP, "60"], ENV, PLAIN, cgroup=cgroup_dir)
+    finally:
+        cgroup_return(home)  # really home again, whatever happened
+    assert not isinstance(err.value, OSError)
+    assert err.value.pid > 0 and "cannot leave the job cgroup" in str(err.value)
+    assert cgroup_of(err.value.pid) == cgroup_of(os.getpid()).rstrip("/") + "/" + os.path.basename(
+        cgroup_dir
+    )
+    assert kill_pid(err.value.pid, signal.SIGKILL)
+    procs.reaper.watch(err.value.pid, lambda *_: None)
+
+
+def test_fork_events_stop_reading_on_a_persistent_error() -> None:
+    # A bug found by the house review: any OSError but EAGAIN made drain() read again at once,
+    # for ever. Only ENOBUFS (events lost) is worth reading again.
+    class Broken:
+        reads = 0
+
+        def fileno(self) -> int:
+            return -1 if self.closed else 99
+
+        closed = False
+
+        def recv(self, size: int) -> bytes:
+            self.reads += 1
+            if self.reads > 100:
+                raise AssertionError("drain() keeps reading a broken socket")
+            raise OSError(errno.EIO, "Input/output error")
+
+        def close(self) -> None:
+            self.closed = True
+
+    sock = Broken()
+    events = ForkEvents(sock, lambda parent, child: None)  # type: ignore[arg-type]
+    events.drain()
+    assert events.broken and sock.closed and sock.reads == 1
+    events.drain()  # closed: nothing more to read, no error
+    assert sock.reads == 1

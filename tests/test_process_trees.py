@@ -83,6 +83,10 @@ JOBS = {
         expect notify
         exec $PYTHON $TESTS_HELPERS/tree_notify.py
     """,
+    "mainpid": """
+        expect notify
+        exec $PYTHON $TESTS_HELPERS/tree_mainpid.py
+    """,
     "capped": """
         caps keep net_bind_service
         proc name capped-d
@@ -370,6 +374,19 @@ async def test_notify_ready_only_after_ready_1_and_only_from_the_job(
     props = await session.instance("notifier")
     assert (props["State"], props["StatusText"]) == ("running", "serving")
     await stop(session, "notifier")
+
+
+async def test_notify_mainpid_names_the_main_process(session: Session, tmp_path: Path) -> None:
+    out = tmp_path / "mainpid"
+    path = await session.start("mainpid", {"OUT": str(out)})  # waits for READY=1
+    props = await session.props(path)
+    child = int(out.read_text())
+    assert props["State"] == "running"
+    assert props["MainPID"] == child  # MAINPID= moved the main process to the child
+    kinds = processes(props)
+    assert kinds[child] == "main" and "other" in kinds.values()  # the parent is still there
+    await stop(session, "mainpid")
+    assert gone(child)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from dbus_fast import Message, Variant
 
@@ -139,3 +141,45 @@ def test_job_env_of_other_events_is_their_env() -> None:
     assert list(job_env_of(event)) == ["INTERFACE", "MEMBER", "SENDER", "OBJPATH", "ARG0"]
     # any other event keeps its PATH: whoever emits it means it
     assert job_env_of(Event.make("x", {"PATH": "/bin"})) == {"PATH": "/bin"}
+
+
+class _FailingLink:
+    """A link whose writes fail (the connection broke under a write): no reply will come."""
+
+    connected = True
+    unique_name = ":1.1"
+
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+
+    def add_handler(self, handler: object) -> None:
+        pass
+
+    def require(self) -> _FailingLink:
+        return self
+
+    def send(self, msg: Message) -> asyncio.Future[None]:
+        self.sent.append(msg)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_exception(ConnectionResetError(104, "Connection reset by peer"))
+        return fut
+
+
+async def test_an_add_match_that_could_not_be_written_is_asked_again() -> None:
+    # A bug found by the house review: AddMatch write errors were dropped, and the rule counted
+    # as subscribed for ever although the bus never got it.
+    from busmgr.bus.signal_events import SignalEventBridge
+
+    link = _FailingLink()
+    bridge = SignalEventBridge(link, lambda event: None)  # type: ignore[arg-type]
+    job = JobClass(name="j", start_on=parse_event_expr("dbus-signal INTERFACE=org.test.Ping"))
+    bridge.update([job])
+    assert [m.member for m in link.sent] == ["AddMatch"]
+    # The failed write's callback was scheduled (call_soon) when it was added; a callback
+    # scheduled now runs after it.
+    turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(turn.set_result, None)
+    await turn
+    assert bridge.rules == frozenset()  # not subscribed: the write failed
+    bridge.update([job])
+    assert [m.member for m in link.sent] == ["AddMatch", "AddMatch"]  # asked again

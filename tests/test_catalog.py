@@ -1,0 +1,80 @@
+"""The catalog (busmgr.catalog) without a manager: which classes a load yields, what system
+mode refuses, and a broken file keeping its job's previous definition."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from busmgr.catalog import Catalog, load_catalog, unsafe_file
+from busmgr.config.parser import read_text
+from busmgr.jobclass import JobClass
+from busmgr.options import Mode
+
+
+def write(directory: Path, name: str, text: str, mode: int = 0o644) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(text)
+    os.chmod(path, mode)
+    return path
+
+
+def load(
+    dirs: list[Path], mode: Mode = Mode.SESSION, previous: dict[str, JobClass] | None = None
+) -> Catalog:
+    return load_catalog(dirs, mode=mode, import_services=False, environ={}, previous=previous)
+
+
+def test_the_opened_file_is_judged_not_the_path(tmp_path: Path) -> None:
+    # A bug found by the house review: system mode judged a job file by its path after reading
+    # it, so a file swapped in between was judged instead of the one read.
+    path = write(tmp_path, "a.conf", "exec /bin/trusted\n")
+    swap = write(tmp_path, "b.conf", "exec /bin/evil\n")
+    judged: list[int] = []
+
+    def trust(label: str, st: os.stat_result) -> str | None:
+        judged.append(st.st_ino)
+        os.replace(swap, path)  # the path now names another file
+        return None
+
+    original = path.stat().st_ino
+    text, problem = read_text(path, trust)
+    assert problem is None and text == "exec /bin/trusted\n"
+    assert judged == [original]  # the file that was read is the file that was judged
+
+
+def test_system_mode_refuses_files_others_may_write(tmp_path: Path) -> None:
+    d = tmp_path / "services.d"
+    write(d, "ok.conf", "exec /bin/true\n")
+    write(d, "loose.conf", "exec /bin/true\n", mode=0o666)
+    os.chmod(d, 0o755)
+    catalog = load([d], Mode.SYSTEM)
+    if os.geteuid() != 0:  # nothing is root's: everything is refused
+        assert catalog.classes == {}
+        return
+    assert set(catalog.classes) == {"ok"}
+    assert catalog.failed == frozenset({"loose"})
+    (diag,) = catalog.diagnostics
+    assert diag.startswith(f"{d}/loose.conf: refused in system mode: ")
+    assert "writable by group or others (mode 666)" in diag
+
+
+def test_unsafe_file_checks_the_directory_too(tmp_path: Path) -> None:
+    path = write(tmp_path / "open", "a.conf", "exec /bin/true\n")
+    os.chmod(path.parent, 0o777)
+    problem = unsafe_file(str(path), path.stat())
+    assert problem is not None and "refused in system mode" in problem
+
+
+def test_a_broken_file_keeps_the_previous_definition(tmp_path: Path) -> None:
+    d = tmp_path / "services.d"
+    write(d, "svc.conf", "exec /bin/true\nnonsense here\n")
+    previous = {"svc": JobClass(name="svc")}
+    catalog = load([d], previous=previous)
+    assert catalog.classes["svc"] is previous["svc"]
+    assert catalog.kept == frozenset({"svc"}) and catalog.failed == frozenset({"svc"})
+    assert catalog.diagnostics[-1] == "svc: keeping its previous definition"
+    assert any(":2: " in line for line in catalog.diagnostics)  # FILE:LINE of the problem
+    fresh = load([d])
+    assert fresh.classes == {} and fresh.kept == frozenset()
