@@ -17,17 +17,29 @@ Rules (SPEC §1, §2):
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
-from collections.abc import Collection, Iterable, Mapping
+import time
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from busmgr.config import import_service_dirs, load_directories, xdg_service_dirs
+from busmgr.config import import_steps, load_steps, run_steps, xdg_service_dirs
 from busmgr.jobclass import JobClass
 from busmgr.options import Mode
 
-__all__ = ["Catalog", "load_catalog", "unsafe_file"]
+__all__ = [
+    "Catalog",
+    "Sources",
+    "catalog_steps",
+    "load_catalog",
+    "load_catalog_sliced",
+    "unsafe_file",
+]
+
+#: Seconds of parsing per loop turn in :func:`load_catalog_sliced`.
+SLICE = 0.01
 
 
 @dataclass(frozen=True)
@@ -68,35 +80,66 @@ def unsafe_file(path: str, st: os.stat_result) -> str | None:
     return None if problem is None else f"refused in system mode: {problem}"
 
 
-def load_catalog(
-    services_dirs: Iterable[Path],
-    *,
-    mode: Mode,
-    import_services: bool,
-    environ: Mapping[str, str],
-    reserved_bus_names: Collection[str] = (),
-    previous: Mapping[str, JobClass] | None = None,
-) -> Catalog:
-    """Load every job class; see the module docstring for the rules."""
-    trust = unsafe_file if mode is Mode.SYSTEM else None
-    result = load_directories(services_dirs, trust)
+@dataclass(frozen=True)
+class Sources:
+    """Where a manager's jobs come from: its job directories, and (session mode, when asked)
+    the installed D-Bus ``.service`` files of ``environ``'s data directories, except those for
+    ``reserved_bus_names`` (names the manager owns itself)."""
+
+    services_dirs: tuple[Path, ...]
+    mode: Mode
+    import_services: bool
+    environ: Mapping[str, str]
+    reserved_bus_names: frozenset[str] = frozenset()
+
+
+def catalog_steps(
+    sources: Sources, previous: Mapping[str, JobClass] | None = None
+) -> Generator[None, None, Catalog]:
+    """The load, one file at a time: yields after each file, returns the :class:`Catalog`.
+    ``previous`` are the classes loaded before (a broken file keeps its job's)."""
+    trust = unsafe_file if sources.mode is Mode.SYSTEM else None
+    result = yield from load_steps(sources.services_dirs, trust)
     classes = dict(result.jobs)
     failed = set(result.failed)
     diags = [str(d) for d in result.diagnostics]
-    if import_services and mode is Mode.SESSION:
-        imported = import_service_dirs(xdg_service_dirs(environ), trust)
+    if sources.import_services and sources.mode is Mode.SESSION:
+        imported = yield from import_steps(xdg_service_dirs(sources.environ), trust)
         diags += [str(d) for d in imported.diagnostics]
         provided = {c.dbus_name for c in classes.values() if c.dbus_name}
         for cls in imported.jobs.values():
-            if cls.dbus_name in provided or cls.dbus_name in reserved_bus_names:
+            if cls.dbus_name in provided or cls.dbus_name in sources.reserved_bus_names:
                 continue
             if cls.name in classes or cls.name in failed:
                 continue
             classes[cls.name] = cls
     kept = set()
-    for name in failed:
+    for name in sorted(failed):
         if previous and name not in classes and name in previous:
             classes[name] = previous[name]
             kept.add(name)
             diags.append(f"{name}: keeping its previous definition")
     return Catalog(classes, frozenset(failed), frozenset(kept), tuple(diags))
+
+
+def load_catalog(sources: Sources, previous: Mapping[str, JobClass] | None = None) -> Catalog:
+    """Load every job class at once; see the module docstring for the rules."""
+    return run_steps(catalog_steps(sources, previous))
+
+
+async def load_catalog_sliced(
+    sources: Sources, previous: Mapping[str, JobClass] | None = None
+) -> Catalog:
+    """:func:`load_catalog` on an event loop: at most :data:`SLICE` seconds of parsing per
+    loop turn, so bus callers are answered while hundreds of files are read."""
+    steps = catalog_steps(sources, previous)
+    deadline = time.monotonic() + SLICE
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            catalog: Catalog = done.value
+            return catalog
+        if time.monotonic() > deadline:
+            await asyncio.sleep(0)  # let the loop run other callbacks, then go on
+            deadline = time.monotonic() + SLICE

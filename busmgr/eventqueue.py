@@ -16,7 +16,8 @@ where those events sent it, and an event must not wait for ever on a wish that w
 again meanwhile).
 
 Invariants: :meth:`EventQueue.emit` never handles an event re-entrantly; handling happens on a
-later loop turn, so a job changing state inside a handler cannot recurse into the queue. A
+later loop turn, so a job changing state inside a handler cannot recurse into the queue. Events
+are handled in emission order, a bounded time slice per loop turn. A
 handler that raises is a bug: the exception goes to ``on_error`` (the manager treats it as
 fatal; by default it is logged), the event counts as handled, and the events queued after it
 are still handled, in order. Each release function acts once; releasing an already released
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Hashable
 
@@ -35,6 +37,9 @@ from busmgr.events import Event
 log = logging.getLogger("busmgr")
 
 Release = Callable[[str | None], None]
+
+#: Seconds of event handling per loop turn before the queue lets other callbacks run.
+SLICE = 0.02
 
 
 def _log_error(event: Event, err: Exception) -> None:
@@ -146,7 +151,11 @@ class EventQueue:
         return block
 
     def _run(self) -> None:
+        """Handle queued events in order, for at most :data:`SLICE` seconds; what is left is
+        handled on the next loop turn, so a burst (one event starting a thousand jobs) never
+        keeps bus callers waiting for long."""
         self._scheduled = False
+        deadline = time.monotonic() + SLICE
         while self._pending:
             block = self._pending.popleft()
             try:
@@ -156,6 +165,10 @@ class EventQueue:
             finally:
                 block.handled = True
                 block._maybe_finish()
+            if self._pending and time.monotonic() > deadline:
+                self._scheduled = True
+                self._loop.call_soon(self._run)
+                return
 
     def __len__(self) -> int:
         return len(self._pending)

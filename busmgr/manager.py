@@ -26,7 +26,7 @@ from busmgr.bus.face import BusFace, Operations
 from busmgr.bus.link import BusLink
 from busmgr.bus.names import NameWatcher
 from busmgr.bus.signal_events import SignalEventBridge
-from busmgr.catalog import Catalog, load_catalog
+from busmgr.catalog import Catalog, Sources, load_catalog_sliced
 from busmgr.control import Control
 from busmgr.dispatch import Dispatcher
 from busmgr.environment import Environment
@@ -44,6 +44,9 @@ from busmgr.supervisor import Supervisor
 log = logging.getLogger("busmgr")
 
 __all__ = ["Manager", "ManagerConfig"]
+
+INSTALL_BATCH = 25  # job classes added per step at start-up
+INSTALL_SLICE = 0.02  # seconds of installing before the loop gets a turn
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,18 @@ class Manager:
             self.request_shutdown,
         )
         self.dispatcher = Dispatcher(self.control, self.observers)
+        self.sources = Sources(
+            config.services_dirs,
+            config.mode,
+            config.import_services,
+            config.environ,
+            frozenset({SYSTEMD, MANAGER_BUS_NAME}),
+        )
         self.link = BusLink()
         self.activation: DbusDaemonActivation | None = None
         self.names: NameWatcher | None = None
+        self._reloading = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
         self.stopped: asyncio.Future[None] = self.loop.create_future()
         self.exit_status = 0
 
@@ -146,26 +158,27 @@ class Manager:
         self.fatal(f"internal error while handling event {event.name}")
 
     # ======================================================== configuration
-    def load(self) -> Catalog:
-        """Read the job files (keeping the previous definition of a broken one); every
-        problem is logged with its file and line."""
-        catalog = load_catalog(
-            self.config.services_dirs,
-            mode=self.config.mode,
-            import_services=self.config.import_services,
-            environ=self.config.environ,
-            reserved_bus_names=(SYSTEMD, MANAGER_BUS_NAME),
-            previous=self.registry.classes,
-        )
+    async def load(self) -> Catalog:
+        """Read the job files (keeping the previous definition of a broken one), a slice at a
+        time; every problem is logged with its file and line."""
+        catalog = await load_catalog_sliced(self.sources, self.registry.classes)
         for line in catalog.diagnostics:
             log.warning("%s", line)
         return catalog
 
-    def reload_configuration(self) -> None:
+    async def reload_configuration(self) -> None:
         """Re-read the job files; running jobs keep running (with their old class until they
-        stop). A broken file is reported and its job keeps its previous definition."""
-        self.registry.swap(self.load().classes)
-        self.loop.create_task(self._refresh_activation())
+        stop). A broken file is reported and its job keeps its previous definition. Reloads
+        run one at a time, in the order they were asked for."""
+        async with self._reloading:
+            self.registry.swap((await self.load()).classes)
+            await self._refresh_activation()
+
+    def request_reload(self) -> None:
+        """``reload_configuration`` from a signal handler (SIGHUP)."""
+        task = self.loop.create_task(self.reload_configuration())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _refresh_activation(self) -> None:
         """Write the activation files and follow the provided names (after every load)."""
@@ -179,18 +192,18 @@ class Manager:
                     await self.names.watch(cls.dbus_name)
 
     # ======================================================== the bus
-    async def connect(self, address: str, servicedir: Path | None, *, own_servicedir: bool) -> None:
-        """Connect to the bus at ``address``, own the manager's name, publish the jobs, and
-        start activation; raises :class:`busmgr.bus.link.LinkError` with one line.
-
-        ``servicedir`` receives the activation files; ``own_servicedir`` says it is the
-        private bus's own directory (it goes away with the bus)."""
+    async def connect(self, address: str) -> None:
+        """Connect to the bus at ``address`` and put the manager's objects on it; raises
+        :class:`busmgr.bus.link.LinkError` with one line. The manager's name is owned later,
+        by :meth:`begin`, once the jobs are loaded (owning it is the manager's readiness)."""
         link = self.link
         await link.connect(address)
         self.environment.bus_address = address
         names = self.names = NameWatcher(link, self.bus_names.owner_changed)
         self.bus_names.attach(names)
-        ops = Operations(self.control, CallerPolicy(self.config.mode, names), self._reload_call)
+        ops = Operations(
+            self.control, CallerPolicy(self.config.mode, names), self.reload_configuration
+        )
         face = BusFace(link, ops, self.supervisor.process_rows)
         face.publish(self.registry.classes.values(), self.registry.jobs())
         self.observers.subscribe(face)
@@ -198,26 +211,31 @@ class Manager:
         signals = SignalEventBridge(link, self.queue.emit, names)
         signals.update(self.registry.classes.values())
         self.observers.subscribe(_ClassFollower(self.registry, signals.update))
-        await link.own(MANAGER_BUS_NAME)
-        self.activation = DbusDaemonActivation(
-            link,
-            ActivationRequests(self.control),
-            self.environment,
-            address,
-            servicedir,
-            remove_on_close=not own_servicedir,
-        )
-        await self.activation.start()
-
-    def _reload_call(self) -> None:
-        self.reload_configuration()
 
     # ======================================================== life
-    async def begin(self) -> None:
-        """Load jobs, publish them, write activation files and emit ``startup``."""
-        for cls in self.load().classes.values():
-            self.registry.add_class(cls)
-        await self._refresh_activation()
+    async def begin(self, servicedir: Path | None, *, own_servicedir: bool) -> None:
+        """Load the jobs and publish them (a slice at a time), own the manager's name, start
+        activation (its files go to ``servicedir``; ``own_servicedir`` says it is the private
+        bus's own directory, which goes away with the bus), and emit ``startup``."""
+        classes = list((await self.load()).classes.values())
+        deadline = self.loop.time() + INSTALL_SLICE
+        for start in range(0, len(classes), INSTALL_BATCH):
+            self.registry.add_classes(classes[start : start + INSTALL_BATCH])
+            if self.loop.time() > deadline:
+                await asyncio.sleep(0)  # nobody can call yet; the loop still has other work
+                deadline = self.loop.time() + INSTALL_SLICE
+        if self.link.connected:
+            await self.link.own(MANAGER_BUS_NAME)
+            self.activation = DbusDaemonActivation(
+                self.link,
+                ActivationRequests(self.control),
+                self.environment,
+                self.link.address,
+                servicedir,
+                remove_on_close=not own_servicedir,
+            )
+            await self.activation.start()
+            await self._refresh_activation()
         self.queue.emit(Event.make("startup", {}))
 
     def request_shutdown(self, status: int = 0) -> None:

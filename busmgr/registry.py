@@ -23,7 +23,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from busmgr.events import ExprState
 from busmgr.job import Job, JobHost, State
@@ -90,7 +90,12 @@ class Registry:
     # ------------------------------------------------------------------ changing
     def add_class(self, cls: JobClass) -> None:
         """Add a new job class (and the one instance of a job without ``instance``)."""
-        self._add(cls)
+        self.add_classes([cls])
+
+    def add_classes(self, classes: Iterable[JobClass]) -> None:
+        """Add new job classes (names not known yet), with one notification for all."""
+        for cls in classes:
+            self._add(cls)
         self._classes_changed()
 
     def _add(self, cls: JobClass) -> None:

@@ -206,7 +206,7 @@ async def _main(plan: Plan) -> int:
     _setup_process(plan.pidfile)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, manager.request_shutdown, 0)
-    loop.add_signal_handler(signal.SIGHUP, manager.reload_configuration)
+    loop.add_signal_handler(signal.SIGHUP, manager.request_reload)
     manager.link.on_lost = lambda: manager.fatal("lost the connection to the bus")
     private_bus: PrivateBus | None = None
     bus_exit: asyncio.Future[process.ExitInfo] = loop.create_future()
@@ -222,12 +222,11 @@ async def _main(plan: Plan) -> int:
             plan = replace(plan, address=private_bus.address)
         if plan.address is None:  # a daemon plan always has one; a session plan has it now
             raise PlanError("no bus address")
-        await manager.connect(
-            plan.address,
+        await manager.connect(plan.address)
+        await manager.begin(
             private_bus.servicedir if private_bus else _helper_dir(plan.config.environ),
             own_servicedir=private_bus is not None,
         )
-        await manager.begin()
         if plan.print_address:
             print(plan.address, flush=True)
         if plan.address_file is not None:

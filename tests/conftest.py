@@ -6,12 +6,15 @@ A test module declares the job files it needs in a module-level ``JOBS = {name: 
 sends SIGTERM, requires exit status 0, and checks that no process the session started is left.
 
 Nothing here sleeps: every wait is for a bus signal, a reply or a process exit, with a timeout.
+Every async test runs with the loop watched (:func:`_loop_never_blocked`): a callback that
+holds the loop for more than :data:`BLOCKED_LIMIT` seconds fails the test.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -32,6 +35,46 @@ from busmgr import MANAGER_BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH
 HELPERS = Path(__file__).parent / "helpers"
 PYTHON = sys.executable
 TIMEOUT = 20.0
+BLOCKED_LIMIT = 0.1  # seconds one callback may hold the event loop
+
+
+class _SlowCallbacks(logging.Handler):
+    """Collects asyncio's debug-mode reports of callbacks that held the loop too long."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reports: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Executing ") and " took " in message:
+            self.reports.append(message)
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="module")
+async def _loop_never_blocked(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Fail the test if the event loop was blocked for more than ``BLOCKED_LIMIT`` seconds by
+    any one callback while it ran (asyncio's debug mode times every callback)."""
+    if not request.node.get_closest_marker("asyncio") and not asyncio.iscoroutinefunction(
+        getattr(request.node, "function", None)
+    ):
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    debug, limit = loop.get_debug(), loop.slow_callback_duration
+    handler = _SlowCallbacks()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(handler)
+    loop.set_debug(True)
+    loop.slow_callback_duration = BLOCKED_LIMIT
+    try:
+        yield
+    finally:
+        loop.set_debug(debug)
+        loop.slow_callback_duration = limit
+        logger.removeHandler(handler)
+    if handler.reports:
+        pytest.fail("the event loop was blocked: " + "; ".join(handler.reports), pytrace=False)
 
 
 class Signals:
@@ -210,6 +253,9 @@ async def start_session(
     run_env["TESTS_HELPERS"] = str(HELPERS)
     run_env["PYTHON"] = PYTHON
     run_env.setdefault("BUSMGR_LOG_LEVEL", "INFO")
+    # asyncio's debug mode in the manager: every callback that holds its loop for more than
+    # 0.1 s is logged, and stop_session fails the test for it.
+    run_env.setdefault("PYTHONASYNCIODEBUG", "1")
     argv = [
         PYTHON,
         "-m",
@@ -262,6 +308,12 @@ async def stop_session(session: Session, *, expect_status: int | None = 0) -> in
         with contextlib.suppress(psutil.NoSuchProcess):
             p.kill()
     assert not survivors, f"processes left behind: {survivors}"
+    blocked = [
+        line
+        for line in session.stderr.read_text(errors="replace").splitlines()
+        if "Executing " in line and " took " in line
+    ]
+    assert not blocked, "the manager's event loop was blocked: " + "; ".join(blocked)
     if expect_status is not None:
         assert status == expect_status, f"busmgr session exited with {status}"
     return status

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from busmgr.catalog import Catalog, load_catalog, unsafe_file
+from busmgr.catalog import Catalog, Sources, load_catalog, unsafe_file
 from busmgr.config.parser import read_text
 from busmgr.jobclass import JobClass
 from busmgr.options import Mode
@@ -23,7 +23,7 @@ def write(directory: Path, name: str, text: str, mode: int = 0o644) -> Path:
 def load(
     dirs: list[Path], mode: Mode = Mode.SESSION, previous: dict[str, JobClass] | None = None
 ) -> Catalog:
-    return load_catalog(dirs, mode=mode, import_services=False, environ={}, previous=previous)
+    return load_catalog(Sources(tuple(dirs), mode, False, {}), previous)
 
 
 def test_the_opened_file_is_judged_not_the_path(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ the annotations at class creation.)
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from typing import Annotated, Any
@@ -354,6 +355,9 @@ class InstanceInterface(ServiceInterface):
         return self.job.status_text
 
 
+#: Seconds of signal sending per loop turn (see :meth:`BusFace.flush`).
+FLUSH_SLICE = 0.02
+
 _SIGNALS = {
     "starting": "JobStarting",
     "started": "JobStarted",
@@ -394,13 +398,15 @@ class BusFace(JobObserver):
             self.add_class(cls)
 
     def add_class(self, cls: JobClass) -> None:
-        path = job_path(cls.name)
-        old = self._jobs.pop(cls.name, None)
-        if old is not None:
-            self.link.unexport(path, old)
+        """Export the job object of ``cls``; a redefined job keeps its object, which shows the
+        new definition from now on (no re-export: a reload costs no signal per job)."""
+        iface = self._jobs.get(cls.name)
+        if iface is not None:
+            iface.cls = cls
+            return
         iface = JobInterface(self._ops, cls)
         self._jobs[cls.name] = iface
-        self.link.export(path, iface)
+        self.link.export(job_path(cls.name), iface)
 
     def remove_class(self, name: str) -> None:
         iface = self._jobs.pop(name, None)
@@ -440,10 +446,17 @@ class BusFace(JobObserver):
             asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
-        """Send everything queued, in order. Runs once per loop turn that queued something."""
+        """Send everything queued, in order. Runs once per loop turn that queued something,
+        for at most :data:`FLUSH_SLICE` seconds: the rest goes out on the next turn, in order."""
         self._scheduled = False
         queue, self._queue = self._queue, []
-        for kind, item in queue:
+        deadline = time.monotonic() + FLUSH_SLICE
+        for index, (kind, item) in enumerate(queue):
+            if time.monotonic() > deadline:
+                self._queue = queue[index:] + self._queue
+                self._scheduled = True
+                asyncio.get_running_loop().call_soon(self.flush)
+                return
             if kind == "signal":
                 member, body = item
                 self._send_signal(member, body)

@@ -13,14 +13,15 @@ from busmgr.config.check import check_paths
 from busmgr.config.checks import BUILTIN_EVENTS, cross_check
 from busmgr.config.dbus_service import (
     import_service_dirs,
+    import_steps,
     parse_service_file,
     parse_service_path,
     xdg_service_dirs,
 )
 from busmgr.config.diagnostics import Diagnostic, Severity, has_errors
 from busmgr.config.expr import ExprError, parse_event_expr
-from busmgr.config.files import LoadResult
-from busmgr.config.loader import load_directories
+from busmgr.config.files import LoadResult, run_steps
+from busmgr.config.loader import load_directories, load_steps
 from busmgr.config.parser import ParseResult, job_name_for, parse_job, parse_job_file
 from busmgr.config.stanzas import STANZAS, bus_name_problem
 
@@ -37,12 +38,15 @@ __all__ = [
     "cross_check",
     "has_errors",
     "import_service_dirs",
+    "import_steps",
     "job_name_for",
     "load_directories",
+    "load_steps",
     "parse_event_expr",
     "parse_job",
     "parse_job_file",
     "parse_service_file",
     "parse_service_path",
+    "run_steps",
     "xdg_service_dirs",
 ]

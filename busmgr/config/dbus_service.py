@@ -24,11 +24,11 @@ search order; later files for that name only add a warning.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from pathlib import Path
 
 from busmgr.config.diagnostics import Diagnostic, Severity, has_errors
-from busmgr.config.files import LoadResult, add_job, config_files
+from busmgr.config.files import LoadResult, add_job, config_files, run_steps
 from busmgr.config.parser import ParseResult, Trust, read_text
 from busmgr.config.stanzas import bus_name_problem
 from busmgr.jobclass import (
@@ -124,10 +124,10 @@ def parse_service_path(path: str | os.PathLike[str], trust: Trust | None = None)
     return parse_service_file(text, os.fspath(path))
 
 
-def import_service_dirs(
+def import_steps(
     dirs: Iterable[str | os.PathLike[str]], trust: Trust | None = None
-) -> LoadResult:
-    """Every ``*.service`` file of ``dirs`` as jobs; the first directory wins for a name."""
+) -> Generator[None, None, LoadResult]:
+    """:func:`import_service_dirs` one file at a time (see ``load_steps``)."""
     jobs: dict[str, JobClass] = {}
     diagnostics: list[Diagnostic] = []
     for directory in dirs:
@@ -138,7 +138,15 @@ def import_service_dirs(
             diagnostics.extend(result.diagnostics)
             if result.job is not None:
                 diagnostics.extend(add_job(jobs, result.job))
+            yield
     return LoadResult(jobs, tuple(diagnostics))
+
+
+def import_service_dirs(
+    dirs: Iterable[str | os.PathLike[str]], trust: Trust | None = None
+) -> LoadResult:
+    """Every ``*.service`` file of ``dirs`` as jobs; the first directory wins for a name."""
+    return run_steps(import_steps(dirs, trust))
 
 
 def xdg_service_dirs(environ: Mapping[str, str]) -> list[Path]:

@@ -11,13 +11,15 @@ Invariants: reading directory entries is the only I/O.
 from __future__ import annotations
 
 import os
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from busmgr.config.diagnostics import Diagnostic, Severity
 from busmgr.jobclass import JobClass
 
-__all__ = ["LoadResult", "add_job", "config_files"]
+__all__ = ["LoadResult", "add_job", "config_files", "run_steps"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +75,15 @@ def add_job(jobs: dict[str, JobClass], job: JobClass) -> list[Diagnostic]:
         return []
     message = f'job "{job.name}" is already defined by {first.source}; this file is ignored'
     return [Diagnostic(job.source, 0, message, Severity.WARNING)]
+
+
+T = TypeVar("T")
+
+
+def run_steps(steps: Generator[None, None, T]) -> T:
+    """Run a stepwise load (it yields after each file) to its end, at once."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value

@@ -17,12 +17,12 @@ The diagnostics of one file stay together and in line order.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from busmgr.config.diagnostics import Diagnostic, Severity
-from busmgr.config.files import LoadResult, config_files
+from busmgr.config.files import LoadResult, config_files, run_steps
 from busmgr.config.parser import JOB_SUFFIX, ParseResult, Trust, job_name_for, parse_job_file
 from busmgr.jobclass import JobClass
 
@@ -53,6 +53,21 @@ class Collector:
         return LoadResult(self.jobs, tuple(self.diagnostics), frozenset(self.failed))
 
 
+def load_steps(
+    dirs: Iterable[str | os.PathLike[str]], trust: Trust | None = None
+) -> Generator[None, None, LoadResult]:
+    """:func:`load_directories` one file at a time: yields after each file and returns the
+    result, so a caller on an event loop can let other work run between files."""
+    collector = Collector()
+    for directory in dirs:
+        files, problems = config_files(directory, JOB_SUFFIX)
+        collector.diagnostics.extend(problems)
+        for path in files:
+            collector.add(path, parse_job_file(path, trust))
+            yield
+    return collector.result()
+
+
 def load_directories(
     dirs: Iterable[str | os.PathLike[str]], trust: Trust | None = None
 ) -> LoadResult:
@@ -60,10 +75,4 @@ def load_directories(
 
     With ``trust``, each opened file is judged before its text is parsed (a refused file
     fails like a file with errors: it claims its name and is listed in ``failed``)."""
-    collector = Collector()
-    for directory in dirs:
-        files, problems = config_files(directory, JOB_SUFFIX)
-        collector.diagnostics.extend(problems)
-        for path in files:
-            collector.add(path, parse_job_file(path, trust))
-    return collector.result()
+    return run_steps(load_steps(dirs, trust))
