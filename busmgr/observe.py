@@ -52,10 +52,6 @@ class Observers(JobObserver):
     def subscribe(self, observer: JobObserver) -> None:
         self._all.append(observer)
 
-    def unsubscribe(self, observer: JobObserver) -> None:
-        if observer in self._all:
-            self._all.remove(observer)
-
     def classes_changed(self, added: Iterable[JobClass], removed: Iterable[str]) -> None:
         added, removed = list(added), list(removed)
         for o in self._all:

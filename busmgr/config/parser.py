@@ -37,10 +37,6 @@ class ParseResult:
     def errors(self) -> tuple[Diagnostic, ...]:
         return tuple(d for d in self.diagnostics if d.is_error)
 
-    @property
-    def warnings(self) -> tuple[Diagnostic, ...]:
-        return tuple(d for d in self.diagnostics if not d.is_error)
-
 
 def job_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a job (empty, a ``/``, a NUL, a leading dot), or None."""

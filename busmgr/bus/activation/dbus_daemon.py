@@ -155,7 +155,6 @@ class DbusDaemonActivation:
         self.servicedir = servicedir
         self.remove_on_close = remove_on_close
         self.mode = "none"
-        self.reloads = 0  # ReloadConfig calls made, for tests and the benchmark
         self._units: dict[str, str] = {}  # unit -> bus name
         self._written: set[str] = set()  # file names in servicedir
 
@@ -194,7 +193,6 @@ class DbusDaemonActivation:
             await self._reload_config()
 
     async def _reload_config(self) -> None:
-        self.reloads += 1
         reply = await self._link.call_daemon("ReloadConfig")
         if reply.message_type is MessageType.ERROR:
             log.warning("ReloadConfig failed: %s %s", reply.error_name, reply.body)
