@@ -198,8 +198,19 @@ def _helper_dir(environ: Mapping[str, str]) -> Path | None:
 
 
 # ============================================================================ the run
+def _watch_loop(loop: asyncio.AbstractEventLoop, environ: Mapping[str, str]) -> None:
+    """``BUSMGR_LOOP_DEBUG=SECONDS`` (a debug option, off by default): asyncio's debug mode,
+    logging every callback that holds the loop longer than SECONDS (the tests use 0.1)."""
+    limit = environ.get("BUSMGR_LOOP_DEBUG", "")
+    with contextlib.suppress(ValueError):
+        if limit and float(limit) > 0:
+            loop.set_debug(True)
+            loop.slow_callback_duration = float(limit)
+
+
 async def _main(plan: Plan) -> int:
     loop = asyncio.get_running_loop()
+    _watch_loop(loop, plan.config.environ)
     manager = Manager(plan.config)
     loop.set_exception_handler(_BugReporter(manager))
     manager.supervisor.start(plan.config.environ)
