@@ -59,6 +59,18 @@ class Origin(enum.Enum):
     DBUS_SERVICE = "dbus-service"
 
 
+_DECIMAL = re.compile(r"[0-9]{1,20}\Z")
+
+
+def decimal(text: str) -> int | None:
+    """``text`` as a non-negative decimal integer of at most 20 ASCII digits, else None.
+
+    The one way busmgr reads a number it did not write: ``str.isdigit`` also accepts ``²`` or
+    ``①`` (which ``int`` refuses), and ``int`` refuses more than 4,300 digits.
+    """
+    return int(text) if _DECIMAL.match(text) else None
+
+
 def signal_name(signum: int) -> str:
     """The name of a signal without its ``SIG`` prefix (``SEGV``), as events and the bus show it."""
     try:
@@ -70,8 +82,8 @@ def signal_name(signum: int) -> str:
 def parse_signal(text: str) -> int | None:
     """A signal given as ``TERM``, ``SIGTERM``, ``term`` or a number; None when it is not one."""
     word = text.strip().upper()
-    if word.isdigit():
-        num = int(word)
+    num = decimal(word)
+    if num is not None:
         return num if num in {int(s) for s in signal.Signals} else None
     if not word.startswith("SIG"):
         word = "SIG" + word

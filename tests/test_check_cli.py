@@ -82,3 +82,23 @@ def test_error_and_warning_together_exit_one(services: Path) -> None:
     assert done.returncode == 1
     assert "blocking cycle: a waits for b waits for a" in done.stderr
     assert 'warning: event "never-emitted" in "stop on"' in done.stderr
+
+
+def test_hostile_files_are_file_line_errors_and_the_good_file_loads(services: Path) -> None:
+    # Found by fuzzing: these files made `busmgr check` print a traceback (RecursionError,
+    # ValueError) or run for minutes. Now each is one FILE:LINE error.
+    write(services, "good", "exec sleep 1000\n")
+    (services / "nested.conf").write_text("start on " + "(" * 500 + "a" + ")" * 500 + "\n")
+    (services / "ands.conf").write_text("start on " + " and ".join(["e"] * 1000) + "\n")
+    (services / "digits.conf").write_text("respawn\nrespawn limit ² 5\nnice " + "9" * 5000 + "\n")
+    (services / "huge.conf").write_text("env A=b\n" * 200000)
+    result = check(services)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert f"{services}/nested.conf:1: " in result.stderr
+    assert f"{services}/ands.conf:1: " in result.stderr
+    assert f"{services}/digits.conf:2: " in result.stderr
+    assert f"{services}/digits.conf:3: " in result.stderr
+    assert f"{services}/huge.conf: larger than 1024 KiB: not read" in lines
+    assert not any("good.conf" in line for line in lines)

@@ -18,7 +18,9 @@ requires. Patterns are kept verbatim, ``$VAR`` references included: they are exp
 the job's environment when the expression is matched, not here.
 
 Invariant: the result only holds :class:`EventMatch` leaves with a non-empty event name and
-:class:`EventOp` nodes whose ``op`` is ``"and"`` or ``"or"``.
+:class:`EventOp` nodes whose ``op`` is ``"and"`` or ``"or"``, at most :data:`MAX_EVENTS` leaves
+and :data:`MAX_DEPTH` levels of parentheses, so nothing that walks the tree (matching, printing,
+the registry's index) can recurse without bound. Larger expressions are errors.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from busmgr.config.lexer import LexError, Word, split_words
 from busmgr.jobclass import EventArg, EventExpr, EventMatch, EventOp, is_variable_name
 
 OPERATORS = ("and", "or")
+#: Events one expression may name, and parentheses it may nest.
+MAX_EVENTS = 128
+MAX_DEPTH = 16
 
 
 class ExprError(Exception):
@@ -63,6 +68,8 @@ class _Parser:
     def __init__(self, words: tuple[Word, ...]) -> None:
         self.words = words
         self.pos = 0
+        self.depth = 0
+        self.events = 0
 
     def peek(self) -> Word | None:
         return self.words[self.pos] if self.pos < len(self.words) else None
@@ -81,8 +88,12 @@ class _Parser:
         if word is None:
             raise ExprError("expected an event")
         if _is_paren(word, "("):
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise ExprError(f"parentheses nested more than {MAX_DEPTH} deep")
             self.pos += 1
             inner = self.expr()
+            self.depth -= 1
             close = self.peek()
             if close is None:
                 raise ExprError('unclosed "("')
@@ -97,6 +108,9 @@ class _Parser:
         return self.match()
 
     def match(self) -> EventMatch:
+        self.events += 1
+        if self.events > MAX_EVENTS:
+            raise ExprError(f"more than {MAX_EVENTS} events in one expression")
         name = self.words[self.pos].text
         if not name or "=" in name:
             raise ExprError(f'expected an event name, not "{name}"')

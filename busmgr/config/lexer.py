@@ -35,13 +35,19 @@ from __future__ import annotations
 
 import re
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from busmgr.config.diagnostics import Diagnostic
 
 WHITESPACE = " \t\r\n"
+#: The longest physical line, and the longest stanza its continuations may make.
+MAX_LINE = 65536
 HOOK_KEYWORDS = ("pre-start", "post-start", "pre-stop", "post-stop")
 
+# Characters that make a physical line need the careful scan: quotes, escapes, comments and
+# parentheses (an expression continued on the next lines).
+_SPECIAL_CHARS = frozenset("\"'\\#()")
 _ON_STANZA = re.compile(r"[ \t]*(start|stop)[ \t]+on(?:[ \t(]|\Z)")
 _END_SCRIPT = re.compile(r"[ \t]*end[ \t]+script[ \t]*(?:#.*)?\Z")
 
@@ -52,6 +58,7 @@ class LexError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.scanned = 0  # characters read before giving up (see iter_lex)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +115,10 @@ class LexResult:
     diagnostics: tuple[Diagnostic, ...]
 
 
+_PLAIN_WORD = re.compile(r"[^ \t\r\n]+")
+_QUOTING = frozenset("\"'\\")
+
+
 def split_words(text: str, specials: str = "") -> tuple[Word, ...]:
     """Split ``text`` into dequoted words, Upstart style.
 
@@ -115,6 +126,11 @@ def split_words(text: str, specials: str = "") -> tuple[Word, ...]:
     event expressions) is a word of its own when unquoted. Raises :class:`LexError` for an
     unterminated quote or a backslash at the very end.
     """
+    if not (_QUOTING.intersection(text) or (specials and set(specials).intersection(text))):
+        # The common case, no quoting at all: words are the runs of non-blanks.
+        return tuple(
+            Word(m.group(), m.group(), m.start(), m.end()) for m in _PLAIN_WORD.finditer(text)
+        )
     words: list[Word] = []
     i, n = 0, len(text)
     while i < n:
@@ -157,6 +173,8 @@ def split_words(text: str, specials: str = "") -> tuple[Word, ...]:
 class _Unfinished(Exception):
     """A logical line that the end of the file cut short."""
 
+    scanned = 0  # characters read before giving up
+
 
 def _join(lines: list[str], first: int) -> tuple[str, int]:
     """Join the physical lines from ``first`` into one logical line's text.
@@ -164,7 +182,11 @@ def _join(lines: list[str], first: int) -> tuple[str, int]:
     Returns the text (comments removed) and the index of the next physical line. Raises
     :class:`_Unfinished` if a quote, parenthesis or continuation is still open at the end.
     """
-    buf: list[str] = []
+    plain = lines[first]
+    if not _SPECIAL_CHARS.intersection(plain):
+        return plain, first + 1  # nothing that could continue the line or start a comment
+    done: list[str] = []  # the text of the physical lines before this one, joined by " "
+    size = 0  # len("".join(done))
     quote = ""
     depth = 0
     word_start = True  # the next character would begin a word (for "#" comments)
@@ -174,6 +196,7 @@ def _join(lines: list[str], first: int) -> tuple[str, int]:
         if j > first:
             line = line.lstrip(" \t")
         j += 1
+        buf: list[str] = []
         k, escaped_newline = 0, False
         while k < len(line):
             c = line[k]
@@ -199,19 +222,39 @@ def _join(lines: list[str], first: int) -> tuple[str, int]:
             buf.append(c)
             word_start = not quote and c in " \t"
             k += 1
-        text = "".join(buf)
-        on_stanza = _ON_STANZA.match(text)
+        current = "".join(buf)
+        if size + len(current) > MAX_LINE:
+            too_long = LexError(f"stanza longer than {MAX_LINE:,} characters")
+            too_long.scanned = size + len(current)
+            raise too_long
+        on_stanza = _ON_STANZA.match(("".join(done[:4]) + current)[:64])  # the keyword
         in_expr = depth > 0 and on_stanza is not None
         if not (escaped_newline or quote or in_expr):
-            return text, j
+            return "".join(done) + current, j
         if j >= len(lines):
             if quote:
-                raise _Unfinished(f"unterminated {quote} quote")
-            if escaped_newline:
-                raise _Unfinished('a trailing "\\" continues the line past the end of the file')
-            which = on_stanza.group(1) if on_stanza else "start"
-            raise _Unfinished(f'unclosed "(" in the "{which} on" expression')
-        buf = [text.rstrip(" \t\r"), " "]
+                unfinished = _Unfinished(f"unterminated {quote} quote")
+            elif escaped_newline:
+                unfinished = _Unfinished(
+                    'a trailing "\\" continues the line past the end of the file'
+                )
+            else:
+                which = on_stanza.group(1) if on_stanza else "start"
+                unfinished = _Unfinished(f'unclosed "(" in the "{which} on" expression')
+            unfinished.scanned = size + len(current)
+            raise unfinished
+        # Continued: this line's trailing blanks and the newline become one space (a line that
+        # adds nothing but blanks adds nothing).
+        kept = current.rstrip(" \t\r")
+        if kept:
+            if done and not done[-1].endswith(" "):
+                done.append(" ")
+            done.append(kept)
+            done.append(" ")
+            size += len(kept) + 1
+        elif not done:
+            done.append(" ")
+            size += 1
         word_start = not quote
 
 
@@ -228,33 +271,60 @@ def _dedent(body_lines: list[str]) -> str:
     return textwrap.dedent("\n".join(body_lines) + "\n")
 
 
-def lex(text: str, path: str = "<string>") -> LexResult:
-    """Split ``text`` into logical lines; ``path`` only labels the diagnostics."""
+def iter_lex(text: str, path: str = "<string>") -> Iterator[LogicalLine | Diagnostic]:
+    """The logical lines of ``text`` and the problems met, in line order, one at a time.
+
+    A physical line longer than :data:`MAX_LINE` characters is an error at that line (and is
+    skipped), as is a logical line that continuations make longer than that: the lexer's work
+    is linear in the size of the text and bounded per line.
+    """
     physical = text.replace("\r\n", "\n").split("\n")
-    out: list[LogicalLine] = []
-    diagnostics: list[Diagnostic] = []
+    # Characters the lexer may scan again after an unfinished stanza (it resumes on the next
+    # line, re-reading what the failed stanza had read): bounded, so that a file made of
+    # nothing but unfinished stanzas still costs time linear in its size.
+    rescan_budget = 2 * len(text) + MAX_LINE
     i = 0
     while i < len(physical):
+        if len(physical[i]) > MAX_LINE:
+            yield Diagnostic(path, i + 1, f"line longer than {MAX_LINE:,} characters")
+            i += 1
+            continue
         try:
             joined, after = _join(physical, i)
             words = split_words(joined)
         except (_Unfinished, LexError) as exc:
-            diagnostics.append(Diagnostic(path, i + 1, str(exc)))
+            yield Diagnostic(path, i + 1, str(exc))
+            rescan_budget -= exc.scanned
+            if rescan_budget < 0:
+                message = "too many unfinished stanzas: the rest of the file is not read"
+                yield Diagnostic(path, i + 2, message)
+                return
             i += 1  # drop this stanza's first line only and carry on with the next
             continue
         if not words:
             i = after
             continue
         if not _opens_block(words):
-            out.append(LogicalLine(i + 1, joined, words, after))
+            yield LogicalLine(i + 1, joined, words, after)
             i = after
             continue
         end = next((k for k in range(after, len(physical)) if _END_SCRIPT.match(physical[k])), None)
         if end is None:
             message = f'unterminated script block begun on line {i + 1}: no "end script"'
-            diagnostics.append(Diagnostic(path, i + 1, message))
-            break
+            yield Diagnostic(path, i + 1, message)
+            return
         body = _dedent(physical[after:end])
-        out.append(LogicalLine(i + 1, joined, words, end + 1, body))
+        yield LogicalLine(i + 1, joined, words, end + 1, body)
         i = end + 1
+
+
+def lex(text: str, path: str = "<string>") -> LexResult:
+    """Split ``text`` into logical lines; ``path`` only labels the diagnostics."""
+    out: list[LogicalLine] = []
+    diagnostics: list[Diagnostic] = []
+    for item in iter_lex(text, path):
+        if isinstance(item, Diagnostic):
+            diagnostics.append(item)
+        else:
+            out.append(item)
     return LexResult(tuple(out), tuple(diagnostics))

@@ -23,7 +23,13 @@ from pathlib import Path
 
 from busmgr.config.diagnostics import Diagnostic, Severity
 from busmgr.config.files import LoadResult, config_files, run_steps
-from busmgr.config.parser import JOB_SUFFIX, ParseResult, Trust, job_name_for, parse_job_file
+from busmgr.config.parser import (
+    JOB_SUFFIX,
+    ParseResult,
+    Trust,
+    job_name_for,
+    parse_job_file_steps,
+)
 from busmgr.jobclass import JobClass
 
 
@@ -63,7 +69,7 @@ def load_steps(
         files, problems = config_files(directory, JOB_SUFFIX)
         collector.diagnostics.extend(problems)
         for path in files:
-            collector.add(path, parse_job_file(path, trust))
+            collector.add(path, (yield from parse_job_file_steps(path, trust)))
             yield
     return collector.result()
 

@@ -14,16 +14,23 @@ Diagnostics come out in line order.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
 from busmgr.config.diagnostics import Diagnostic, has_errors, sort_key
-from busmgr.config.lexer import lex
+from busmgr.config.files import run_steps
+from busmgr.config.lexer import iter_lex
 from busmgr.config.stanzas import Draft, StanzaError, apply_stanza
 from busmgr.jobclass import JobClass, Origin
 
 JOB_SUFFIX = ".conf"
+#: The largest configuration file busmgr reads (real job files are a few KiB).
+MAX_FILE_SIZE = 1 << 20
+#: The longest diagnostic message (quoted values are cut short).
+MAX_MESSAGE = 240
+#: Stanzas parsed between two yields of :func:`parse_job_steps`.
+STEP_LINES = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,24 +61,42 @@ def job_name_for(path: str | os.PathLike[str]) -> str:
     return Path(path).name.removesuffix(JOB_SUFFIX)
 
 
-def parse_job(text: str, *, name: str, path: str) -> ParseResult:
-    """Parse the text of a job file named ``name``; ``path`` labels diagnostics and ``source``.
+def _shorten(message: str) -> str:
+    """A message that quotes a huge value (a 5,000-digit number) stays one readable line."""
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
 
-    Never raises for bad input: every problem is a diagnostic.
-    """
+
+def parse_job_steps(text: str, *, name: str, path: str) -> Generator[None, None, ParseResult]:
+    """:func:`parse_job`, yielding every :data:`STEP_LINES` stanzas so that a caller on an
+    event loop can let other work run in between (a large file never blocks it for long)."""
     problem = job_name_problem(name)
     if problem is not None:
         return ParseResult(None, (Diagnostic(path, 0, problem),))
-    lexed = lex(text, path)
+    if len(text) > MAX_FILE_SIZE:
+        message = f"larger than {MAX_FILE_SIZE // 1024} KiB: not a job file"
+        return ParseResult(None, (Diagnostic(path, 0, message),))
     draft = Draft(path, JobClass(name=name, source=path, origin=Origin.FILE))
-    draft.diagnostics.extend(lexed.diagnostics)
-    for line in lexed.lines:
-        try:
-            apply_stanza(draft, line)
-        except StanzaError as exc:
-            draft.diagnostics.append(Diagnostic(path, line.line, exc.message))
+    for count, item in enumerate(iter_lex(text, path), start=1):
+        if isinstance(item, Diagnostic):
+            draft.diagnostics.append(item)
+        else:
+            try:
+                apply_stanza(draft, item)
+            except StanzaError as exc:
+                draft.diagnostics.append(Diagnostic(path, item.line, _shorten(exc.message)))
+        if count % STEP_LINES == 0:
+            yield
     diagnostics = tuple(sorted(draft.diagnostics, key=sort_key))
-    return ParseResult(None if has_errors(diagnostics) else draft.job, diagnostics)
+    return ParseResult(None if has_errors(diagnostics) else draft.build(), diagnostics)
+
+
+def parse_job(text: str, *, name: str, path: str) -> ParseResult:
+    """Parse the text of a job file named ``name``; ``path`` labels diagnostics and ``source``.
+
+    Never raises for bad input: every problem is a diagnostic. Linear in the size of the text,
+    which may be at most :data:`MAX_FILE_SIZE` characters.
+    """
+    return run_steps(parse_job_steps(text, name=name, path=path))
 
 
 #: A judge of a file before its text is used: given its path and the ``fstat`` of the opened
@@ -93,9 +118,11 @@ def read_text(
                 problem = trust(label, os.fstat(fh.fileno()))
                 if problem is not None:
                     return None, Diagnostic(label, 0, problem)
-            data = fh.read()
+            data = fh.read(MAX_FILE_SIZE + 1)
     except OSError as exc:
         return None, Diagnostic(label, 0, f"cannot read: {exc.strerror or exc}")
+    if len(data) > MAX_FILE_SIZE:
+        return None, Diagnostic(label, 0, f"larger than {MAX_FILE_SIZE // 1024} KiB: not read")
     try:
         return data.decode("utf-8"), None
     except UnicodeDecodeError as exc:
@@ -103,9 +130,16 @@ def read_text(
         return None, Diagnostic(label, line, "not valid UTF-8 text")
 
 
-def parse_job_file(path: str | os.PathLike[str], trust: Trust | None = None) -> ParseResult:
-    """Read and parse one job file; the job is named after the file (``foo.conf`` -> ``foo``)."""
+def parse_job_file_steps(
+    path: str | os.PathLike[str], trust: Trust | None = None
+) -> Generator[None, None, ParseResult]:
+    """:func:`parse_job_file`, a slice at a time (see :func:`parse_job_steps`)."""
     text, problem = read_text(path, trust)
     if text is None:
         return ParseResult(None, (problem,) if problem else ())
-    return parse_job(text, name=job_name_for(path), path=os.fspath(path))
+    return (yield from parse_job_steps(text, name=job_name_for(path), path=os.fspath(path)))
+
+
+def parse_job_file(path: str | os.PathLike[str], trust: Trust | None = None) -> ParseResult:
+    """Read and parse one job file; the job is named after the file (``foo.conf`` -> ``foo``)."""
+    return run_steps(parse_job_file_steps(path, trust))

@@ -44,6 +44,7 @@ from busmgr.jobclass import (
     ProcessKind,
     ProcessSpec,
     activation_match,
+    decimal,
     is_variable_name,
     parse_signal,
 )
@@ -61,23 +62,61 @@ class StanzaError(Exception):
 class Draft:
     """The job being parsed from one file, and what was said about it so far.
 
-    Mutable on purpose (the one mutable object of parsing): handlers replace ``job`` with an
-    updated copy; ``seen`` remembers where each single-valued stanza was first given.
+    Mutable on purpose (the one mutable object of parsing). Handlers record single values with
+    :meth:`set` (and :meth:`set_context`, :meth:`set_respawn`) and append to the accumulating
+    fields (``processes``, ``env``, ``export``, ``emits``, ``normal_codes``,
+    ``normal_signals``, ``limits``, ``caps``); :meth:`build` makes the frozen
+    :class:`JobClass` once, at the end. Every stanza costs constant time (no copy of what
+    came before), so parsing is linear in the size of the file. ``seen`` remembers where each
+    single-valued stanza was first given.
     """
 
     path: str
-    job: JobClass
+    base: JobClass
     diagnostics: list[Diagnostic] = field(default_factory=list)
     seen: dict[str, int] = field(default_factory=dict)
+    fields: dict[str, object] = field(default_factory=dict)
+    context: dict[str, object] = field(default_factory=dict)
+    respawn: dict[str, object] = field(default_factory=dict)
+    processes: dict[ProcessKind, ProcessSpec] = field(default_factory=dict)
+    env: list[EnvEntry] = field(default_factory=list)
+    export: dict[str, None] = field(default_factory=dict)
+    emits: dict[str, None] = field(default_factory=dict)
+    normal_codes: set[int] = field(default_factory=set)
+    normal_signals: set[int] = field(default_factory=set)
+    limits: dict[int, Limit] = field(default_factory=dict)
+    caps: dict[str, None] | None = None
 
     def set(self, **changes: object) -> None:
-        self.job = replace(self.job, **changes)
+        self.fields.update(changes)
 
     def set_context(self, **changes: object) -> None:
-        self.set(context=replace(self.job.context, **changes))
+        self.context.update(changes)
 
     def set_respawn(self, **changes: object) -> None:
-        self.set(respawn=replace(self.job.respawn, **changes))
+        self.respawn.update(changes)
+
+    def build(self) -> JobClass:
+        """The frozen job: the base with everything recorded."""
+        base = self.base
+        context = replace(
+            base.context,
+            **self.context,
+            limits=(*base.context.limits, *self.limits.values()),
+            caps_keep=tuple(self.caps) if self.caps is not None else base.context.caps_keep,
+        )
+        return replace(
+            base,
+            **self.fields,
+            processes={**base.processes, **self.processes},
+            env=(*base.env, *self.env),
+            export=(*base.export, *self.export),
+            emits=(*base.emits, *self.emits),
+            normal_exit_codes=base.normal_exit_codes | self.normal_codes,
+            normal_exit_signals=base.normal_exit_signals | self.normal_signals,
+            context=context,
+            respawn=replace(base.respawn, **self.respawn),
+        )
 
     def warn(self, line: int, message: str) -> None:
         self.diagnostics.append(Diagnostic(self.path, line, message, Severity.WARNING))
@@ -138,8 +177,10 @@ def _sub(line: LogicalLine, choices: Iterable[str], usage: str) -> str:
     return word
 
 
-_INT = re.compile(r"[+-]?[0-9]+\Z")
-_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?\Z")
+# ASCII digits only (str.isdigit() also accepts "²" and "①", which int() refuses), and few
+# enough of them that int() never refuses the length (Python's 4,300-digit limit).
+_INT = re.compile(r"[+-]?[0-9]{1,20}\Z")
+_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?\Z")
 
 
 def _int(text: str, what: str, low: int, high: int) -> int:
@@ -193,7 +234,7 @@ def bus_name_problem(name: str) -> str | None:
     for element in elements:
         if not element:
             return 'a bus name cannot have empty elements (".." or a "." at either end)'
-        if element[0].isdigit():
+        if "0" <= element[0] <= "9":
             return f'element "{element}" starts with a digit'
         if not _BUS_ELEMENT.match(element):
             return f'element "{element}" has characters other than [A-Za-z0-9_-]'
@@ -207,7 +248,7 @@ _HOOKS: Mapping[str, ProcessKind] = {keyword: ProcessKind(keyword) for keyword i
 
 
 def _define(draft: Draft, kind: ProcessKind, spec: ProcessSpec, what: str) -> None:
-    old = draft.job.processes.get(kind)
+    old = draft.processes.get(kind)
     if old is not None:
         old_what = "script" if old.script else "exec"
         if kind is ProcessKind.MAIN:
@@ -216,7 +257,7 @@ def _define(draft: Draft, kind: ProcessKind, spec: ProcessSpec, what: str) -> No
                 "already defines it (a job has one exec or script)"
             )
         raise StanzaError(f'duplicate "{kind.value}" process: already defined on line {old.line}')
-    draft.set(processes={**draft.job.processes, kind: spec})
+    draft.processes[kind] = spec
 
 
 def _exec_spec(line: LogicalLine, skip: int) -> ProcessSpec:
@@ -282,8 +323,7 @@ def stanza_emits(draft: Draft, line: LogicalLine) -> None:
     events = _args(line, 1, "emits EVENT...", minimum=1)
     if any(not e for e in events):
         raise StanzaError('"emits" with an empty event name')
-    new = [e for e in events if e not in draft.job.emits]
-    draft.set(emits=(*draft.job.emits, *dict.fromkeys(new)))
+    draft.emits.update(dict.fromkeys(events))
 
 
 def stanza_dbus(draft: Draft, line: LogicalLine) -> None:
@@ -369,7 +409,7 @@ def stanza_normal(draft: Draft, line: LogicalLine) -> None:
     codes: set[int] = set()
     signals: set[int] = set()
     for value in _args(line, 2, usage, minimum=1):
-        if value.isdigit():
+        if decimal(value) is not None:
             codes.add(_int(value, "exit status", 0, 255))
             continue
         signum = parse_signal(value)
@@ -378,10 +418,8 @@ def stanza_normal(draft: Draft, line: LogicalLine) -> None:
                 f'bad "normal exit" value "{value}": not an exit status (0-255) or a signal name'
             )
         signals.add(signum)
-    draft.set(
-        normal_exit_codes=draft.job.normal_exit_codes | codes,
-        normal_exit_signals=draft.job.normal_exit_signals | signals,
-    )
+    draft.normal_codes |= codes
+    draft.normal_signals |= signals
 
 
 def stanza_kill(draft: Draft, line: LogicalLine) -> None:
@@ -414,7 +452,7 @@ def stanza_env(draft: Draft, line: LogicalLine) -> None:
     key, eq, value = arg.partition("=")
     if not is_variable_name(key):
         raise StanzaError(f'bad variable name "{key}" in "env"')
-    draft.set(env=(*draft.job.env, EnvEntry(key, value if eq else None)))
+    draft.env.append(EnvEntry(key, value if eq else None))
 
 
 def stanza_export(draft: Draft, line: LogicalLine) -> None:
@@ -422,8 +460,7 @@ def stanza_export(draft: Draft, line: LogicalLine) -> None:
     for name in names:
         if not is_variable_name(name):
             raise StanzaError(f'bad variable name "{name}" in "export"')
-    new = [n for n in dict.fromkeys(names) if n not in draft.job.export]
-    draft.set(export=(*draft.job.export, *new))
+    draft.export.update(dict.fromkeys(names))
 
 
 def stanza_setuid(draft: Draft, line: LogicalLine) -> None:
@@ -431,7 +468,8 @@ def stanza_setuid(draft: Draft, line: LogicalLine) -> None:
     try:
         pwd.getpwnam(user)
     except KeyError:
-        if not (user.isdigit() and _uid_exists(int(user))):
+        uid = decimal(user)
+        if not (uid is not None and _uid_exists(uid)):
             raise StanzaError(f'setuid: no such user "{user}"') from None
     draft.once("setuid", line.line)
     draft.set_context(setuid=user)
@@ -458,7 +496,8 @@ def stanza_setgid(draft: Draft, line: LogicalLine) -> None:
     try:
         grp.getgrnam(group)
     except KeyError:
-        if not (group.isdigit() and _gid_exists(int(group))):
+        gid = decimal(group)
+        if not (gid is not None and _gid_exists(gid)):
             raise StanzaError(f'setgid: no such group "{group}"') from None
     draft.once("setgid", line.line)
     draft.set_context(setgid=group)
@@ -501,7 +540,7 @@ _IONICE_DEFAULT_LEVEL = 4  # the kernel's level for a nice value of 0
 def stanza_ionice(draft: Draft, line: LogicalLine) -> None:
     (value,) = _args(line, 1, "ionice CLASS[:LEVEL]", count=1)
     name, colon, level_text = value.partition(":")
-    if name.isdigit():
+    if decimal(name) is not None:
         klass = _int(name, "ionice class", 0, 3)
     elif name in IONICE_CLASSES:
         klass = IONICE_CLASSES[name]
@@ -531,9 +570,10 @@ _RLIM_MAX = 2**63 - 1
 def _limit_value(text: str, what: str) -> int | None:
     if text == "unlimited":
         return None
-    if not text.isdigit() or int(text) > _RLIM_MAX:
+    value = decimal(text)
+    if value is None or value > _RLIM_MAX:
         raise StanzaError(f'bad {what} "{text}": expected a number or "unlimited"')
-    return int(text)
+    return value
 
 
 def stanza_limit(draft: Draft, line: LogicalLine) -> None:
@@ -548,8 +588,8 @@ def stanza_limit(draft: Draft, line: LogicalLine) -> None:
         raise StanzaError(f"soft limit {soft_text} for {name} exceeds hard limit {hard_text}")
     resource_id = LIMIT_RESOURCES[name]
     draft.once(f"limit {name}", line.line)
-    others = tuple(lim for lim in draft.job.context.limits if lim.resource != resource_id)
-    draft.set_context(limits=(*others, Limit(resource_id, soft, hard)))
+    draft.limits.pop(resource_id, None)  # the last one wins, and goes last
+    draft.limits[resource_id] = Limit(resource_id, soft, hard)
 
 
 OOM_SCORE_MIN, OOM_SCORE_MAX = -1000, 1000
@@ -612,8 +652,7 @@ def stanza_caps(draft: Draft, line: LogicalLine) -> None:
             hint = did_you_mean("cap_" + text.lower().removeprefix("cap_"), CAPABILITIES)
             raise StanzaError(f'unknown capability "{text}" in "caps keep"{hint}')
         caps.append(cap)
-    kept = draft.job.context.caps_keep or ()
-    draft.set_context(caps_keep=tuple(dict.fromkeys((*kept, *caps))))
+    draft.caps = {**(draft.caps or {}), **dict.fromkeys(caps)}
 
 
 _CONSOLE = {"none": ConsoleMode.NONE, "log": ConsoleMode.LOG, "output": ConsoleMode.OUTPUT}

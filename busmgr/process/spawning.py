@@ -84,7 +84,7 @@ from collections.abc import Iterable, Mapping
 
 import prctl
 
-from busmgr.jobclass import CAPABILITIES, ConsoleMode, ExecContext
+from busmgr.jobclass import CAPABILITIES, ConsoleMode, ExecContext, decimal
 from busmgr.process.cgroups import CgroupError, cgroup_join, cgroup_return, own_cgroup_procs
 
 __all__ = [
@@ -471,14 +471,16 @@ def _dup_onto(fd: int, target: int) -> None:  # pragma: no cover - runs in the c
 
 def _getpw(name: str) -> pwd.struct_passwd:
     try:
-        return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+        uid = decimal(name)
+        return pwd.getpwuid(uid) if uid is not None else pwd.getpwnam(name)
     except KeyError:
         raise LookupError("no such user") from None
 
 
 def _getgr(name: str) -> int:
     try:
-        return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
+        gid = decimal(name)
+        return gid if gid is not None else grp.getgrnam(name).gr_gid
     except KeyError:
         raise LookupError("no such group") from None
 

@@ -67,7 +67,7 @@ from typing import Protocol
 
 from busmgr import process
 from busmgr.job import Job, State
-from busmgr.jobclass import ExpectMode
+from busmgr.jobclass import ExpectMode, decimal
 from busmgr.scope import ProcessScope
 
 log = logging.getLogger("busmgr")
@@ -347,11 +347,11 @@ class ExpectReadiness:
             return
         fields = dict(line.partition("=")[::2] for line in text.splitlines() if "=" in line)
         scope = self.host.scope(job)
-        main = fields.get("MAINPID", "")
-        if main.isdigit() and int(main) != job.main_pid:
-            if scope.contains(int(main)):
-                self.host.adopt(job, int(main))
-                job.ready("mainpid", main_pid=int(main))
+        main = decimal(fields.get("MAINPID", ""))
+        if main and main != job.main_pid:
+            if scope.contains(main):
+                self.host.adopt(job, main)
+                job.ready("mainpid", main_pid=main)
             else:
                 log.warning("%s: MAINPID=%s is not a process of the job: ignored", job.label, main)
         if "STATUS" in fields and fields["STATUS"] != job.status_text:
