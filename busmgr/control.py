@@ -70,9 +70,22 @@ class Control:
 
     # ------------------------------------------------------------------ looking up
     def get_class(self, name: str) -> JobClass:
+        """The current class of job ``name``; raises ``UnknownJob``."""
         cls = self.registry.get_class(name)
         if cls is None:
             raise ManagerError("UnknownJob", f'no job named "{name}"')
+        return cls
+
+    def live_class(self, name: str) -> JobClass:
+        """The class to find instances of ``name`` with: the current one, or, for a job whose
+        file went away, the class its still running instances keep until they stop (so they
+        stay controllable). Raises ``UnknownJob``."""
+        cls = self.registry.get_class(name)
+        if cls is None:
+            live = next(iter(self.registry.instances.get(name, {}).values()), None)
+            if live is None:
+                raise ManagerError("UnknownJob", f'no job named "{name}"')
+            cls = live.jobclass
         return cls
 
     def list_rows(self) -> list[tuple[str, str, str, bool]]:
@@ -80,9 +93,9 @@ class Control:
         has one placeholder row with instance ``""`` and state ``waiting`` (SPEC §3
         ``ListJobs``)."""
         rows = []
-        for name in sorted(self.registry.classes):
+        for name in sorted(set(self.registry.classes) | set(self.registry.instances)):
             insts = self.registry.instances.get(name, {})
-            if not insts:
+            if not insts and name in self.registry.classes:
                 rows.append((name, "", State.WAITING.value, True))
             for inst in sorted(insts):
                 rows.append((name, inst, insts[inst].state.value, False))
@@ -181,7 +194,7 @@ class Control:
         return job
 
     async def stop_job(self, name: str, env: Mapping[str, str], wait: bool) -> None:
-        cls = self.get_class(name)
+        cls = self.live_class(name)
         job = self.find_instance(cls, self.check_env(env))
         waiter, fut = self.waiter(Goal.STOP)
         job.stop(waiter, env)
@@ -206,7 +219,7 @@ class Control:
         return job
 
     def reload_job(self, name: str, env: Mapping[str, str]) -> None:
-        cls = self.get_class(name)
+        cls = self.live_class(name)
         job = self.find_instance(cls, self.check_env(env))
         if not self.signaller.signal_main(job, cls.reload_signal):
             raise ManagerError("AlreadyStopped", f"job {job.label} has no main process to reload")

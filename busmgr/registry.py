@@ -99,11 +99,16 @@ class Registry:
         self._classes_changed()
 
     def _add(self, cls: JobClass) -> None:
+        """A class for a name that has none. Instances still running under the name (their file
+        was deleted, now it is back) take the new class when they are at rest, as on any
+        reload; the one instance of a job without ``instance`` is never made twice."""
         self.classes[cls.name] = cls
         self._added.append(cls)
-        self.instances.setdefault(cls.name, {})
+        insts = self.instances.setdefault(cls.name, {})
         self.start_on[cls.name] = ExprState(cls.start_on) if cls.start_on else None
-        if not cls.instance:
+        if cls.name in self._retired:
+            self._retired[cls.name] = cls
+        if not cls.instance and "" not in insts:
             self._create(cls, "", {})
 
     def get_or_create(self, cls: JobClass, instance: str, env: dict[str, str]) -> tuple[Job, bool]:

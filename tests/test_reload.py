@@ -13,7 +13,7 @@ from dbus_fast.errors import DBusError
 
 from busmgr.bus.face import job_path
 
-from conftest import TIMEOUT, Session, add_match
+from conftest import TIMEOUT, Session, add_match, start_session, stop_session
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +82,69 @@ async def test_sighup_reloads(session: Session) -> None:
         await session.start("hupped")
     finally:
         session.bus.remove_message_handler(on_message)
+
+
+async def test_a_deleted_running_job_stays_controllable_and_a_recreated_file_takes_it_over(
+    session: Session,
+) -> None:
+    # Found by the reliability review: deleting a running job's file and creating it again
+    # made the reload fail ("interface already exported"), `start` spawned a second process
+    # and SIGTERM never finished.
+    session.write_job("phoenix", "exec sleep 1000\n")
+    await session.call("ReloadConfiguration")
+    path = await session.start("phoenix")
+    pid = (await session.props(path))["MainPID"]
+
+    (session.services / "phoenix.conf").unlink()
+    await session.call("ReloadConfiguration")
+    (rows,) = await session.call("ListJobs")
+    assert [list(r) for r in rows if r[0] == "phoenix"] == [["phoenix", "", "running", path]]
+    assert (await session.props(path))["MainPID"] == pid  # still listed, still the same process
+
+    session.write_job("phoenix", 'description "back"\nexec sleep 1000\n')
+    await session.call("ReloadConfiguration")
+    assert await description(session, "phoenix") == "back"
+    with pytest.raises(DBusError) as err:
+        await session.start("phoenix")
+    assert err.value.type == "org.busmgr.Error.AlreadyStarted"  # never a second copy
+    (rows,) = await session.call("ListJobs")
+    assert [list(r) for r in rows if r[0] == "phoenix"] == [["phoenix", "", "running", path]]
+    assert (await session.props(path))["MainPID"] == pid
+    await session.stop("phoenix")
+    assert (await session.props(path))["State"] == "waiting"
+
+
+async def test_a_deleted_running_job_can_be_stopped_and_then_goes_away(session: Session) -> None:
+    session.write_job("mayfly", "exec sleep 1000\n")
+    await session.call("ReloadConfiguration")
+    path = await session.start("mayfly")
+    (session.services / "mayfly.conf").unlink()
+    await session.call("ReloadConfiguration")
+    assert (await session.props(path))["State"] == "running"
+    await session.stop("mayfly")  # controllable although its file is gone
+    (rows,) = await session.call("ListJobs")
+    assert [r for r in rows if r[0] == "mayfly"] == []
+    with pytest.raises(DBusError) as err:
+        await session.stop("mayfly")
+    assert err.value.type == "org.busmgr.Error.UnknownJob"
+
+
+async def test_reloads_during_a_burst_lose_nothing(tmp_path: Path) -> None:
+    count = 200
+    jobs = {f"b{i:03d}": "start on go\nexec sleep 1000\n" for i in range(count)}
+    sess = await start_session(tmp_path, jobs)
+    try:
+        mark = sess.signals.mark()
+        go = asyncio.ensure_future(sess.emit("go", wait=True))
+        for _ in range(3):  # reloads by the bus and by SIGHUP while the jobs start
+            sess.proc.send_signal(signal.SIGHUP)
+            await sess.call("ReloadConfiguration")
+        await asyncio.wait_for(go, 60)
+        started = {b[0] for m, b in sess.signals.items[mark:] if m == "JobStarted"}
+        assert started == set(jobs)
+        (rows,) = await sess.call("ListJobs")
+        assert sorted(r[0] for r in rows if r[2] == "running") == sorted(jobs)
+        sleepers = [p for p in sess.descendants() if p.name() == "sleep"]
+        assert len(sleepers) == count  # one process each: nothing started twice
+    finally:
+        await stop_session(sess)  # and SIGTERM stops them all, exit 0
