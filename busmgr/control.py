@@ -24,16 +24,41 @@ from typing import Protocol
 
 from busmgr.environment import Environment
 from busmgr.errors import ManagerError
+from busmgr.escape import escape
 from busmgr.eventqueue import Block, EventQueue
 from busmgr.events import Event, expand, validate_event_env, validate_event_name
 from busmgr.job import Failure, Goal, Job, State, Waiter
 from busmgr.jobclass import DBUS_ACTIVATION, ConsoleMode, JobClass
-from busmgr.joblog import JobLog
+from busmgr.joblog import JobLog, log_name
 from busmgr.registry import Registry
 
 log = logging.getLogger("busmgr")
 
-__all__ = ["Control", "Signaller"]
+__all__ = ["Control", "Signaller", "instance_problem"]
+
+#: The longest path element a job instance may need: its cgroup leaf (``<job>.<instance>``,
+#: escaped) and its log file name (``<instance>.log``, encoded) are file names.
+MAX_NAME_ELEMENT = 255
+
+
+def instance_problem(job: str, instance: str) -> str | None:
+    """Why ``instance`` cannot name an instance of ``job``, or None.
+
+    It must not be empty, must have no control characters (it is shown in lists, one per
+    line), and must fit in a file name once escaped (its cgroup leaf and its log file)."""
+    if not instance:
+        return "the instance name expands to nothing here"
+    if any(not ch.isprintable() for ch in instance):
+        return f"the instance name {instance!r} contains control characters"
+    log_file = log_name(job, instance).rsplit("/", 1)[-1]
+    longest = max(len(escape(job)) + 1 + len(escape(instance)), len(log_file))
+    if longest > MAX_NAME_ELEMENT:
+        return (
+            f"the instance name is too long ({len(instance)} characters; "
+            f"escaped, it must fit in {MAX_NAME_ELEMENT})"
+        )
+    return None
+
 
 Outcome = asyncio.Future[tuple[Failure | None, str]]
 
@@ -142,12 +167,12 @@ class Control:
         """
         env = self.environment.job_env(cls, event_env, request_env)
         instance = expand(cls.instance, env) if cls.instance else ""
-        if cls.instance and not instance:
-            raise ManagerError(
-                "InvalidArgs",
-                f"job {cls.name} is an instance job "
-                f"(instance {cls.instance}): that expands to nothing here",
-            )
+        if cls.instance:
+            problem = instance_problem(cls.name, instance)
+            if problem is not None:
+                raise ManagerError(
+                    "InvalidArgs", f"job {cls.name} (instance {cls.instance}): {problem}"
+                )
         job, _new = self.registry.get_or_create(cls, instance, env)
         if job.goal is Goal.STOP and job.state is State.WAITING:
             job.env = env
@@ -171,6 +196,8 @@ class Control:
 
     async def _await(self, job: Job, fut: Outcome) -> None:
         failure, _how = await fut
+        if failure is not None and self.shutting_down and failure.status is None:
+            raise ManagerError("JobFailed", f"job {job.label}: the manager is shutting down")
         if failure is not None:
             raise ManagerError("JobFailed", self.failure_message(job, failure))
 
@@ -236,44 +263,52 @@ class Control:
             if block.failed:
                 raise ManagerError("JobFailed", f"event {name}: " + "; ".join(block.failures))
 
-    async def activate_name(self, bus_name: str) -> Job:
-        """Start the job that provides ``bus_name``; return once the name has an owner.
+    async def activate_name(self, bus_name: str, *, quiet: bool = False) -> tuple[str, str]:
+        """Start the job that provides ``bus_name``; return ``(job, instance)`` once the name
+        has an owner.
 
         The one path of every activation (every backend, and clients' ``ActivateName``). The
         request is the event ``dbus-activation NAME=...``, which starts the provider through
-        its ``activated_by`` (and any job whose ``start on`` names it). The event finishes when
-        the provider is running or has failed; only then is its instance looked up, never
-        created, so an instance that failed and was removed leaves nothing behind. Failure
-        raises ``JobFailed`` with :meth:`failure_message`, which is also logged.
+        its ``activated_by`` (and any job whose ``start on`` names it), and which finishes
+        when the provider got there. The event's outcome decides: a job that reached running
+        (it owned the name: the bus delivered the callers' messages) is a success even if it
+        was stopped right after; a job that failed on the way is a failure with its reason,
+        once (``JobFailed``, logged unless ``quiet``: an activation backend logs what it
+        reports itself). The instance is looked up afterwards, never
+        created, so one that failed and was removed leaves nothing behind.
         """
         cls = self.registry.provider(bus_name)
         if cls is None:
             raise ManagerError("NoProvider", f"no job provides the bus name {bus_name}")
         env = {"NAME": bus_name}
+        instance = self.instance_name(cls, env)
         done: asyncio.Future[Block] = self.loop.create_future()
         self.queue.emit(
             Event.make(DBUS_ACTIVATION, env), lambda b: done.done() or done.set_result(b)
         )
         block = await done
         try:
-            job = self.registry.instance(cls.name, self.instance_name(cls, env))
-            if job is not None and job.state is State.RUNNING and job.goal is Goal.START:
-                return job
-            if job is None or job.goal is Goal.STOP:
-                if job is not None and job.failure is not None:
-                    raise ManagerError("JobFailed", self.failure_message(job, job.failure))
-                reason = "; ".join(block.failures) or f"job {cls.name} did not start"
+            if block.failed:
+                raise ManagerError("JobFailed", "; ".join(block.failures))
+            job = self.registry.instance(cls.name, instance)
+            if job is not None and job.goal is not Goal.STOP:
+                if job.state is not State.RUNNING:
+                    # Not started by this event (a start was already under way): wait for it.
+                    waiter, fut = self.waiter(Goal.START)
+                    job.add_waiter(waiter)
+                    await self._await(job, fut)
+            elif not block.held:  # the event started nothing: say why
+                problem = instance_problem(cls.name, instance) if cls.instance else None
                 if self.shutting_down:
-                    reason = "the manager is shutting down"
-                raise ManagerError("JobFailed", reason)
-            # Started by someone else meanwhile and not there yet: wait with them.
-            waiter, fut = self.waiter(Goal.START)
-            job.add_waiter(waiter)
-            await self._await(job, fut)
+                    problem = "the manager is shutting down"
+                raise ManagerError(
+                    "JobFailed", f"job {cls.name} was not started: {problem or 'refused'}"
+                )
         except ManagerError as err:
-            log.warning("activation of %s failed: %s", bus_name, err.message)
+            if not quiet:
+                log.warning("activation of %s failed: %s", bus_name, err.message)
             raise
-        return job
+        return cls.name, instance
 
     async def end_session(self) -> None:
         """``EndSession``: emit ``desktop-end``, then shut down (every job stops, in reverse

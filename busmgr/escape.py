@@ -25,7 +25,7 @@ def escape(text: str) -> str:
     if not text:
         return "_"
     out = []
-    for i, byte in enumerate(text.encode("utf-8", "surrogateescape")):
+    for i, byte in enumerate(text.encode("utf-8", "surrogatepass")):
         if byte in _SAFE and not (i == 0 and 0x30 <= byte <= 0x39):
             out.append(chr(byte))
         else:

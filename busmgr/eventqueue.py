@@ -57,6 +57,7 @@ class Block:
     def __init__(self, event: Event) -> None:
         self.event = event
         self.holders = 0
+        self.held = 0  # holds ever taken: the jobs the event changed
         self.failures: list[str] = []
         self.handled = False
         self.done = False
@@ -70,6 +71,7 @@ class Block:
         """Register one more job to wait for; returns the release function it calls once,
         with the failure description, or None when it got where it was sent."""
         self.holders += 1
+        self.held += 1
         released = False
 
         def release(failure: str | None) -> None:

@@ -31,7 +31,7 @@ def _encode(name: str) -> str:
     out = []
     for i, ch in enumerate(name):
         if ch in "%/" or not ch.isprintable() or (i == 0 and ch == "."):
-            out.extend(f"%{b:02x}" for b in ch.encode("utf-8", "surrogateescape"))
+            out.extend(f"%{b:02x}" for b in ch.encode("utf-8", "surrogatepass"))
         else:
             out.append(ch)
     return "".join(out)

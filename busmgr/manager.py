@@ -105,6 +105,7 @@ class Manager:
             frozenset({SYSTEMD, MANAGER_BUS_NAME}),
         )
         self.link = BusLink()
+        self.requests = ActivationRequests(self.control)
         self.activation: DbusDaemonActivation | None = None
         self.names: NameWatcher | None = None
         self._reloading = asyncio.Lock()
@@ -199,7 +200,7 @@ class Manager:
         link = self.link
         await link.connect(address)
         self.environment.bus_address = address
-        names = self.names = NameWatcher(link, self.bus_names.owner_changed)
+        names = self.names = NameWatcher(link, self._owner_changed)
         self.bus_names.attach(names)
         ops = Operations(
             self.control, CallerPolicy(self.config.mode, names), self.reload_configuration
@@ -211,6 +212,12 @@ class Manager:
         signals = SignalEventBridge(link, self.queue.emit, names)
         signals.update(self.registry.classes.values())
         self.observers.subscribe(_ClassFollower(self.registry, signals.update))
+
+    def _owner_changed(self, name: str, owner: str) -> None:
+        """A watched bus name has a new owner (``""``: none): readiness, then activation."""
+        self.bus_names.owner_changed(name, owner)
+        if owner:
+            self.requests.name_owned(name)
 
     # ======================================================== life
     async def begin(self, servicedir: Path | None, *, own_servicedir: bool) -> None:
@@ -228,7 +235,7 @@ class Manager:
             await self.link.own(MANAGER_BUS_NAME)
             self.activation = DbusDaemonActivation(
                 self.link,
-                ActivationRequests(self.control),
+                self.requests,
                 self.environment,
                 self.link.address,
                 servicedir,

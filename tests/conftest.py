@@ -218,6 +218,20 @@ class Session:
         return []
 
 
+async def until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    """Let the loop run, a turn at a time, until ``predicate`` holds (for in-process tests whose
+    code under test makes progress in loop callbacks and tasks); fails after ``timeout``."""
+
+    async def turns() -> None:
+        loop = asyncio.get_running_loop()
+        while not predicate():
+            turn: asyncio.Future[None] = loop.create_future()
+            loop.call_soon(turn.set_result, None)
+            await turn
+
+    await asyncio.wait_for(turns(), timeout)
+
+
 async def add_match(bus: MessageBus, rule: str) -> None:
     """Subscribe ``bus`` to the signals ``rule`` matches (org.freedesktop.DBus.AddMatch)."""
     reply = await asyncio.wait_for(

@@ -78,6 +78,7 @@ JOBS = {
         stanzas="console log",
     ),
     "segv": service_job("segv", "org.test.Segv", "--signal-before-claim SEGV"),
+    "blink": service_job("blink", "org.test.Blink"),
     "instfail": service_job(
         "instfail", "org.test.InstFail", "--exit-before-claim 4", stanzas="instance $NAME"
     ),
@@ -436,6 +437,20 @@ async def test_failed_activation_of_an_instance_job_leaves_no_instance_behind(
     assert [list(r) for r in rows if r[0] == "instfail"] == [
         ["instfail", "", "waiting", "/org/busmgr/Manager1/job/instfail"]
     ]
+
+
+async def test_a_job_stopped_right_after_activation_is_no_failed_activation(
+    session: Session,
+) -> None:
+    # Found by the reliability review: a job stopped as soon as its activation succeeded made
+    # busmgr send ActivationFailure anyway (526 of 559 cycles), after the call had succeeded.
+    for _ in range(20):
+        assert await call_ok(session.bus, "org.test.Blink", "Pid")  # auto-started
+        await session.stop("blink", wait=False)  # at once, before busmgr's own turn ends
+        await wait_owned(session.bus, "org.test.Blink", owned=False)
+    log = session.stderr.read_text()
+    assert "activation of org.test.Blink failed" not in log
+    assert len(spawns(session, "blink")) == 20
 
 
 # ------------------------------------------------------------ helper mode

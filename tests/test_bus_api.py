@@ -500,3 +500,25 @@ async def test_reload_job_sends_the_reload_signal_to_main(session: Session, tmp_
         await session.call("ReloadJob", "sa{ss}", ["reloadable", {}])
     assert err.value.type == "org.busmgr.Error.AlreadyStopped"
     assert "has no main process to reload" in err.value.text
+
+
+# ------------------------------------------------------------------ bad instance names
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("x" * 300, "the instance name is too long (300 characters"),
+        ("tty\n1", "contains control characters"),
+        ("a\x1bb", "contains control characters"),
+    ],
+)
+async def test_bad_instance_names_are_invalid_args_and_leave_nothing(
+    session: Session, value: str, message: str
+) -> None:
+    # Found by the reliability review: a name too long for a cgroup or log file gave a generic
+    # OSError reply and a phantom "waiting" instance; control characters broke `list`.
+    with pytest.raises(DBusError) as err:
+        await session.start("inst", {"N": value})
+    assert err.value.type == "org.busmgr.Error.InvalidArgs"
+    assert message in err.value.text and "\n" not in err.value.text
+    (rows,) = await session.call("ListJobs")
+    assert [r[1] for r in rows if r[0] == "inst"] == [""]  # the placeholder row only

@@ -17,6 +17,8 @@ from busmgr.jobclass import JobClass, ProcessKind, ProcessSpec
 from busmgr.readiness import BusNameReadiness
 from busmgr.scope import ProcessScope
 
+from conftest import until
+
 NAME = "org.test.Name"
 TIMEOUT = 5.0
 
@@ -73,18 +75,6 @@ class Owners:
         if self.pid_error is not None:
             raise self.pid_error
         return self.pid
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    """Loop turns until ``predicate`` holds (each turn lets the readiness tasks run)."""
-
-    async def turns() -> None:
-        while not predicate():
-            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().call_soon(turn.set_result, None)
-            await turn
-
-    await asyncio.wait_for(turns(), TIMEOUT)
 
 
 def started_job(owners: Owners | None) -> tuple[Job, BusNameReadiness]:

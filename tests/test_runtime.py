@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from dbus_fast.errors import DBusError
 
 from conftest import TIMEOUT, start_session, stop_session
 
@@ -104,3 +105,22 @@ async def test_private_bus_dying_ends_the_session_cleanly(tmp_path: Path) -> Non
     assert "the private dbus-daemon killed by signal KILL" in err
     assert "Traceback" not in err
     await stop_session(sess, expect_status=1)  # and nothing it started is left
+
+
+async def test_sigterm_answers_a_waiting_caller_with_a_reason(tmp_path: Path) -> None:
+    # Found by the reliability review: SIGTERM while a caller waited left it with NoReply (the
+    # connection closed before the reply went out) and logged an EBADF traceback.
+    jobs = {"slowpoke": "dbus org.test.Never\nready timeout 60\nexec sleep 1000\n"}
+    sess = await start_session(tmp_path, jobs)
+    mark = sess.signals.mark()
+    waiting = asyncio.ensure_future(sess.start("slowpoke"))  # wait=True: until ready
+    await sess.signals.wait_for(lambda m, b: m == "JobStarting" and b[0] == "slowpoke", start=mark)
+    sess.proc.send_signal(signal.SIGTERM)
+    with pytest.raises(DBusError) as err:
+        await asyncio.wait_for(waiting, TIMEOUT)
+    assert err.value.type == "org.busmgr.Error.JobFailed"
+    assert err.value.text == "job slowpoke: the manager is shutting down"
+    assert await asyncio.wait_for(sess.proc.wait(), 60) == 0
+    log = sess.stderr.read_text()
+    assert "Traceback" not in log and "EBADF" not in log and "Bad file descriptor" not in log
+    await stop_session(sess)

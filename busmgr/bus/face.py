@@ -161,8 +161,8 @@ class ManagerInterface(ServiceInterface):
 
     @dbus_method()
     async def ActivateName(self, bus_name: DBusStr) -> DBusObjectPath:
-        inst = await self._ops.run("ActivateName", lambda: self._c.activate_name(bus_name))
-        return instance_path(inst.name, inst.instance)
+        job, instance = await self._ops.run("ActivateName", lambda: self._c.activate_name(bus_name))
+        return instance_path(job, instance)
 
     @dbus_method()
     async def ReloadConfiguration(self) -> None:

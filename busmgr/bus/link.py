@@ -189,10 +189,15 @@ class BusLink:
         self._matches.append(rule)
 
     async def close(self, timeout: float = 2.0) -> None:
-        """Disconnect (the manager is leaving); ``on_lost`` is not called."""
+        """Disconnect (the manager is leaving); ``on_lost`` is not called.
+
+        Everything sent before (replies to callers above all) is written out first: a call to
+        the bus daemon is answered only after the messages queued before it went out."""
         self._closing = True
         bus = self.bus
         if bus is not None and bus.connected:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.call_daemon("GetId"), timeout)
             bus.disconnect()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(bus.wait_for_disconnect(), timeout)

@@ -14,6 +14,7 @@ Diagnostics come out in line order.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,8 +62,13 @@ def job_name_for(path: str | os.PathLike[str]) -> str:
     return Path(path).name.removesuffix(JOB_SUFFIX)
 
 
+_LONG_QUOTED = re.compile(r'"([^"]{80})[^"]+"')
+
+
 def _shorten(message: str) -> str:
-    """A message that quotes a huge value (a 5,000-digit number) stays one readable line."""
+    """A message that quotes a huge value (a 5,000-digit number) stays one readable line: a
+    long quoted value is cut short, then the message if it still is too long."""
+    message = _LONG_QUOTED.sub(lambda m: f'"{m.group(1)}..."', message)
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
 
 

@@ -22,7 +22,6 @@ from typing import Protocol
 
 from busmgr import ERROR_PREFIX
 from busmgr.errors import ManagerError
-from busmgr.job import Job
 
 log = logging.getLogger("busmgr")
 
@@ -32,7 +31,7 @@ __all__ = ["ActivationRequests", "Activator", "Failed"]
 class Activator(Protocol):
     """What starts a provider (:meth:`busmgr.control.Control.activate_name`)."""
 
-    async def activate_name(self, bus_name: str) -> Job: ...
+    async def activate_name(self, bus_name: str, *, quiet: bool = False) -> tuple[str, str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,36 +42,72 @@ class Failed:
     message: str
 
 
+@dataclass
+class _Request:
+    """One activation under way: for ``bus_name``; ``satisfied`` once the name had an owner
+    (the bus daemon has then delivered the waiting callers' messages)."""
+
+    bus_name: str
+    satisfied: bool = False
+
+
 class ActivationRequests:
-    """One start per key (a unit, or a bus name) at a time; failures reported."""
+    """One start per key (a unit, or a bus name) at a time; failures reported, unless the name
+    had an owner meanwhile.
+
+    Once the bus name has an owner, the daemon has delivered the callers' messages: that
+    activation is over for the daemon, whatever happens to the job afterwards (stopped right
+    away, or a wrapper that exits once the real service owns the name). A failure of its start
+    is then not reported (the daemon would apply it to the *next* activation of the name), and
+    a new request starts a new activation instead of being merged into the old one.
+    """
 
     def __init__(self, activator: Activator) -> None:
         self._activator = activator
-        self._pending: set[str] = set()
+        self._pending: dict[str, _Request] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def pending(self, key: str) -> bool:
-        return key in self._pending
+        request = self._pending.get(key)
+        return request is not None and not request.satisfied
 
     def request(self, key: str, bus_name: str, failed: Callable[[Failed], None]) -> None:
         """Start the provider of ``bus_name`` unless a start for ``key`` is under way."""
-        if key in self._pending:
+        if self.pending(key):
             return  # one activation serves every caller the daemon holds for this name
-        self._pending.add(key)
-        task = asyncio.get_running_loop().create_task(self._run(key, bus_name, failed))
+        request = self._pending[key] = _Request(bus_name)
+        task = asyncio.get_running_loop().create_task(self._run(key, request, failed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, key: str, bus_name: str, failed: Callable[[Failed], None]) -> None:
+    def name_owned(self, bus_name: str) -> None:
+        """``bus_name`` has an owner now: the activations of it under way are satisfied."""
+        for request in self._pending.values():
+            if request.bus_name == bus_name:
+                request.satisfied = True
+
+    async def _run(self, key: str, request: _Request, failed: Callable[[Failed], None]) -> None:
+        outcome: Failed | None = None
         try:
-            await self._activator.activate_name(bus_name)
-        except ManagerError as err:  # activate_name logged it
-            failed(Failed(ERROR_PREFIX + err.name, err.message))
+            await self._activator.activate_name(request.bus_name, quiet=True)
+        except ManagerError as err:
+            outcome = Failed(ERROR_PREFIX + err.name, err.message)
         except Exception as err:  # never leave the daemon's callers hanging
-            log.error("activation of %s failed: %s", bus_name, err, exc_info=err)
-            failed(Failed(ERROR_PREFIX + "JobFailed", f"{bus_name}: {err}"))
+            log.error("activation of %s failed: %s", request.bus_name, err, exc_info=err)
+            outcome = Failed(ERROR_PREFIX + "JobFailed", f"{request.bus_name}: {err}")
         finally:
-            self._pending.discard(key)
+            if self._pending.get(key) is request:
+                del self._pending[key]
+        if outcome is not None:
+            if request.satisfied:
+                log.info(
+                    "%s had an owner before its job failed: the callers were served, "
+                    "no activation failure reported",
+                    request.bus_name,
+                )
+            else:
+                log.warning("activation of %s failed: %s", request.bus_name, outcome.message)
+                failed(outcome)
 
     def close(self) -> None:
         for task in list(self._tasks):
