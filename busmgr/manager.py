@@ -105,6 +105,10 @@ class Manager:
             frozenset({SYSTEMD, MANAGER_BUS_NAME}),
         )
         self.link = BusLink()
+        self._bus_observers: list[JobObserver] = []
+        # What to do when the bus connection is lost (the runtime's policy: reconnect, or
+        # restart the private bus); the core never learns about it.
+        self.on_bus_lost: Callable[[], None] | None = None
         self.requests = ActivationRequests(self.control)
         self.activation: DbusDaemonActivation | None = None
         self.names: NameWatcher | None = None
@@ -196,8 +200,14 @@ class Manager:
     async def connect(self, address: str) -> None:
         """Connect to the bus at ``address`` and put the manager's objects on it; raises
         :class:`busmgr.bus.link.LinkError` with one line. The manager's name is owned later,
-        by :meth:`begin`, once the jobs are loaded (owning it is the manager's readiness)."""
-        link = self.link
+        by :meth:`go_live`, once the jobs are loaded (owning it is the manager's readiness).
+
+        Called again after the connection was lost: everything of the old connection is let go
+        first, so the new one starts clean (objects exported again, match rules added again,
+        name owners asked again)."""
+        self._detach()
+        link = self.link = BusLink()
+        link.on_lost = self._link_lost
         await link.connect(address)
         self.environment.bus_address = address
         names = self.names = NameWatcher(link, self._owner_changed)
@@ -207,11 +217,46 @@ class Manager:
         )
         face = BusFace(link, ops, self.supervisor.process_rows)
         face.publish(self.registry.classes.values(), self.registry.jobs())
-        self.observers.subscribe(face)
         # Bus signals some job waits for become ``dbus-signal`` events.
         signals = SignalEventBridge(link, self.queue.emit, names)
         signals.update(self.registry.classes.values())
-        self.observers.subscribe(_ClassFollower(self.registry, signals.update))
+        self._bus_observers = [face, _ClassFollower(self.registry, signals.update)]
+        for observer in self._bus_observers:
+            self.observers.subscribe(observer)
+
+    def _detach(self) -> None:
+        """Forget the rooms of the previous connection (after a loss, before a new one)."""
+        for observer in self._bus_observers:
+            self.observers.unsubscribe(observer)
+        self._bus_observers = []
+        self.bus_names.attach(None)
+        self.names = None
+        self.activation = None
+
+    def _link_lost(self) -> None:
+        self._detach()
+        if self.on_bus_lost is not None:
+            self.on_bus_lost()
+
+    async def go_live(self, servicedir: Path | None, *, own_servicedir: bool) -> None:
+        """Own the manager's name and start activation: its files go to ``servicedir``
+        (``own_servicedir``: the private bus's own directory, which goes away with the bus).
+        After a reconnection, the jobs' bus names are checked again: a name that lost its owner
+        meanwhile fails its job (respawn applies)."""
+        link = self.link
+        await link.own(MANAGER_BUS_NAME)
+        self.activation = DbusDaemonActivation(
+            link,
+            self.requests,
+            self.environment,
+            link.address,
+            servicedir,
+            remove_on_close=not own_servicedir,
+        )
+        await self.activation.start()
+        await self._refresh_activation()
+        for job in list(self.registry.jobs()):
+            self.bus_names.recheck(job)
 
     def _owner_changed(self, name: str, owner: str) -> None:
         """A watched bus name has a new owner (``""``: none): readiness, then activation."""
@@ -221,9 +266,8 @@ class Manager:
 
     # ======================================================== life
     async def begin(self, servicedir: Path | None, *, own_servicedir: bool) -> None:
-        """Load the jobs and publish them (a slice at a time), own the manager's name, start
-        activation (its files go to ``servicedir``; ``own_servicedir`` says it is the private
-        bus's own directory, which goes away with the bus), and emit ``startup``."""
+        """Load the jobs and publish them (a slice at a time), go live on the bus (if
+        connected), and emit ``startup``."""
         classes = list((await self.load()).classes.values())
         deadline = self.loop.time() + INSTALL_SLICE
         for start in range(0, len(classes), INSTALL_BATCH):
@@ -232,17 +276,7 @@ class Manager:
                 await asyncio.sleep(0)  # nobody can call yet; the loop still has other work
                 deadline = self.loop.time() + INSTALL_SLICE
         if self.link.connected:
-            await self.link.own(MANAGER_BUS_NAME)
-            self.activation = DbusDaemonActivation(
-                self.link,
-                self.requests,
-                self.environment,
-                self.link.address,
-                servicedir,
-                remove_on_close=not own_servicedir,
-            )
-            await self.activation.start()
-            await self._refresh_activation()
+            await self.go_live(servicedir, own_servicedir=own_servicedir)
         self.queue.emit(Event.make("startup", {}))
 
     def request_shutdown(self, status: int = 0) -> None:

@@ -52,6 +52,11 @@ class Observers(JobObserver):
     def subscribe(self, observer: JobObserver) -> None:
         self._all.append(observer)
 
+    def unsubscribe(self, observer: JobObserver) -> None:
+        """Stop telling ``observer`` (the bus face of a connection that was lost)."""
+        if observer in self._all:
+            self._all.remove(observer)
+
     def classes_changed(self, added: Iterable[JobClass], removed: Iterable[str]) -> None:
         added, removed = list(added), list(removed)
         for o in self._all:

@@ -26,14 +26,14 @@ import signal
 import sys
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from busmgr import process
-from busmgr.bus.daemon import PrivateBus, start_private_bus
 from busmgr.bus.link import LinkError
 from busmgr.jobclass import ConsoleMode, ExecContext, JobClass
+from busmgr.keeper import BusKeeper
 from busmgr.manager import Manager, ManagerConfig
 from busmgr.options import (
     DaemonOptions,
@@ -50,7 +50,6 @@ __all__ = ["Plan", "daemon_plan", "run", "run_daemon", "run_session", "session_p
 
 COMMAND_GRACE = 10.0  # seconds a session command has to exit after SIGTERM/SIGINT
 FINISH_TIMEOUT = 5.0  # seconds leftover children get between TERM and KILL at exit
-BUS_STOP_TIMEOUT = 5.0
 
 
 class PlanError(Exception):
@@ -218,35 +217,25 @@ async def _main(plan: Plan) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, manager.request_shutdown, 0)
     loop.add_signal_handler(signal.SIGHUP, manager.request_reload)
-    manager.link.on_lost = lambda: manager.fatal("lost the connection to the bus")
-    private_bus: PrivateBus | None = None
-    bus_exit: asyncio.Future[process.ExitInfo] = loop.create_future()
+    keeper = BusKeeper(
+        manager,
+        None if plan.private_bus else plan.address,
+        plan.config.environ,
+        _helper_dir(plan.config.environ),
+    )
+    if plan.address_file is not None:
+        address_file = plan.address_file
+        keeper.on_back = lambda address: _write_atomically(address_file, address + "\n")
     status = 1
     try:
-        if plan.private_bus:
-            private_bus = await start_private_bus(
-                dict(plan.config.environ),
-                watch=lambda pid: manager.supervisor.reaper.watch(
-                    pid, lambda _p, info: bus_exit.done() or bus_exit.set_result(info)
-                ),
-            )
-            plan = replace(plan, address=private_bus.address)
-        if plan.address is None:  # a daemon plan always has one; a session plan has it now
-            raise PlanError("no bus address")
-        await manager.connect(plan.address)
-        await manager.begin(
-            private_bus.servicedir if private_bus else _helper_dir(plan.config.environ),
-            own_servicedir=private_bus is not None,
-        )
+        address = await keeper.start()
+        await manager.begin(keeper.servicedir, own_servicedir=keeper.private)
         if plan.print_address:
-            print(plan.address, flush=True)
+            print(address, flush=True)
         if plan.address_file is not None:
-            _write_atomically(plan.address_file, plan.address + "\n")
+            _write_atomically(plan.address_file, address + "\n")
         if plan.command:
             _start_command(manager, plan.command)
-        bus_exit.add_done_callback(
-            lambda f: manager.fatal(f"the private dbus-daemon {f.result().describe()}")
-        )
         await manager.stopped
         clean = await manager.stop_everything()
         status = manager.exit_status if clean or manager.exit_status else 1
@@ -256,8 +245,7 @@ async def _main(plan: Plan) -> int:
     finally:
         manager.control.shutting_down = True
         await manager.close()
-        if private_bus is not None:
-            await _stop_private_bus(private_bus, bus_exit)
+        await keeper.stop()
         if plan.address_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 plan.address_file.unlink()
@@ -274,17 +262,6 @@ def _one_line(err: BaseException) -> str:
         where = f" ({err.filename})" if err.filename else ""
         return f"{err.strerror or err}{where}"
     return " ".join(str(err).split())
-
-
-async def _stop_private_bus(bus: PrivateBus, bus_exit: asyncio.Future[process.ExitInfo]) -> None:
-    if not bus_exit.done():
-        process.kill_pid(bus.pid, signal.SIGTERM)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(bus_exit), BUS_STOP_TIMEOUT)
-        if not bus_exit.done():
-            process.kill_pid(bus.pid, signal.SIGKILL)
-            await bus_exit
-    bus.remove()
 
 
 def _start_command(manager: Manager, command: tuple[str, ...]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -230,6 +231,41 @@ async def until(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None
             await turn
 
     await asyncio.wait_for(turns(), timeout)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_IN_CREATE = 0x100
+_IN_MOVED_TO = 0x80
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+
+
+async def wait_for_file(path: Path, timeout: float = TIMEOUT) -> None:
+    """Return once ``path`` exists (created or moved into its directory), without polling:
+    an inotify watch on the directory, read through the loop."""
+    fd = _libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "inotify_init1")
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+    try:
+        if _libc.inotify_add_watch(fd, bytes(path.parent), _IN_CREATE | _IN_MOVED_TO) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {path.parent}")
+        loop.add_reader(fd, changed.set)
+        try:
+
+            async def appear() -> None:
+                while not path.exists():
+                    await changed.wait()
+                    changed.clear()
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(fd, 65536)
+
+            await asyncio.wait_for(appear(), timeout)
+        finally:
+            loop.remove_reader(fd)
+    finally:
+        os.close(fd)
 
 
 async def add_match(bus: MessageBus, rule: str) -> None:

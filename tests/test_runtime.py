@@ -4,6 +4,7 @@ the private bus dying under a session."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -11,9 +12,21 @@ from pathlib import Path
 
 import psutil
 import pytest
+from dbus_fast import Message, MessageType
+from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
-from conftest import TIMEOUT, start_session, stop_session
+from busmgr import MANAGER_BUS_NAME
+
+from conftest import (
+    TIMEOUT,
+    Session,
+    Signals,
+    add_match,
+    start_session,
+    stop_session,
+    wait_for_file,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +77,60 @@ async def test_start_up_errors_are_one_line_and_exit_1(
     assert "Traceback" not in err
 
 
+async def wait_for_manager(address: str, address_file: Path) -> MessageBus:
+    """A new connection to the bus at ``address`` once the manager is back on it: it writes
+    its ``address_file`` again then (the test removed it), and owns its name."""
+    await wait_for_file(address_file)
+    bus = await MessageBus(bus_address=address).connect()
+    await wait_for_owner(bus, MANAGER_BUS_NAME)
+    return bus
+
+
+async def wait_for_owner(bus: MessageBus, name: str) -> str:
+    """The owner of ``name`` once it has one: subscribe to NameOwnerChanged, then ask."""
+    loop = asyncio.get_running_loop()
+    owned: asyncio.Future[str] = loop.create_future()
+
+    def handler(msg: Message) -> None:
+        changed = msg.member == "NameOwnerChanged" and msg.body[0] == name and msg.body[2]
+        if changed and not owned.done():
+            owned.set_result(msg.body[2])
+
+    bus.add_message_handler(handler)
+    await add_match(bus, f"type='signal',member='NameOwnerChanged',arg0='{name}'")
+    reply = await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="GetNameOwner",
+            signature="s",
+            body=[name],
+        )
+    )
+    if reply.message_type is MessageType.METHOD_RETURN and not owned.done():
+        owned.set_result(reply.body[0])
+    try:
+        return await asyncio.wait_for(owned, TIMEOUT)
+    finally:
+        bus.remove_message_handler(handler)
+
+
+async def owner_pid(bus: MessageBus, name: str) -> int:
+    owner = await wait_for_owner(bus, name)
+    reply = await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="GetConnectionUnixProcessID",
+            signature="s",
+            body=[owner],
+        )
+    )
+    return int(reply.body[0])
+
+
 JOBS = {
     "first": """
         post-stop exec sh -c 'echo first >> $ORDER'
@@ -95,16 +162,42 @@ async def test_end_session_emits_desktop_end_stops_in_reverse_order_and_exits_0(
     await stop_session(sess)
 
 
-async def test_private_bus_dying_ends_the_session_cleanly(tmp_path: Path) -> None:
-    sess = await start_session(tmp_path, {"svc": "exec sleep 1000\n"})
-    await sess.start("svc")
+async def test_a_dead_private_bus_is_restarted_at_the_same_address(tmp_path: Path) -> None:
+    # The reliability issue: when the bus went away, the manager killed every job and exited 1.
+    # Now the session's bus is started again where it was; plain jobs never notice, and a dbus
+    # job, whose name died with the old bus, counts as failed and respawns.
+    jobs = {
+        "plain": "exec sleep 1000\n",
+        "named": (
+            "dbus org.test.Named\nrespawn\n"
+            "exec $PYTHON $TESTS_HELPERS/dbus_service.py --name org.test.Named\n"
+        ),
+    }
+    address_file = tmp_path / "address"
+    sess = await start_session(
+        tmp_path, jobs, extra=["--no-import", "--address-file", str(address_file)]
+    )
+    plain = (await sess.props(await sess.start("plain")))["MainPID"]
+    named = (await sess.props(await sess.start("named")))["MainPID"]
     (daemon,) = [p for p in psutil.Process(sess.proc.pid).children() if p.name() == "dbus-daemon"]
+    address_file.unlink()  # written again once the manager is back on the bus
     daemon.send_signal(signal.SIGKILL)
-    assert await asyncio.wait_for(sess.proc.wait(), 60) == 1
-    err = sess.stderr.read_text()
-    assert "the private dbus-daemon killed by signal KILL" in err
-    assert "Traceback" not in err
-    await stop_session(sess, expect_status=1)  # and nothing it started is left
+    with contextlib.suppress(EOFError, ConnectionError):  # ours died with it
+        await asyncio.wait_for(sess.bus.wait_for_disconnect(), TIMEOUT)
+    back = await wait_for_manager(sess.address, address_file)
+    try:
+        named_again = await owner_pid(back, "org.test.Named")  # respawned, owns its name
+        assert named_again != named
+        client = Session(sess.proc, sess.address, back, sess.services, sess.state, Signals(),
+                         sess.stderr)  # fmt: skip
+        assert (await client.instance("plain"))["MainPID"] == plain  # untouched
+        assert (await client.instance("named"))["MainPID"] == named_again
+        log = sess.stderr.read_text()
+        assert "the private dbus-daemon killed by signal KILL; starting it again" in log
+        assert "Traceback" not in log
+    finally:
+        sess.bus = back
+        await stop_session(sess)
 
 
 async def test_sigterm_answers_a_waiting_caller_with_a_reason(tmp_path: Path) -> None:
@@ -124,3 +217,87 @@ async def test_sigterm_answers_a_waiting_caller_with_a_reason(tmp_path: Path) ->
     log = sess.stderr.read_text()
     assert "Traceback" not in log and "EBADF" not in log and "Bad file descriptor" not in log
     await stop_session(sess)
+
+
+_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC
+ "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={socket}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow receive_sender="*"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"""
+
+
+async def start_bus(config: Path) -> asyncio.subprocess.Process:
+    """A dbus-daemon of this test on ``config``'s socket; returns once it listens."""
+    proc = await asyncio.create_subprocess_exec(
+        "dbus-daemon",
+        f"--config-file={config}",
+        "--nofork",
+        "--nopidfile",
+        "--print-address=1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    assert (await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)).strip()
+    return proc
+
+
+async def stop_bus(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+    await asyncio.wait_for(proc.wait(), TIMEOUT)
+
+
+async def test_the_daemon_keeps_its_jobs_when_the_bus_goes_and_comes_back(tmp_path: Path) -> None:
+    socket_path = tmp_path / "bus"
+    config = tmp_path / "bus.conf"
+    config.write_text(_BUS_CONFIG.format(socket=socket_path))
+    address = f"unix:path={socket_path}"
+    services = tmp_path / "services.d"
+    services.mkdir()
+    (services / "plain.conf").write_text("exec sleep 1000\n")
+    bus_proc = await start_bus(config)
+    with open(tmp_path / "stderr.log", "wb") as stderr:
+        manager = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "busmgr", "daemon", "--address", address, "--no-import",
+            "--services-dir", str(services), "--state-dir", str(tmp_path / "state"),
+            stderr=stderr, env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)},
+        )  # fmt: skip
+    client: MessageBus | None = None
+    try:
+        client = await MessageBus(bus_address=address).connect()
+        await wait_for_owner(client, MANAGER_BUS_NAME)
+        session = Session(manager, address, client, services, tmp_path, Signals(), tmp_path)
+        pid = (await session.props(await session.start("plain")))["MainPID"]
+
+        await stop_bus(bus_proc)  # the bus goes away...
+        with contextlib.suppress(EOFError, ConnectionError):
+            await asyncio.wait_for(client.wait_for_disconnect(), TIMEOUT)
+        socket_path.unlink(missing_ok=True)
+        bus_proc = await start_bus(config)  # ... and comes back at the same address
+        client = session.bus = await MessageBus(bus_address=address).connect()
+        await wait_for_owner(client, MANAGER_BUS_NAME)  # the manager owns its name again
+
+        props = await session.instance("plain")
+        assert (props["State"], props["MainPID"]) == ("running", pid)  # never stopped
+        assert psutil.Process(pid).is_running()
+        await session.stop("plain")
+    finally:
+        if client is not None:
+            client.disconnect()
+        if manager.returncode is None:
+            manager.send_signal(signal.SIGTERM)
+        status = await asyncio.wait_for(manager.wait(), 60)
+        await stop_bus(bus_proc)
+    assert status == 0
+    log = (tmp_path / "stderr.log").read_text()
+    assert "back on the bus at " + address in log and "Traceback" not in log

@@ -18,6 +18,7 @@ and the one reaper reaps it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -89,19 +90,24 @@ async def start_private_bus(
     *,
     timeout: float = 10.0,
     watch: Callable[[int], None] | None = None,
+    directory: Path | None = None,
 ) -> PrivateBus:
     """Start ``dbus-daemon`` and return once it listens (it prints its address then).
 
     ``watch(pid)`` is called right after the spawn so the caller's reaper owns the pid before
-    anything can happen to it.
+    anything can happen to it. ``directory``: the directory of a bus that went away, so the new
+    one listens at the same address (the jobs' ``DBUS_SESSION_BUS_ADDRESS`` stays right).
     """
     daemon = shutil.which(DBUS_DAEMON, path=environ.get("PATH", os.defpath))
     if daemon is None:
         raise process.SpawnError(
             f'exec "{DBUS_DAEMON}": not found in PATH; install the Debian package dbus-daemon'
         )
-    directory = make_bus_directory(environ)
-    config, _socket, servicedir = write_config(directory)
+    if directory is None:
+        directory = make_bus_directory(environ)
+    config, socket_path, servicedir = write_config(directory)
+    with contextlib.suppress(FileNotFoundError):
+        socket_path.unlink()  # the dead bus's socket: the new one binds the same path
     read_fd, write_fd = os.pipe()
     try:
         argv = [

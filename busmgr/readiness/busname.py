@@ -93,6 +93,24 @@ class BusNameReadiness:
             else:
                 job.bus_name_lost()
 
+    def recheck(self, job: Job) -> None:
+        """Ask again who owns ``job``'s name (a new connection to the bus): a job waiting for
+        it is checked as at its start; a running job whose name has no owner now lost it."""
+        name = job.jobclass.dbus_name
+        if not name or self.names is None or not self._interested(job):
+            return
+        self._run(job, self._recheck(job, name))
+
+    async def _recheck(self, job: Job, name: str) -> None:
+        names = self.names
+        if names is None:
+            return
+        owner = await names.watch(name)
+        if owner:
+            await self._check(job, name, owner)
+        elif job.state is State.RUNNING:
+            job.bus_name_lost()
+
     def close(self) -> None:
         """Cancel the checks in flight (manager exit)."""
         for task in list(self._tasks):

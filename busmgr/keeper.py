@@ -1,0 +1,166 @@
+"""Keeping the manager on its bus: the private bus's life, and getting back after a loss.
+
+Policy (the reliability issue): losing the bus never stops a job by itself.
+
+* ``busmgr daemon`` (someone else's bus): when the connection drops, the jobs keep running and
+  the keeper reconnects with a growing delay (0.1 s doubling to 5 s); once back, the manager
+  owns its names again, adds its match rules again, asks the name owners again (readiness) and
+  exports its objects again (:meth:`busmgr.manager.Manager.connect` and ``go_live``).
+* ``busmgr session`` (its own private bus): a ``dbus-daemon`` that dies is started again in the
+  same directory, so at the same address (the jobs' ``DBUS_SESSION_BUS_ADDRESS`` stays valid),
+  and the manager reconnects to it. ``dbus`` jobs lost their names with the old bus: they count
+  as failed, and respawn applies. A bus that keeps dying (more than :data:`RESTARTS` times in
+  :data:`RESTART_WINDOW` seconds) stops the manager.
+
+Invariant: at most one recovery runs at a time, and none once the manager is stopping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from busmgr import process
+from busmgr.bus.daemon import PrivateBus, start_private_bus
+from busmgr.bus.link import LinkError
+from busmgr.manager import Manager
+
+log = logging.getLogger("busmgr")
+
+__all__ = ["BusKeeper"]
+
+RESTARTS = 5
+RESTART_WINDOW = 60.0
+FIRST_DELAY = 0.1
+MAX_DELAY = 5.0
+STOP_TIMEOUT = 5.0  # seconds the private bus has between TERM and KILL
+
+
+class BusKeeper:
+    """The manager's bus: ``address`` (an existing bus) or a private one (``address`` None)."""
+
+    def __init__(
+        self,
+        manager: Manager,
+        address: str | None,
+        environ: Mapping[str, str],
+        helper_dir: Path | None,
+    ) -> None:
+        self.manager = manager
+        self.loop = manager.loop
+        self.address = address
+        self.private = address is None
+        self.environ = dict(environ)
+        self._helper_dir = helper_dir
+        self.bus: PrivateBus | None = None
+        self._bus_exit: asyncio.Future[process.ExitInfo] | None = None
+        self._restarts: list[float] = []
+        self._recovering: asyncio.Task[None] | None = None
+        # Called once the manager is back on the bus after a loss (the runtime writes the
+        # address file again: what tells a waiting client the session is usable again).
+        self.on_back: Callable[[str], None] | None = None
+        manager.on_bus_lost = self._lost
+
+    @property
+    def servicedir(self) -> Path | None:
+        """Where activation files go: the private bus's own directory, else the helper's."""
+        return self.bus.servicedir if self.bus is not None else self._helper_dir
+
+    async def start(self) -> str:
+        """Start the private bus (if any) and connect; returns the bus address. Raises
+        ``LinkError``, ``SpawnError`` or ``OSError`` with one line."""
+        if self.private:
+            await self._start_bus(None)
+        if self.address is None:
+            raise LinkError("no bus address")
+        await self.manager.connect(self.address)
+        return self.address
+
+    async def go_live(self) -> None:
+        await self.manager.go_live(self.servicedir, own_servicedir=self.private)
+
+    async def _start_bus(self, directory: Path | None) -> None:
+        exited: asyncio.Future[process.ExitInfo] = self.loop.create_future()
+        self._bus_exit = exited
+        bus = await start_private_bus(
+            self.environ,
+            watch=lambda pid: self.manager.supervisor.reaper.watch(
+                pid, lambda _p, info: exited.done() or exited.set_result(info)
+            ),
+            directory=directory,
+        )
+        self.bus, self.address = bus, bus.address
+        exited.add_done_callback(self._bus_exited)
+
+    # ------------------------------------------------------------------ losses
+    def _stopping(self) -> bool:
+        return self.manager.stopped.done()
+
+    def _bus_exited(self, fut: asyncio.Future[process.ExitInfo]) -> None:
+        if self._stopping() or fut is not self._bus_exit:
+            return
+        now = self.loop.time()
+        self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW] + [now]
+        how = fut.result().describe()
+        if len(self._restarts) > RESTARTS:
+            self.manager.fatal(
+                f"the private dbus-daemon {how}, {RESTARTS} restarts in {RESTART_WINDOW:g}s"
+            )
+            return
+        log.warning("the private dbus-daemon %s; starting it again at %s", how, self.address)
+        self._recover()
+
+    def _lost(self) -> None:
+        if not self._stopping():
+            log.warning("lost the connection to the bus at %s; getting back", self.address)
+            self._recover()
+
+    def _recover(self) -> None:
+        if self._recovering is None or self._recovering.done():
+            self._recovering = self.loop.create_task(self._recovery())
+
+    async def _recovery(self) -> None:
+        delay = FIRST_DELAY
+        while not self._stopping():
+            try:
+                if self.private and self._bus_exit is not None and self._bus_exit.done():
+                    directory = self.bus.directory if self.bus is not None else None
+                    await self._start_bus(directory)
+                if self.address is None:
+                    raise LinkError("no bus address")
+                await self.manager.connect(self.address)
+                await self.go_live()
+            except (LinkError, process.SpawnError, OSError) as err:
+                log.warning("not back on the bus yet (%s); next try in %gs", err, delay)
+            else:
+                log.info("back on the bus at %s", self.address)
+                if self.on_back is not None:
+                    self.on_back(self.address)
+                return
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.manager.stopped), delay)
+            delay = min(delay * 2, MAX_DELAY)
+
+    # ------------------------------------------------------------------ the end
+    async def stop(self) -> None:
+        """Stop recovering, and stop the private bus (TERM, then KILL) and remove its
+        directory."""
+        if self._recovering is not None:
+            self._recovering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recovering
+        bus, exited = self.bus, self._bus_exit
+        if bus is None or exited is None:
+            return
+        if not exited.done():
+            process.kill_pid(bus.pid, signal.SIGTERM)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited), STOP_TIMEOUT)
+            if not exited.done():
+                process.kill_pid(bus.pid, signal.SIGKILL)
+                await exited
+        bus.remove()
