@@ -18,6 +18,7 @@ ERROR_NAMES = frozenset(
         "AccessDenied",
         "InvalidArgs",
         "ShuttingDown",
+        "Busy",
     }
 )
 

@@ -193,6 +193,25 @@ class Failure:
         return f"{text}: {self.reason}" if self.reason else text
 
 
+@dataclass(frozen=True)
+class Restored:
+    """What :meth:`Job.restore` takes back: the job's own fields as a snapshot recorded them."""
+
+    goal: Goal
+    state: State
+    env: Mapping[str, str]
+    pids: Mapping[ProcessKind, int]
+    failure: Failure | None = None
+    last_exit: tuple[int | None, int | None] = (None, None)
+    ready_reached: bool = False
+    pending_ready: frozenset[str] = frozenset()
+    ready_deadline: float = 0.0
+    respawns: int = 0
+    respawn_window: tuple[float, int] = (0.0, 0)
+    status_text: str = ""
+    start_count: int = 0
+
+
 class Waiter:
     """Someone waiting for a job to reach a rest state (a bus call with ``wait``, or a
     blocking event). ``done(failure)`` is called exactly once."""
@@ -235,6 +254,7 @@ class Job:
         self._waiters: list[Waiter] = []
         self.status_text = ""
         self.start_count = 0
+        self.ready_deadline = 0.0  # host.now() when the current wait for readiness times out
 
     # ----------------------------------------------------------------- views
     def __repr__(self) -> str:
@@ -273,6 +293,44 @@ class Job:
             exit_signal=signal_name(failure.signal) if failure and failure.signal else None,
             exported={k: self.env[k] for k in self.jobclass.export if k in self.env},
         )
+
+    # ------------------------------------------------------------ restoring
+    def counters(self) -> tuple[float, int]:
+        """The respawn window's start and the respawns counted in it (what a snapshot keeps)."""
+        return self._respawn_window_start, self._respawn_count
+
+    def restore(self, saved: Restored) -> None:
+        """Take the state a previous manager saved (re-exec, or re-adoption after a crash).
+
+        Only a resting job (``waiting`` heading for stop, ``running`` heading for start) or one
+        waiting in ``spawned`` for its bus name or its ``expect`` is restored as it was: the
+        wait goes on (with the time left of its ready timeout) and the host is asked to watch
+        readiness again. Raises :class:`JobStateError` for any other state (the caller brings
+        such a job back another way). ``pids`` must be the live processes only.
+        """
+        resting = (saved.state is State.WAITING and saved.goal is Goal.STOP) or (
+            saved.state is State.RUNNING and saved.goal is not Goal.STOP
+        )
+        waiting = saved.state is State.SPAWNED and saved.goal is not Goal.STOP
+        if not (resting or waiting):
+            raise JobStateError(f"{self!r}: cannot restore {saved.goal.value}/{saved.state.value}")
+        self.goal, self.state = saved.goal, saved.state
+        self.env = dict(saved.env)
+        self.pids = dict(saved.pids)
+        self.failure = saved.failure
+        self.last_exit = saved.last_exit
+        self.ready_reached = saved.ready_reached
+        self.respawns = saved.respawns
+        self._respawn_window_start, self._respawn_count = saved.respawn_window
+        self.status_text = saved.status_text
+        self.start_count = saved.start_count
+        self.host.changed(self)
+        if waiting:
+            self.pending_ready = set(saved.pending_ready)
+            self.ready_deadline = saved.ready_deadline
+            left = max(0.0, saved.ready_deadline - self.host.now())
+            self._set_timer(left, self._ready_timeout)
+            self.host.watch_readiness(self)
 
     # ------------------------------------------------------------- requests
     def start(self, waiter: Waiter | None = None) -> None:
@@ -467,6 +525,7 @@ class Job:
             self.pending_ready.add("expect")
         if not self.pending_ready:
             return next_state(State.SPAWNED, self.goal)
+        self.ready_deadline = self.host.now() + cls.ready_timeout
         self._set_timer(cls.ready_timeout, self._ready_timeout)
         self.host.watch_readiness(self)
         return None

@@ -28,6 +28,7 @@ from busmgr import process
 from busmgr.bus.daemon import PrivateBus, start_private_bus
 from busmgr.bus.link import LinkError
 from busmgr.manager import Manager
+from busmgr.snapshot import SavedBus, SavedProcess
 
 log = logging.getLogger("busmgr")
 
@@ -49,21 +50,25 @@ class BusKeeper:
         address: str | None,
         environ: Mapping[str, str],
         helper_dir: Path | None,
+        saved: SavedBus | None = None,
     ) -> None:
         self.manager = manager
+        self._saved = saved
         self.loop = manager.loop
         self.address = address
         self.private = address is None
         self.environ = dict(environ)
         self._helper_dir = helper_dir
         self.bus: PrivateBus | None = None
-        self._bus_exit: asyncio.Future[process.ExitInfo] | None = None
+        self._bus_exit: asyncio.Future[process.ExitInfo | None] | None = None
         self._restarts: list[float] = []
         self._recovering: asyncio.Task[None] | None = None
+        self._started = 0  # the private bus's start time
         # Called once the manager is back on the bus after a loss (the runtime writes the
         # address file again: what tells a waiting client the session is usable again).
         self.on_back: Callable[[str], None] | None = None
         manager.on_bus_lost = self._lost
+        manager.bus_record = self.record
 
     @property
     def servicedir(self) -> Path | None:
@@ -73,8 +78,9 @@ class BusKeeper:
     async def start(self) -> str:
         """Start the private bus (if any) and connect; returns the bus address. Raises
         ``LinkError``, ``SpawnError`` or ``OSError`` with one line."""
-        if self.private:
-            await self._start_bus(None)
+        if self.private and not self._take_back():
+            saved = Path(self._saved.directory) if self._saved is not None else None
+            await self._start_bus(saved if saved is not None and saved.is_dir() else None)
         if self.address is None:
             raise LinkError("no bus address")
         await self.manager.connect(self.address)
@@ -83,29 +89,55 @@ class BusKeeper:
     async def go_live(self) -> None:
         await self.manager.go_live(self.servicedir, own_servicedir=self.private)
 
-    async def _start_bus(self, directory: Path | None) -> None:
-        exited: asyncio.Future[process.ExitInfo] = self.loop.create_future()
+    def _take_back(self) -> bool:
+        """The private bus a previous image or manager left running (same pid and start time,
+        its socket still there): keep using it, at its address."""
+        saved = self._saved
+        if saved is None:
+            return False
+        alive = process.proc_start_time(saved.process.pid) == saved.process.started
+        directory = Path(saved.directory)
+        if not (alive and saved.process.started and (directory / "bus").exists()):
+            return False
+        self.bus = PrivateBus(saved.address, saved.process.pid, directory, directory / "services")
+        self.address = saved.address
+        self._started = saved.process.started
+        self._watch_bus(saved.process.pid)
+        log.info("using the private bus left running at %s", saved.address)
+        return True
+
+    def _watch_bus(self, pid: int) -> None:
+        exited: asyncio.Future[process.ExitInfo | None] = self.loop.create_future()
         self._bus_exit = exited
-        bus = await start_private_bus(
-            self.environ,
-            watch=lambda pid: self.manager.supervisor.reaper.watch(
-                pid, lambda _p, info: exited.done() or exited.set_result(info)
-            ),
-            directory=directory,
+        self.manager.supervisor.watch_exit(
+            pid, lambda info: exited.done() or exited.set_result(info)
         )
-        self.bus, self.address = bus, bus.address
         exited.add_done_callback(self._bus_exited)
+
+    async def _start_bus(self, directory: Path | None) -> None:
+        bus = await start_private_bus(self.environ, watch=self._watch_bus, directory=directory)
+        self.bus, self.address = bus, bus.address
+        self._started = process.proc_start_time(bus.pid)
+
+    def record(self) -> SavedBus | None:
+        """The private bus, for the state store (None on someone else's bus)."""
+        if self.bus is None or self.address is None:
+            return None
+        return SavedBus(
+            SavedProcess(self.bus.pid, self._started), self.address, str(self.bus.directory)
+        )
 
     # ------------------------------------------------------------------ losses
     def _stopping(self) -> bool:
         return self.manager.stopped.done()
 
-    def _bus_exited(self, fut: asyncio.Future[process.ExitInfo]) -> None:
+    def _bus_exited(self, fut: asyncio.Future[process.ExitInfo | None]) -> None:
         if self._stopping() or fut is not self._bus_exit:
             return
         now = self.loop.time()
         self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW] + [now]
-        how = fut.result().describe()
+        info = fut.result()
+        how = info.describe() if info is not None else "exited"
         if len(self._restarts) > RESTARTS:
             self.manager.fatal(
                 f"the private dbus-daemon {how}, {RESTARTS} restarts in {RESTART_WINDOW:g}s"
@@ -146,13 +178,15 @@ class BusKeeper:
             delay = min(delay * 2, MAX_DELAY)
 
     # ------------------------------------------------------------------ the end
-    async def stop(self) -> None:
+    async def stop(self, *, keep_bus: bool = False) -> None:
         """Stop recovering, and stop the private bus (TERM, then KILL) and remove its
-        directory."""
+        directory (``keep_bus``: leave it running, for the manager's next image)."""
         if self._recovering is not None:
             self._recovering.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recovering
+        if keep_bus:
+            return
         bus, exited = self.bus, self._bus_exit
         if bus is None or exited is None:
             return

@@ -14,7 +14,9 @@ polls: every wait is on a process exit, a bus message, an event or a timer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from busmgr.catalog import Catalog, Sources, load_catalog_sliced
 from busmgr.control import Control
 from busmgr.dispatch import Dispatcher
 from busmgr.environment import Environment
+from busmgr.errors import ManagerError
 from busmgr.eventqueue import Block, EventQueue
 from busmgr.events import Event
 from busmgr.job import Goal, Job, State, TimerHandle
@@ -39,6 +42,9 @@ from busmgr.observe import JobObserver, Observers
 from busmgr.options import Mode
 from busmgr.readiness import BusNameReadiness
 from busmgr.registry import Registry
+from busmgr.restore import restorable, restore, take_snapshot
+from busmgr.snapshot import Saved, SavedBus, SavedProcess
+from busmgr.statestore import StateStore, boot_id
 from busmgr.supervisor import Supervisor
 
 log = logging.getLogger("busmgr")
@@ -46,6 +52,7 @@ log = logging.getLogger("busmgr")
 __all__ = ["Manager", "ManagerConfig"]
 
 INSTALL_BATCH = 25  # job classes added per step at start-up
+REEXEC_WAIT = 10.0  # seconds Reexec waits for every job to be at rest
 INSTALL_SLICE = 0.02  # seconds of installing before the loop gets a turn
 
 
@@ -58,6 +65,19 @@ class ManagerConfig:
     state_dir: Path
     import_services: bool
     environ: Mapping[str, str]
+
+
+class _Moved(JobObserver):
+    """Sets an event whenever a job changes or an event is handled (what Reexec waits on)."""
+
+    def __init__(self, moved: asyncio.Event) -> None:
+        self._moved = moved
+
+    def job_changed(self, job: Job) -> None:
+        self._moved.set()
+
+    def event_emitted(self, event: Event) -> None:
+        self._moved.set()
 
 
 class _ClassFollower(JobObserver):
@@ -112,6 +132,13 @@ class Manager:
         self.requests = ActivationRequests(self.control)
         self.activation: DbusDaemonActivation | None = None
         self.names: NameWatcher | None = None
+        self.store = StateStore(self.loop, config.state_dir, self.snapshot)
+        self.started_up = False  # ``startup`` was emitted (by this manager or before a re-exec)
+        self.reexec_requested = False
+        # What the runtime records beside the jobs: the private bus and the session command.
+        self.bus_record: Callable[[], SavedBus | None] = lambda: None
+        self.command_record: Callable[[], SavedProcess | None] = lambda: None
+        self._moved = asyncio.Event()  # set whenever a job changes or an event is handled
         self._reloading = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.stopped: asyncio.Future[None] = self.loop.create_future()
@@ -213,7 +240,10 @@ class Manager:
         names = self.names = NameWatcher(link, self._owner_changed)
         self.bus_names.attach(names)
         ops = Operations(
-            self.control, CallerPolicy(self.config.mode, names), self.reload_configuration
+            self.control,
+            CallerPolicy(self.config.mode, names),
+            self.reload_configuration,
+            self.reexec,
         )
         face = BusFace(link, ops, self.supervisor.process_rows)
         face.publish(self.registry.classes.values(), self.registry.jobs())
@@ -265,9 +295,12 @@ class Manager:
             self.requests.name_owned(name)
 
     # ======================================================== life
-    async def begin(self, servicedir: Path | None, *, own_servicedir: bool) -> None:
-        """Load the jobs and publish them (a slice at a time), go live on the bus (if
-        connected), and emit ``startup``."""
+    async def begin(
+        self, servicedir: Path | None, *, own_servicedir: bool, saved: Saved | None = None
+    ) -> None:
+        """Load the jobs and publish them (a slice at a time), take back what ``saved``
+        records (a previous image's or manager's jobs), go live on the bus (if connected),
+        emit ``startup`` (unless it was emitted before), and record the state from now on."""
         classes = list((await self.load()).classes.values())
         deadline = self.loop.time() + INSTALL_SLICE
         for start in range(0, len(classes), INSTALL_BATCH):
@@ -275,9 +308,70 @@ class Manager:
             if self.loop.time() > deadline:
                 await asyncio.sleep(0)  # nobody can call yet; the loop still has other work
                 deadline = self.loop.time() + INSTALL_SLICE
+        if saved is not None:
+            restore(saved, self.registry, self.supervisor, self.environment)
+            self.started_up = saved.started
         if self.link.connected:
             await self.go_live(servicedir, own_servicedir=own_servicedir)
-        self.queue.emit(Event.make("startup", {}))
+        self.observers.subscribe(self.store)
+        self.observers.subscribe(_Moved(self._moved))
+        self.store.mark()
+        if not self.started_up:
+            self.started_up = True
+            self.queue.emit(Event.make("startup", {}))
+
+    def snapshot(self) -> Saved:
+        """What the state store writes: everything :mod:`busmgr.restore` needs."""
+        jobs, order = take_snapshot(self.registry, self.supervisor, self.environment)
+        hierarchy = self.supervisor.hierarchy
+        return Saved(
+            boot_id=boot_id(),
+            manager_pid=os.getpid(),
+            started=self.started_up,
+            jobs=jobs,
+            start_order=order,
+            activation_env=dict(self.environment.activation),
+            cgroup=hierarchy.base if hierarchy is not None else None,
+            bus=self.bus_record(),
+            command=self.command_record(),
+            notify_address=self.supervisor.expect.notify_address,
+        )
+
+    async def reexec(self) -> None:
+        """``Reexec``: wait (at most :data:`REEXEC_WAIT` seconds) until every job can be
+        saved as it is and no event is being handled, save the state, and have the runtime
+        exec the manager again. Raises ``Busy`` naming the jobs still between states."""
+        deadline = self.loop.time() + REEXEC_WAIT
+        while True:
+            busy = [
+                f"{j.label} ({j.state.value})" for j in self.registry.jobs() if not restorable(j)
+            ]
+            if not busy and not len(self.queue):
+                break
+            left = deadline - self.loop.time()
+            if left <= 0:
+                what = ", ".join(busy) or "events being handled"
+                raise ManagerError("Busy", f"not re-executing: jobs between states: {what}")
+            self._moved.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._moved.wait(), left)
+        self.store.save(sync=True)
+        self.store.enabled = False  # nothing may change the file between here and the exec
+        self.reexec_requested = True
+        self.request_shutdown(0)
+
+    def request_reexec(self) -> None:
+        """``reexec`` from a signal handler (SIGUSR2); a refusal is logged."""
+
+        async def reexec() -> None:
+            try:
+                await self.reexec()
+            except ManagerError as err:
+                log.warning("%s", err.message)
+
+        task = self.loop.create_task(reexec())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def request_shutdown(self, status: int = 0) -> None:
         if not self.stopped.done():
@@ -314,8 +408,10 @@ class Manager:
         await fut
         return not (job.failure is not None and job.failure.process in ("pre-stop", "post-stop"))
 
-    async def close(self) -> None:
+    async def close(self, *, keep_files: bool = False) -> None:
+        """Leave the bus (replies already sent go out first). The activation files go too,
+        unless ``keep_files`` (a re-exec: the next image uses them at once)."""
         self.bus_names.close()
-        if self.activation is not None:
+        if self.activation is not None and not keep_files:
             self.activation.remove_service_files()
         await self.link.close()

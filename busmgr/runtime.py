@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ from busmgr.options import (
     default_state_dir,
     standard_bus_address,
 )
+from busmgr.snapshot import SavedProcess
+from busmgr.statestore import LockError, StateLock, StateStore, boot_id
 
 log = logging.getLogger("busmgr")
 
@@ -210,33 +213,51 @@ def _watch_loop(loop: asyncio.AbstractEventLoop, environ: Mapping[str, str]) -> 
 async def _main(plan: Plan) -> int:
     loop = asyncio.get_running_loop()
     _watch_loop(loop, plan.config.environ)
+    state_dir = plan.config.state_dir
+    try:
+        lock = StateLock.acquire(state_dir)
+    except LockError as err:
+        print(f"busmgr: {err}", file=sys.stderr)
+        return 1
+    saved = StateStore.read(state_dir, boot_id())
     manager = Manager(plan.config)
     loop.set_exception_handler(_BugReporter(manager))
-    manager.supervisor.start(plan.config.environ)
+    manager.supervisor.start(
+        plan.config.environ,
+        cgroup_name=_cgroup_name(state_dir),
+        saved_cgroup=saved.cgroup if saved else None,
+    )
     _setup_process(plan.pidfile)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, manager.request_shutdown, 0)
     loop.add_signal_handler(signal.SIGHUP, manager.request_reload)
+    loop.add_signal_handler(signal.SIGUSR2, manager.request_reexec)
     keeper = BusKeeper(
         manager,
         None if plan.private_bus else plan.address,
         plan.config.environ,
         _helper_dir(plan.config.environ),
+        saved.bus if saved else None,
     )
     if plan.address_file is not None:
         address_file = plan.address_file
         keeper.on_back = lambda address: _write_atomically(address_file, address + "\n")
+    reexec = saved is not None and saved.manager_pid == os.getpid()
     status = 1
     try:
         address = await keeper.start()
-        await manager.begin(keeper.servicedir, own_servicedir=keeper.private)
-        if plan.print_address:
+        await manager.begin(keeper.servicedir, own_servicedir=keeper.private, saved=saved)
+        if plan.print_address and not reexec:
             print(address, flush=True)
         if plan.address_file is not None:
             _write_atomically(plan.address_file, address + "\n")
-        if plan.command:
+        if saved is not None and saved.command is not None:
+            _watch_command(manager, saved.command.pid)
+        elif plan.command and not reexec:
             _start_command(manager, plan.command)
         await manager.stopped
+        if manager.reexec_requested:
+            await _reexec(manager, keeper, lock)  # returns only if the exec failed
         clean = await manager.stop_everything()
         status = manager.exit_status if clean or manager.exit_status else 1
     except (process.SpawnError, LinkError, PlanError, OSError) as err:
@@ -253,7 +274,48 @@ async def _main(plan: Plan) -> int:
             with contextlib.suppress(FileNotFoundError):
                 plan.pidfile.unlink()
         await manager.supervisor.finish(FINISH_TIMEOUT)
+        if not any(job.pids for job in manager.registry.jobs()):
+            manager.store.discard()  # every job stopped: nothing to take back next time
+        lock.release()
     return status
+
+
+def _cgroup_name(state_dir: Path) -> str:
+    """The manager's cgroup directory's name, stable for one state directory: a manager
+    started again after a crash finds the leaves of the jobs it takes back."""
+    digest = hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()
+    return f"busmgr-{digest[:12]}"
+
+
+async def _reexec(manager: Manager, keeper: BusKeeper, lock: StateLock) -> None:
+    """Replace this image with a new one of the manager (possibly a newer version), keeping
+    every job and the private bus: the state is saved; leave the bus (after the reply to
+    ``Reexec`` went out), stop reaping, exec. If the exec fails, say so and carry on to a
+    normal shutdown (the jobs are stopped)."""
+    await manager.close(keep_files=True)
+    await keeper.stop(keep_bus=True)
+    manager.supervisor.detach()
+    argv = _own_argv()
+    log.info("re-executing: %s", " ".join(argv))
+    lock.release()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, [sys.executable, *argv[1:]])
+    except OSError as err:
+        log.critical("cannot re-execute the manager: %s; stopping every job", err)
+        manager.exit_status = 1
+        manager.store.enabled = True
+
+
+def _own_argv() -> list[str]:
+    """The command line this process was started with (``/proc/self/cmdline``)."""
+    try:
+        with open("/proc/self/cmdline", "rb") as fh:
+            words = fh.read().split(b"\0")
+    except OSError:
+        return [sys.executable, *sys.argv]
+    return [os.fsdecode(w) for w in words if w] or [sys.executable, *sys.argv]
 
 
 def _one_line(err: BaseException) -> str:
@@ -262,6 +324,18 @@ def _one_line(err: BaseException) -> str:
         where = f" ({err.filename})" if err.filename else ""
         return f"{err.strerror or err}{where}"
     return " ".join(str(err).split())
+
+
+def _watch_command(manager: Manager, pid: int) -> None:
+    """The session command a previous image started: the session still ends with it."""
+    started = process.proc_start_time(pid)
+    manager.command_record = lambda: SavedProcess(pid, started)
+
+    def ended(info: process.ExitInfo | None) -> None:
+        manager.request_shutdown(_exit_code(info) if info is not None else 0)
+
+    manager.supervisor.watch_exit(pid, ended)
+    _forward_signals(manager, pid, lambda: False)
 
 
 def _start_command(manager: Manager, command: tuple[str, ...]) -> None:
@@ -276,14 +350,21 @@ def _start_command(manager: Manager, command: tuple[str, ...]) -> None:
         print(f"busmgr: {err}", file=sys.stderr)
         manager.request_shutdown(127)
         return
+    started = process.proc_start_time(pid)
+    manager.command_record = lambda: SavedProcess(pid, started)
     command_exit: asyncio.Future[process.ExitInfo] = loop.create_future()
     manager.supervisor.reaper.watch(pid, lambda _p, info: command_exit.set_result(info))
     command_exit.add_done_callback(lambda f: manager.request_shutdown(_exit_code(f.result())))
+    _forward_signals(manager, pid, command_exit.done)
+
+
+def _forward_signals(manager: Manager, pid: int, ended: Callable[[], bool]) -> None:
+    """The session ends when its command does: SIGTERM/SIGINT go to the command, and the
+    session ends anyway if the command is still there after a grace period."""
+    loop = manager.loop
 
     def forward(signum: int) -> None:
-        # The session ends when its command does: pass the signal on, and end anyway if the
-        # command is still there after a grace period.
-        if command_exit.done():
+        if ended():
             manager.request_shutdown(0)
             return
         process.kill_pid(pid, signum)

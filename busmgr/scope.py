@@ -62,13 +62,18 @@ class CgroupHierarchy:
         self.relative = relative
 
     @classmethod
-    def create(cls, environ: Mapping[str, str] | None = None) -> CgroupHierarchy | None:
-        """Make ``busmgr-<pid>`` under this process's own cgroup; None if that is impossible,
-        or if ``BUSMGR_CGROUPS=0`` in ``environ`` forces the session model (tests of the
-        fallback use it).
+    def create(
+        cls, environ: Mapping[str, str] | None = None, *, name: str = "", saved: str | None = None
+    ) -> CgroupHierarchy | None:
+        """The manager's directory under its own cgroup; None if that is impossible, or if
+        ``BUSMGR_CGROUPS=0`` in ``environ`` forces the session model (tests of the fallback
+        use it).
 
-        A name already taken (a stale directory, or another busmgr that is PID 1 of its own
-        pid namespace) gets a suffix, so two managers never share a directory.
+        ``name`` is stable for one state directory (``busmgr-<hash>``), so a manager started
+        again after a crash finds its predecessor's leaves; ``saved`` is the path a previous
+        manager recorded, used first if it still exists (the new manager may sit in another
+        cgroup). An existing directory is taken over: the state directory's lock guarantees
+        that its manager is gone. Without ``name``, ``busmgr-<pid>`` with a suffix if taken.
         """
         env = os.environ if environ is None else environ
         if env.get("BUSMGR_CGROUPS", "1") == "0":
@@ -77,21 +82,39 @@ class CgroupHierarchy:
         if found is None:
             return None
         mount, own = found
+        if saved and saved.startswith(mount + "/") and os.path.isdir(saved):
+            return cls(saved, saved[len(mount) :])
         parent = mount + own.rstrip("/")
         if not os.access(parent, os.W_OK):
             return None
-        stem = f"busmgr-{os.getpid()}"
+        stem = name or f"busmgr-{os.getpid()}"
         for attempt in range(100):
-            name = stem if attempt == 0 else f"{stem}.{attempt}"
+            dirname = stem if attempt == 0 else f"{stem}.{attempt}"
             try:
-                os.mkdir(os.path.join(parent, name), 0o755)
+                os.mkdir(os.path.join(parent, dirname), 0o755)
             except FileExistsError:
+                if name:  # ours: a previous manager of the same state directory left it
+                    return cls(os.path.join(parent, dirname), own.rstrip("/") + "/" + dirname)
                 continue
             except OSError as e:
                 log.info("no cgroup for jobs (%s): following sessions instead", e.strerror)
                 return None
-            return cls(os.path.join(parent, name), own.rstrip("/") + "/" + name)
+            return cls(os.path.join(parent, dirname), own.rstrip("/") + "/" + dirname)
         return None
+
+    def leaves(self) -> list[str]:
+        """The paths of the leaves that exist now."""
+        with contextlib.suppress(FileNotFoundError):
+            return sorted(e.path for e in os.scandir(self.base) if e.is_dir(follow_symlinks=False))
+        return []
+
+    def clear(self, leaf: str) -> None:
+        """Kill every process of a leaf nobody owns any more (a job not re-adopted) and remove
+        the leaf if it is empty already (else at exit, or by the next manager)."""
+        if process.cgroup_populated(leaf):
+            process.cgroup_kill(leaf)
+        with contextlib.suppress(OSError):
+            process.cgroup_remove(leaf)
 
     def leaf(self, job: str, instance: str) -> tuple[str, str]:
         """``(path, relative path)`` of the leaf of one job instance (not created here)."""
@@ -145,6 +168,13 @@ class ProcessScope:
                 return None
             self._created = True
         return self.cgroup
+
+    def exists(self) -> bool:
+        """Whether the leaf is there (a re-adopted job's, made by a previous manager); marks
+        it created if so."""
+        if self.cgroup is not None and os.path.isdir(self.cgroup):
+            self._created = True
+        return self._created
 
     def adopt(self, pid: int) -> None:
         """``pid`` belongs to this job: one it just spawned (a session leader), or the daemon

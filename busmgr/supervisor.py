@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterable, Mapping
 
@@ -61,14 +62,34 @@ class Supervisor:
         self._scopes: dict[Job, ProcessScope] = {}
         self._pid_job: dict[int, Job] = {}
         self._killing: dict[Job, None] = {}  # insertion-ordered set
+        self.started: dict[int, int] = {}  # pid -> start time (ticks since boot), while watched
+        self._pidfds: dict[int, int] = {}  # pid -> pidfd, for adopted processes not our children
 
     # ------------------------------------------------------------------ life
-    def start(self, environ: Mapping[str, str]) -> None:
-        """Reap from now on, and choose the scope model (a cgroup leaf per job if possible)."""
+    def start(
+        self, environ: Mapping[str, str], *, cgroup_name: str = "", saved_cgroup: str | None = None
+    ) -> None:
+        """Reap from now on, and choose the scope model (a cgroup leaf per job if possible):
+        ``cgroup_name`` is the stable name of the manager's cgroup directory, ``saved_cgroup``
+        the one a previous manager recorded (see :meth:`CgroupHierarchy.create`)."""
         process.set_cloexec_on_inherited_fds()
         self.reaper.start()
-        self.hierarchy = CgroupHierarchy.create(environ)
+        self.hierarchy = CgroupHierarchy.create(environ, name=cgroup_name, saved=saved_cgroup)
         log.debug("job processes: %s", self.hierarchy.base if self.hierarchy else "sessions")
+
+    def saved_processes(self, job: Job) -> dict[ProcessKind, tuple[int, int]]:
+        """``kind -> (pid, start time)`` of the job's processes, for a snapshot."""
+        return {kind: (pid, self.started.get(pid, 0)) for kind, pid in job.pids.items()}
+
+    def detach(self) -> None:
+        """The manager is about to exec itself: stop reaping here (the new image reaps from its
+        start), close the pidfds; every process stays as it is."""
+        for pid in list(self._pidfds):
+            fd = self._pidfds.pop(pid)
+            self.loop.remove_reader(fd)
+            os.close(fd)
+        self.expect.close()
+        self.reaper.stop()
 
     async def finish(self, timeout: float) -> None:
         """After every job stopped: no child may outlive the manager (PID 1's duty, and a
@@ -100,10 +121,85 @@ class Supervisor:
         return scope
 
     def adopt(self, job: Job, pid: int) -> None:
-        """``pid`` is now the job's main process: in its scope, watched, its exit the job's."""
+        """``pid`` is now the job's main process: in its scope, watched, its exit the job's.
+
+        A child of the manager is watched through the reaper (its exit status is known); any
+        other process (left by a previous manager that crashed, now a child of another
+        process) through a pidfd: its exit is seen, its status is not."""
         self.scope(job).adopt(pid)
         self._pid_job[pid] = job
-        self.reaper.watch(pid, self._child_reaped)
+        self.started.setdefault(pid, process.proc_start_time(pid))
+        if process.parent_pid(pid) == os.getpid():
+            self.reaper.watch(pid, self._child_reaped)
+        else:
+            self._watch_pidfd(pid)
+
+    def adopt_saved(
+        self, job: Job, processes: Mapping[ProcessKind, tuple[int, int]]
+    ) -> dict[ProcessKind, int]:
+        """Take back the processes a previous manager recorded for ``job`` (``kind -> (pid,
+        start time)``): only those still alive with the same start time (a pid reused since
+        is someone else's). Returns the live ones by kind."""
+        live: dict[ProcessKind, int] = {}
+        scope = self.scope(job)
+        scope.exists()
+        for kind, (pid, started) in processes.items():
+            if not started or process.proc_start_time(pid) != started:
+                continue
+            if process.proc_state(pid) in ("Z", "X", "") and process.parent_pid(pid) != os.getpid():
+                continue
+            live[kind] = pid
+            self.started[pid] = started
+            self.adopt(job, pid)
+        return live
+
+    def watch_exit(self, pid: int, on_exit: Callable[[process.ExitInfo | None], None]) -> None:
+        """Call ``on_exit`` once ``pid`` has ended: with its :class:`ExitInfo` if it is the
+        manager's child (reaped), else with None (seen through a pidfd; the status is the
+        parent's to collect). A process already gone counts as ended now."""
+        if process.parent_pid(pid) == os.getpid():
+            self.reaper.watch(pid, lambda _pid, info: on_exit(info))
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:  # gone already: it ended while nobody watched
+            self.loop.call_soon(on_exit, None)
+            return
+
+        def ended() -> None:
+            if self._pidfds.pop(pid, None) is not None:
+                self.loop.remove_reader(fd)
+                os.close(fd)
+                on_exit(None)
+
+        self._pidfds[pid] = fd
+        self.loop.add_reader(fd, ended)
+
+    def _watch_pidfd(self, pid: int) -> None:
+        self.watch_exit(pid, lambda _info: self._lost_exit(pid))
+
+    def _lost_exit(self, pid: int) -> None:
+        """An adopted process that is not our child exited: its status cannot be known."""
+        self.started.pop(pid, None)
+        job = self._pid_job.pop(pid, None)
+        if job is not None:
+            log.info(
+                "%s: process %d exited (not a child of this manager: status unknown)",
+                job.label,
+                pid,
+            )
+            job.process_exited(pid, None, None)
+        self._recheck_killed()
+
+    def clear_stale(self) -> None:
+        """After restoring: the leaves of jobs not re-adopted are stopped and removed."""
+        if self.hierarchy is None:
+            return
+        mine = {scope.cgroup for scope in self._scopes.values()}
+        for leaf in self.hierarchy.leaves():
+            if leaf not in mine:
+                log.warning("stopping what is left in %s (a job that was not taken back)", leaf)
+                self.hierarchy.clear(leaf)
 
     # ------------------------------------------------------------------ the job host's hands
     def spawn(self, job: Job, kind: ProcessKind, env: Mapping[str, str]) -> int:
@@ -135,6 +231,7 @@ class Supervisor:
                 raise process.SpawnError("spawn", str(err)) from None
             pid = err.pid
         self._pid_job[pid] = job
+        self.started[pid] = process.proc_start_time(pid)
         scope.adopt(pid)
         self.reaper.watch(pid, self._child_reaped)
         log.debug("%s: spawned %s process %d", job.label, kind.value, pid)
@@ -178,6 +275,7 @@ class Supervisor:
 
     # ------------------------------------------------------------------ exits
     def _child_reaped(self, pid: int, info: process.ExitInfo) -> None:
+        self.started.pop(pid, None)
         job = self._pid_job.pop(pid, None)
         if job is not None:
             job.process_exited(pid, info.status, info.signal)
@@ -187,6 +285,7 @@ class Supervisor:
     def _orphan_reaped(self, pid: int, info: process.ExitInfo) -> None:
         """A re-parented descendant was reaped: an intermediate of a double fork, a worker of
         a daemon, or any other orphan."""
+        self.started.pop(pid, None)
         job = self._pid_job.pop(pid, None)
         if job is not None:
             job.process_exited(pid, info.status, info.signal)

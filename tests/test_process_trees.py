@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -116,9 +117,15 @@ def gone(pid: int) -> bool:
         return True
 
 
+def manager_cgroup(state: Path) -> Path:
+    """The manager's cgroup directory: its name is stable for one state directory (so a
+    manager started again after a crash finds its jobs' leaves), no longer busmgr-<pid>."""
+    return Path(CGROUP2) / f"busmgr-{hashlib.sha256(str(state).encode()).hexdigest()[:12]}"
+
+
 def leaf(session: Session, job: str) -> Path:
     """The cgroup leaf of a job without instances whose name needs no escaping."""
-    return Path(CGROUP2) / f"busmgr-{session.proc.pid}" / job
+    return manager_cgroup(session.state) / job
 
 
 async def running(session: Session, job: str, env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -184,7 +191,7 @@ async def test_every_process_of_a_job_is_in_its_cgroup_leaf(session: Session) ->
 async def test_manager_and_bus_stay_outside_job_leaves(session: Session) -> None:
     own = Path(f"/proc/{session.proc.pid}/cgroup").read_text().strip()
     assert "busmgr-" not in own
-    assert (Path(CGROUP2) / f"busmgr-{session.proc.pid}").is_dir()
+    assert manager_cgroup(session.state).is_dir()
 
 
 async def test_multiprocessing_tree_fully_stopped_and_nothing_else(session: Session) -> None:
@@ -441,12 +448,12 @@ async def test_manager_name_pidfile_and_cleanup(tmp_path: Path) -> None:
             )
             assert found.returncode == 0, found.stdout + found.stderr
             assert str(pid) in found.stdout
-        own = Path(CGROUP2) / f"busmgr-{pid}"
+        own = manager_cgroup(sess.state)
         assert own.is_dir() == HAVE_CGROUPS
     finally:
         await stop_session(sess)
     assert not pidfile.exists()
-    assert not (Path(CGROUP2) / f"busmgr-{pid}").exists()
+    assert not own.exists()
 
 
 PID1_JOBS = {

@@ -93,10 +93,12 @@ class Operations:
         control: Control,
         policy: CallerPolicy,
         reload_configuration: Callable[[], Awaitable[None] | None],
+        reexec: Callable[[], Awaitable[None]],
     ) -> None:
         self.control = control
         self.policy = policy
         self.reload_configuration = reload_configuration
+        self.reexec = reexec
 
     async def run(self, member: str, call: Callable[[], Any]) -> Any:
         """Run a control method: check the caller may call it, then translate errors."""
@@ -167,6 +169,10 @@ class ManagerInterface(ServiceInterface):
     @dbus_method()
     async def ReloadConfiguration(self) -> None:
         await self._ops.run("ReloadConfiguration", self._ops.reload_configuration)
+
+    @dbus_method()
+    async def Reexec(self) -> None:
+        await self._ops.run("Reexec", self._ops.reexec)
 
     @dbus_method()
     async def EndSession(self) -> None:
