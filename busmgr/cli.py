@@ -387,6 +387,18 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
     p.set_defaults(run=_run_reload_configuration, kind="client")
 
     p = verb(
+        "reexec",
+        "re-execute the manager, keeping every job",
+        "Make the manager save its state and execute itself again (a newer version, if one was\n"
+        "installed): every job keeps running with its processes, and stays supervised. The\n"
+        "manager waits (up to 10 s) until no job is between states; if one still is, it\n"
+        "refuses (Busy) and nothing changes.",
+        "example:\n  busmgr reexec",
+        bus,
+    )
+    p.set_defaults(run=_run_reexec, kind="client")
+
+    p = verb(
         "emit",
         "emit an event",
         "Emit EVENT with its variables: jobs whose `start on` or `stop on` match it start or\n"
@@ -670,6 +682,11 @@ async def _run_stop(client: ManagerClient, args: argparse.Namespace, out: TextIO
 
 async def _run_reload(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
     await client.reload_job(args.job, dict(args.env))
+    return EXIT_OK
+
+
+async def _run_reexec(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
+    await client.reexec()
     return EXIT_OK
 
 

@@ -240,9 +240,12 @@ _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
 
 
-async def wait_for_file(path: Path, timeout: float = TIMEOUT) -> None:
-    """Return once ``path`` exists (created or moved into its directory), without polling:
-    an inotify watch on the directory, read through the loop."""
+async def wait_for_file(
+    path: Path, timeout: float = TIMEOUT, until: Callable[[Path], bool] = Path.exists
+) -> None:
+    """Return once ``until(path)`` holds (by default: ``path`` exists), checked whenever a file
+    is created or moved into its directory, without polling: an inotify watch on the
+    directory, read through the loop."""
     fd = _libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
     if fd < 0:
         raise OSError(ctypes.get_errno(), "inotify_init1")
@@ -255,7 +258,7 @@ async def wait_for_file(path: Path, timeout: float = TIMEOUT) -> None:
         try:
 
             async def appear() -> None:
-                while not path.exists():
+                while not until(path):
                     await changed.wait()
                     changed.clear()
                     with contextlib.suppress(BlockingIOError):
@@ -266,6 +269,42 @@ async def wait_for_file(path: Path, timeout: float = TIMEOUT) -> None:
             loop.remove_reader(fd)
     finally:
         os.close(fd)
+
+
+async def name_owner(bus: MessageBus, name: str) -> str:
+    reply = await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="GetNameOwner",
+            signature="s",
+            body=[name],
+        )
+    )
+    return reply.body[0] if reply.message_type is MessageType.METHOD_RETURN else ""
+
+
+async def new_owner_of(bus: MessageBus, name: str, old: str) -> str:
+    """Wait until ``name`` has an owner other than ``old`` (subscribe, then ask)."""
+    loop = asyncio.get_running_loop()
+    found: asyncio.Future[str] = loop.create_future()
+
+    def handler(msg: Message) -> None:
+        if msg.member == "NameOwnerChanged" and msg.body[0] == name:
+            owner = msg.body[2]
+            if owner and owner != old and not found.done():
+                found.set_result(owner)
+
+    bus.add_message_handler(handler)
+    try:
+        await add_match(bus, f"type='signal',member='NameOwnerChanged',arg0='{name}'")
+        now = await name_owner(bus, name)
+        if now and now != old and not found.done():
+            found.set_result(now)
+        return await asyncio.wait_for(found, TIMEOUT)
+    finally:
+        bus.remove_message_handler(handler)
 
 
 async def add_match(bus: MessageBus, rule: str) -> None:

@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from conftest import TIMEOUT, Session
+from busmgr import MANAGER_BUS_NAME
+
+from conftest import TIMEOUT, Session, name_owner, new_owner_of
 
 pytestmark = pytest.mark.integration
 
@@ -156,3 +158,14 @@ async def test_check_reports_file_and_line(session: Session) -> None:
     rc, _out, err = await busmgr(session, "check", str(bad))
     assert rc == 1
     assert "oops.conf:2:" in err and "NOPE" in err
+
+
+async def test_reexec_verb_keeps_jobs(session: Session) -> None:
+    before = (await session.props(await session.start("web")))["MainPID"]
+    owner = await name_owner(session.bus, MANAGER_BUS_NAME)
+    status, out, err = await busmgr(session, "reexec")
+    assert (status, out, err) == (0, "", "")
+    await new_owner_of(session.bus, MANAGER_BUS_NAME, owner)  # the new image is on the bus
+    status, listed, _ = await busmgr(session, "status", "web")
+    assert (status, listed.strip()) == (0, f"web start/running, process {before}")
+    await session.stop("web")

@@ -261,6 +261,10 @@ class ManagerClient:
     async def reload_configuration(self) -> None:
         await self._manager("ReloadConfiguration")
 
+    async def reexec(self) -> None:
+        # Returns once the state is saved; the manager then execs (it may wait for jobs first).
+        await self._manager("Reexec", wait=True)
+
     async def get_all(self, path: str, interface: str) -> dict[str, Any]:
         """All properties of ``interface`` at ``path``, unwrapped from their variants."""
         (props,) = await call(

@@ -120,7 +120,11 @@ async def start_private_bus(
         ]
         env = {k: v for k, v in environ.items() if k != "DBUS_SESSION_BUS_ADDRESS"}
         pid = process.spawn(
-            argv, env, ExecContext(console=ConsoleMode.OUTPUT), pass_fds=(write_fd,)
+            argv,
+            env,
+            ExecContext(console=ConsoleMode.OUTPUT),
+            pass_fds=(write_fd,),
+            quiet_stdout=True,  # it says nothing there; it must not hold the manager's stdout
         )
     except BaseException:
         os.close(read_fd)

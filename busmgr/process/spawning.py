@@ -153,8 +153,14 @@ def spawn(
     pass_fds: tuple[int, ...] = (),
     cgroup: str | None = None,
     foreground: bool = False,
+    quiet_stdout: bool = False,
 ) -> int:
     """Start ``argv`` with exactly ``env`` in ``ctx``; return its pid once it has exec'd.
+
+    ``quiet_stdout`` (with ``console output`` and no job settings: the private bus daemon):
+    stdout is ``/dev/null`` while stderr stays the manager's, so the program never holds the
+    pipe a parent may be reading the manager's stdout from (it must see EOF when the
+    manager exits).
 
     ``foreground`` (only for the command of ``busmgr session -- COMMAND``, with a default
     ``ctx``): stay in the manager's session and process group and inherit its stdin, so an
@@ -192,6 +198,12 @@ def spawn(
             if ctx.ionice is not None:
                 import psutil  # noqa: F401  (the child's _ionice uses it; import before fork)
             return _spawn_fork(argv, environ, ctx, exec_path, null_fd, out_fd, pass_fds, cgroup)
+        if quiet_stdout:
+            if ctx.console is not ConsoleMode.OUTPUT or cgroup is not None:
+                raise SpawnError("exec", "quiet_stdout needs console output and no cgroup")
+            return _spawn_posix(
+                argv, environ, exec_path, null_fd, -1, pass_fds, stdout_fd=null_fd
+            )
         if cgroup is None:
             return _spawn_posix(argv, environ, exec_path, null_fd, out_fd, pass_fds)
         return _spawn_posix_in(cgroup, argv, environ, exec_path, null_fd, out_fd, pass_fds)
@@ -243,6 +255,7 @@ def _spawn_posix(
     pass_fds: tuple[int, ...],
     *,
     setsid: bool = True,
+    stdout_fd: int = -1,
 ) -> int:
     """The fast path: posix_spawn, no Python in the child, nothing to set up but stdio.
     ``null_fd`` -1 leaves stdin as the manager has it."""
@@ -252,6 +265,8 @@ def _spawn_posix(
         actions.append((os.POSIX_SPAWN_DUP2, null_fd, 0))
     if out_fd >= 0:
         actions += [(os.POSIX_SPAWN_DUP2, out_fd, 1), (os.POSIX_SPAWN_DUP2, out_fd, 2)]
+    elif stdout_fd >= 0:
+        actions.append((os.POSIX_SPAWN_DUP2, stdout_fd, 1))
     # dup2 of a descriptor onto itself clears its close-on-exec flag (POSIX 2024, glibc 2.29).
     actions += [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in pass_fds]
     try:

@@ -1,0 +1,206 @@
+"""Never lose a job: ``Reexec`` (the manager execs itself, keeping every job) and re-adoption
+after the manager was killed with SIGKILL (a new manager with the same state directory takes the
+jobs back). In both, every job keeps its pids, stays supervised (exits seen, stop and respawn
+work) and nothing is ever started twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from dbus_fast.errors import DBusError
+
+from busmgr import MANAGER_BUS_NAME
+
+from conftest import (
+    TIMEOUT,
+    Session,
+    name_owner,
+    new_owner_of,
+    start_session,
+    stop_session,
+    wait_for_file,
+)
+
+pytestmark = pytest.mark.integration
+
+JOBS = {
+    "svc": "exec sleep 1000\n",
+    "phoenix": "respawn\nexec sleep 1001\n",
+    "lazarus": "respawn\nexec sleep 1002\n",
+    "named": (
+        "dbus org.test.Named\n"
+        "exec $PYTHON $TESTS_HELPERS/dbus_service.py --name org.test.Named\n"
+    ),
+    "getty": "instance $TTY\nexec sleep 1003\n",
+}
+
+
+async def start_all(sess: Session) -> dict[str, int]:
+    """Start the jobs; their main pids by job (instances as ``getty/tty1``)."""
+    pids = {}
+    for job in ("svc", "phoenix", "lazarus", "named"):
+        pids[job] = (await sess.props(await sess.start(job)))["MainPID"]
+    for tty in ("tty1", "tty2"):
+        pids[f"getty/{tty}"] = (await sess.props(await sess.start("getty", {"TTY": tty})))[
+            "MainPID"
+        ]
+    return pids
+
+
+async def main_pids(sess: Session) -> dict[str, tuple[str, int]]:
+    (rows,) = await sess.call("ListJobs")
+    found: dict[str, tuple[str, int]] = {}
+    for job, instance, state, path in rows:
+        props = await sess.props(path) if state != "waiting" or instance else None
+        key = f"{job}/{instance}" if instance else job
+        found[key] = (state, props["MainPID"] if props else 0)
+    return found
+
+
+async def respawned(sess: Session, job: str, old: int) -> int:
+    """Kill ``job``'s main process; return the pid it was respawned with."""
+    mark = sess.signals.mark()
+    os.kill(old, signal.SIGKILL)
+    await sess.signals.wait_for(lambda m, b: m == "JobStarted" and b[0] == job, start=mark)
+    new = (await sess.instance(job))["MainPID"]
+    assert new not in (0, old)
+    return new
+
+
+async def saved(sess: Session, pids: list[int]) -> None:
+    """Until the state file records every pid of ``pids`` (the manager writes it as jobs
+    change; a SIGKILL right after a change could lose that change)."""
+
+    def recorded(path: Path) -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            state = json.loads(path.read_text())
+            found = {p[0] for job in state["jobs"] for p in job["processes"].values()}
+            return set(pids) <= found
+        return False
+
+    await wait_for_file(sess.state / "state.json", until=recorded)
+
+
+def gone(pid: int) -> bool:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    return True
+
+
+async def test_reexec_keeps_every_job_supervised(tmp_path: Path) -> None:
+    sess = await start_session(tmp_path, JOBS)
+    try:
+        before = await start_all(sess)
+        manager_owner = await name_owner(sess.bus, MANAGER_BUS_NAME)
+        exe = os.readlink(f"/proc/{sess.proc.pid}/exe")
+        await sess.call("Reexec")
+        await new_owner_of(sess.bus, MANAGER_BUS_NAME, manager_owner)  # the new image is up
+        assert sess.proc.returncode is None and os.readlink(f"/proc/{sess.proc.pid}/exe") == exe
+        after = await main_pids(sess)
+        for key, pid in before.items():
+            assert after[key] == ("running", pid), key  # same process, still running
+        with pytest.raises(DBusError) as err:
+            await sess.start("svc")
+        assert err.value.type == "org.busmgr.Error.AlreadyStarted"  # never a second copy
+        await respawned(sess, "phoenix", before["phoenix"])  # exits seen, respawn works
+        await sess.stop("named")  # stop works, and the name goes with the process
+        assert gone(before["named"])
+        assert await name_owner(sess.bus, "org.test.Named") == ""
+        log = sess.stderr.read_text()
+        assert "took back 6 jobs from the previous image (re-exec)" in log
+        assert "Traceback" not in log
+    finally:
+        await stop_session(sess)  # SIGTERM: everything stops, exit 0, nothing left
+
+
+async def test_sigusr2_reexecs_too(tmp_path: Path) -> None:
+    sess = await start_session(tmp_path, {"svc": "exec sleep 1000\n"})
+    try:
+        pid = (await sess.props(await sess.start("svc")))["MainPID"]
+        owner = await name_owner(sess.bus, MANAGER_BUS_NAME)
+        sess.proc.send_signal(signal.SIGUSR2)
+        await new_owner_of(sess.bus, MANAGER_BUS_NAME, owner)
+        assert (await sess.instance("svc"))["MainPID"] == pid
+    finally:
+        await stop_session(sess)
+
+
+async def test_a_killed_manager_is_replaced_without_a_second_copy(tmp_path: Path) -> None:
+    sess = await start_session(tmp_path, JOBS)
+    old_pids: list[int] = []
+    new: Session | None = None
+    try:
+        before = await start_all(sess)
+        old_pids = [p.pid for p in sess.descendants()]
+        await saved(sess, list(before.values()))
+        sess.proc.kill()  # SIGKILL: no chance to save or stop anything
+        await asyncio.wait_for(sess.proc.wait(), TIMEOUT)
+        assert all(not gone(pid) for pid in before.values())  # the jobs run on, orphaned
+        os.kill(before["lazarus"], signal.SIGKILL)  # one dies while nobody watches
+        new = await start_session(tmp_path, JOBS)  # the same state directory
+        assert new.address == sess.address  # the private bus was left running: taken back
+        after = await main_pids(new)
+        for key, pid in before.items():
+            if key != "lazarus":
+                assert after[key] == ("running", pid), key
+        with pytest.raises(DBusError) as err:
+            await new.start("svc")
+        assert err.value.type == "org.busmgr.Error.AlreadyStarted"
+        # lazarus died meanwhile: it counted as failed and was respawned
+        lazarus = (await new.instance("lazarus"))["MainPID"]
+        assert after["lazarus"][0] == "running" and lazarus != before["lazarus"]
+        # an adopted process that is not the new manager's child: its exit is still seen
+        await respawned(new, "phoenix", before["phoenix"])
+        # the dbus job owns its name through an adopted process: it is running
+        assert (await new.instance("named"))["State"] == "running"
+        await new.stop("svc")
+        assert gone(before["svc"])
+        log = new.stderr.read_text()
+        assert "took back" in log and "from the previous manager" in log
+    finally:
+        if new is not None:
+            await stop_session(new)
+        else:
+            await stop_session(sess, expect_status=None)
+    left = [pid for pid in old_pids if not gone(pid)]
+    for pid in left:  # only processes the first session started
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"left behind: {left}"
+
+
+async def test_a_reused_pid_is_never_adopted(tmp_path: Path) -> None:
+    sess = await start_session(tmp_path, {"svc": "exec sleep 1000\n"})
+    stranger = subprocess.Popen(["sleep", "1000"])
+    new: Session | None = None
+    try:
+        pid = (await sess.props(await sess.start("svc")))["MainPID"]
+        await saved(sess, [pid])
+        sess.proc.kill()
+        await asyncio.wait_for(sess.proc.wait(), TIMEOUT)
+        os.kill(pid, signal.SIGKILL)  # the job's process is gone...
+        state_file = sess.state / "state.json"
+        state: dict[str, Any] = json.loads(state_file.read_text())
+        (record,) = [j for j in state["jobs"] if j["job"] == "svc"]
+        record["processes"]["main"][0] = stranger.pid  # ... and its pid went to a stranger
+        state_file.write_text(json.dumps(state))
+        new = await start_session(tmp_path, {"svc": "exec sleep 1000\n"})
+        props = await new.instance("svc")
+        assert props["MainPID"] != stranger.pid
+        assert stranger.poll() is None  # not adopted, not killed
+    finally:
+        stranger.kill()
+        stranger.wait()
+        if new is not None:
+            await stop_session(new)
+        else:
+            await stop_session(sess, expect_status=None)
