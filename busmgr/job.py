@@ -85,6 +85,8 @@ _TABLE: dict[State, tuple[State, State, State]] = {
     State.POST_STOP: (State.WAITING, State.STARTING, State.STARTING),
 }
 _GOAL_COLUMN = {Goal.STOP: 0, Goal.START: 1, Goal.RESPAWN: 2}
+# The states that wait for a hook of the starting side, and that hook.
+_HOOK_OF = {State.PRE_START: ProcessKind.PRE_START, State.POST_START: ProcessKind.POST_START}
 
 
 def next_state(state: State, goal: Goal) -> State:
@@ -396,6 +398,12 @@ class Job:
             # Waiting out the respawn delay with nothing running: the stop takes effect now.
             self._cancel_timer()
             self._change_state(next_state(self.state, goal))
+        elif goal is Goal.STOP and self.state in _HOOK_OF and _HOOK_OF[self.state] in self.pids:
+            # A pre-start or post-start still running would hold the stop for as long as it
+            # likes: it gets the kill signal (then KILL after the kill timeout); its exit then
+            # moves the job on to stopping, without counting as a failure.
+            self.host.kill(self, self.jobclass.kill_signal)
+            self._set_timer(self.jobclass.kill_timeout, self._hook_kill_timeout)
 
     # ------------------------------------------------------------ the machine
     def _change_state(self, state: State) -> None:
@@ -582,6 +590,11 @@ class Job:
             return
         self._main_failed(Failure("main", reason=f"lost bus name {self.jobclass.dbus_name}"))
 
+    def _hook_kill_timeout(self) -> None:
+        self._timer = None
+        if self.state in _HOOK_OF and _HOOK_OF[self.state] in self.pids:
+            self.host.kill(self, 9)
+
     def _kill_timeout(self) -> None:
         self._timer = None
         if self.state is State.KILLED and self.host.has_processes(self):
@@ -667,6 +680,11 @@ class Job:
 
     def _hook_exited(self, kind: ProcessKind, status: int | None, signum: int | None) -> None:
         ok = status == 0 and signum is None
+        if self.state in _HOOK_OF and _HOOK_OF[self.state] is kind and self.goal is Goal.STOP:
+            # Stopped while the hook ran (it may have been killed for it): not a failure.
+            self._cancel_timer()
+            self._change_state(State.STOPPING)
+            return
         if kind is ProcessKind.PRE_START and self.state is State.PRE_START:
             if not ok:
                 self._hook_failed_now(kind, status, signum)

@@ -135,6 +135,7 @@ class Manager:
         self.store = StateStore(self.loop, config.state_dir, self.snapshot)
         self.started_up = False  # ``startup`` was emitted (by this manager or before a re-exec)
         self.reexec_requested = False
+        self.reexec_wait = REEXEC_WAIT
         # What the runtime records beside the jobs: the private bus and the session command.
         self.bus_record: Callable[[], SavedBus | None] = lambda: None
         self.command_record: Callable[[], SavedProcess | None] = lambda: None
@@ -338,10 +339,10 @@ class Manager:
         )
 
     async def reexec(self) -> None:
-        """``Reexec``: wait (at most :data:`REEXEC_WAIT` seconds) until every job can be
+        """``Reexec``: wait (at most ``reexec_wait`` seconds) until every job can be
         saved as it is and no event is being handled, save the state, and have the runtime
         exec the manager again. Raises ``Busy`` naming the jobs still between states."""
-        deadline = self.loop.time() + REEXEC_WAIT
+        deadline = self.loop.time() + self.reexec_wait
         while True:
             busy = [
                 f"{j.label} ({j.state.value})" for j in self.registry.jobs() if not restorable(j)

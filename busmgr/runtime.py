@@ -221,6 +221,8 @@ async def _main(plan: Plan) -> int:
         return 1
     saved = StateStore.read(state_dir, boot_id())
     manager = Manager(plan.config)
+    with contextlib.suppress(ValueError):  # a debug option: how long Reexec waits for jobs
+        manager.reexec_wait = float(plan.config.environ.get("BUSMGR_REEXEC_WAIT", "10"))
     loop.set_exception_handler(_BugReporter(manager))
     manager.supervisor.start(
         plan.config.environ,

@@ -1256,3 +1256,30 @@ def test_exported_variables_never_replace_the_event_variables(host: FakeHost) ->
         "EXIT_STATUS": "1",
         "COLOR": "blue",
     }
+
+
+@pytest.mark.parametrize("hook", [PRE_START, POST_START])
+def test_a_stop_kills_a_starting_hook_that_holds_it(host: FakeHost, hook: ProcessKind) -> None:
+    # A hung pre-start or post-start held a stop (and the manager's shutdown) for ever. Now it
+    # gets the kill signal, then KILL after the kill timeout; its death is no failure.
+    job = make_job(host)
+    job.start()
+    host.settle()
+    if hook is POST_START:
+        host.exit(job, PRE_START, 0)
+        host.settle()
+    assert job.state is (State.PRE_START if hook is PRE_START else State.POST_START)
+    stop_waiter, stopped = waiter(Goal.STOP)
+    job.stop(stop_waiter)
+    assert host.kills == [SIGTERM]
+    host.timers[-1].fire()  # the kill timeout: it ignored TERM
+    assert host.kills == [SIGTERM, SIGKILL]
+    host.exit(job, hook, signum=SIGKILL)
+    assert job.state is State.STOPPING
+    host.settle()
+    if MAIN in job.pids:
+        host.exit(job, MAIN, signum=SIGTERM)
+    host.settle()
+    host.exit(job, POST_STOP, 0)
+    assert job.state is State.WAITING and job.failure is None
+    assert stopped.calls == [(None, "stopped")]

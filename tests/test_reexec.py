@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,7 @@ JOBS = {
     "phoenix": "respawn\nexec sleep 1001\n",
     "lazarus": "respawn\nexec sleep 1002\n",
     "named": (
-        "dbus org.test.Named\n"
-        "exec $PYTHON $TESTS_HELPERS/dbus_service.py --name org.test.Named\n"
+        "dbus org.test.Named\nexec $PYTHON $TESTS_HELPERS/dbus_service.py --name org.test.Named\n"
     ),
     "getty": "instance $TTY\nexec sleep 1003\n",
 }
@@ -204,3 +204,59 @@ async def test_a_reused_pid_is_never_adopted(tmp_path: Path) -> None:
             await stop_session(new)
         else:
             await stop_session(sess, expect_status=None)
+
+
+async def test_reexec_waits_for_jobs_between_states_and_says_so(tmp_path: Path) -> None:
+    jobs = {"slow": "pre-start exec sleep 1000\nexec sleep 1000\n"}
+    env = dict(os.environ, BUSMGR_REEXEC_WAIT="0.3")
+    sess = await start_session(tmp_path, jobs, env=env)
+    try:
+        mark = sess.signals.mark()
+        await sess.start("slow", wait=False)
+        await sess.signals.wait_for(lambda m, b: m == "JobStarting" and b[0] == "slow", start=mark)
+        with pytest.raises(DBusError) as err:
+            await sess.call("Reexec")
+        assert err.value.type == "org.busmgr.Error.Busy"
+        assert err.value.text == "not re-executing: jobs between states: slow (pre-start)"
+        await sess.stop("slow")
+    finally:
+        await stop_session(sess)
+
+
+async def test_a_job_whose_file_went_away_meanwhile_is_stopped(tmp_path: Path) -> None:
+    jobs = {"keep": "exec sleep 1000\n", "doomed": "exec sleep 1004\n"}
+    sess = await start_session(tmp_path, jobs)
+    new: Session | None = None
+    try:
+        keep = (await sess.props(await sess.start("keep")))["MainPID"]
+        doomed = (await sess.props(await sess.start("doomed")))["MainPID"]
+        await saved(sess, [keep, doomed])
+        sess.proc.kill()
+        await asyncio.wait_for(sess.proc.wait(), TIMEOUT)
+        (sess.services / "doomed.conf").unlink()
+        new = await start_session(tmp_path, {"keep": "exec sleep 1000\n"})
+        assert (await new.instance("keep"))["MainPID"] == keep
+        assert gone(doomed)  # stopped: nobody supervises it any more
+        assert "doomed (its job file is gone): stopping process" in new.stderr.read_text()
+    finally:
+        if new is not None:
+            await stop_session(new)
+        else:
+            await stop_session(sess, expect_status=None)
+
+
+async def test_one_state_directory_one_manager(tmp_path: Path) -> None:
+    sess = await start_session(tmp_path, {})
+    try:
+        second = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "busmgr", "session", "--no-import",
+            "--state-dir", str(sess.state), "--services-dir", str(sess.services),
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(second.communicate(), TIMEOUT)
+        assert second.returncode == 1
+        assert err.decode().strip() == (
+            f"busmgr: another busmgr (pid {sess.proc.pid}) uses the state directory {sess.state}"
+        )
+    finally:
+        await stop_session(sess)
