@@ -28,6 +28,7 @@ from busmgr.bus.names import NameWatcher
 from busmgr.bus.signal_events import SignalEventBridge
 from busmgr.catalog import Catalog, Sources, load_catalog_sliced
 from busmgr.control import Control
+from busmgr.desktop import DesktopSession
 from busmgr.dispatch import Dispatcher
 from busmgr.environment import Environment
 from busmgr.eventqueue import Block, EventQueue
@@ -36,7 +37,7 @@ from busmgr.job import Goal, Job, State, TimerHandle
 from busmgr.jobclass import ProcessKind
 from busmgr.joblog import JobLog
 from busmgr.observe import JobObserver, Observers
-from busmgr.options import Mode
+from busmgr.options import DesktopOptions, Mode
 from busmgr.readiness import BusNameReadiness
 from busmgr.registry import Registry
 from busmgr.supervisor import Supervisor
@@ -58,6 +59,7 @@ class ManagerConfig:
     state_dir: Path
     import_services: bool
     environ: Mapping[str, str]
+    desktop: DesktopOptions | None = None
 
 
 class _ClassFollower(JobObserver):
@@ -97,12 +99,16 @@ class Manager:
             self.request_shutdown,
         )
         self.dispatcher = Dispatcher(self.control, self.observers)
+        self.desktop = (
+            DesktopSession(self.control, config.desktop) if config.desktop is not None else None
+        )
         self.sources = Sources(
             config.services_dirs,
             config.mode,
             config.import_services,
             config.environ,
             frozenset({SYSTEMD, MANAGER_BUS_NAME}),
+            autostart=self.desktop is not None,
         )
         self.link = BusLink()
         self.activation: DbusDaemonActivation | None = None
@@ -164,6 +170,8 @@ class Manager:
         catalog = await load_catalog_sliced(self.sources, self.registry.classes)
         for line in catalog.diagnostics:
             log.warning("%s", line)
+        if self.desktop is not None:
+            self.desktop.skipped = catalog.skipped
         return catalog
 
     async def reload_configuration(self) -> None:
@@ -202,7 +210,10 @@ class Manager:
         names = self.names = NameWatcher(link, self.bus_names.owner_changed)
         self.bus_names.attach(names)
         ops = Operations(
-            self.control, CallerPolicy(self.config.mode, names), self.reload_configuration
+            self.control,
+            CallerPolicy(self.config.mode, names),
+            self.reload_configuration,
+            skipped=lambda: self.desktop.skipped if self.desktop is not None else (),
         )
         face = BusFace(link, ops, self.supervisor.process_rows)
         face.publish(self.registry.classes.values(), self.registry.jobs())
@@ -216,7 +227,8 @@ class Manager:
     async def begin(self, servicedir: Path | None, *, own_servicedir: bool) -> None:
         """Load the jobs and publish them (a slice at a time), own the manager's name, start
         activation (its files go to ``servicedir``; ``own_servicedir`` says it is the private
-        bus's own directory, which goes away with the bus), and emit ``startup``."""
+        bus's own directory, which goes away with the bus), and emit ``startup`` (then, in a
+        desktop session, the desktop's phases begin)."""
         classes = list((await self.load()).classes.values())
         deadline = self.loop.time() + INSTALL_SLICE
         for start in range(0, len(classes), INSTALL_BATCH):
@@ -237,6 +249,8 @@ class Manager:
             await self.activation.start()
             await self._refresh_activation()
         self.queue.emit(Event.make("startup", {}))
+        if self.desktop is not None:
+            self.desktop.begin()
 
     def request_shutdown(self, status: int = 0) -> None:
         if not self.stopped.done():
@@ -274,6 +288,8 @@ class Manager:
         return not (job.failure is not None and job.failure.process in ("pre-stop", "post-stop"))
 
     async def close(self) -> None:
+        if self.desktop is not None:
+            self.desktop.close()
         self.bus_names.close()
         if self.activation is not None:
             self.activation.remove_service_files()
