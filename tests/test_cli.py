@@ -163,8 +163,20 @@ def test_bad_assignment_after_an_option_is_a_usage_error(
         ["daemon"],
         ["daemon", "--session", "--system"],
         ["reexec"],
-        ["setenv", "A=1"],
-        ["end-session"],
+        ["setenv"],
+        ["setenv", "1A=x"],
+        ["setenv", "BUSMGR_TEST_SURELY_UNSET_VARIABLE"],
+        ["unsetenv"],
+        ["unsetenv", "A=1"],
+        ["getenv", "A", "B"],
+        ["getenv", "-x"],
+        ["end-session", "extra"],
+        ["session", "--phase-timeout", "3"],
+        ["session", "--desktop", ""],
+        ["session", "--desktop", "GNOME:"],
+        ["session", "--desktop", "my desktop"],
+        ["session", "--desktop", "X", "--phase-timeout", "0"],
+        ["session", "--desktop", "X", "--phase-timeout", "inf"],
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -578,6 +590,30 @@ class FakeManager(ManagerClient):
         self.objects = objects
         self.fail = fail
         self.calls: list[tuple[Any, ...]] = []
+        self.skipped: list[tuple[str, str, str]] = []
+        self.env: dict[str, str] = {}
+
+    async def list_skipped(self) -> list[tuple[str, str, str]]:
+        return list(self.skipped)
+
+    async def set_env(self, name: str, value: str) -> None:
+        self.calls.append(("SetEnv", name, value))
+        self.env[name] = value
+
+    async def unset_env(self, name: str) -> None:
+        self.calls.append(("UnsetEnv", name))
+        self.env.pop(name, None)
+
+    async def get_env(self, name: str) -> str:
+        if name not in self.env:
+            raise DBusError("org.busmgr.Error.UnknownVariable", f"{name} is not set")
+        return self.env[name]
+
+    async def list_env(self) -> dict[str, str]:
+        return dict(self.env)
+
+    async def end_session(self, wait: bool) -> None:
+        self.calls.append(("EndSession", wait))
 
     async def list_jobs(self) -> list[JobRow]:
         return list(self.rows)
