@@ -52,6 +52,9 @@ __all__ = [
 ]
 
 _ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+#: The blanks stripped around keys and values: ASCII ones only (as GLib's g_ascii_isspace); a
+#: no-break space is part of a value.
+_BLANKS = " \t\f\v"
 _TRUE = frozenset({"true", "1"})
 _FALSE = frozenset({"false", "0"})
 
@@ -130,16 +133,16 @@ def _header_problem(name: str) -> str | None:
 
 def _split_key(raw: str) -> tuple[str, str | None] | str:
     """``Key[locale]`` -> (key, locale); a message when it is malformed."""
-    key = raw.strip()
+    key = raw.strip(_BLANKS)
     if not key:
         return "an entry needs a key before ="
     if "[" not in key and "]" not in key:
         return key, None
     base, bracket, rest = key.partition("[")
-    base = base.rstrip()
+    base = base.rstrip(_BLANKS)
     if not bracket or not rest.endswith("]") or "[" in rest[:-1] or "]" in rest[:-1]:
         return f'bad key "{key}": expected Key or Key[locale]'
-    locale = rest[:-1].strip()
+    locale = rest[:-1].strip(_BLANKS)
     if not base or not locale:
         return f'bad key "{key}": expected Key or Key[locale]'
     return base, locale
@@ -154,7 +157,7 @@ def read_key_file(text: str, path: str) -> KeyFile:
     if text.startswith("\ufeff"):
         text = text[1:]  # a UTF-8 byte order mark is not part of the first line
     for number, raw in _lines(text):
-        line = raw.strip()
+        line = raw.strip(_BLANKS)
         if not line or line.startswith("#"):
             continue
         if "\0" in line:
@@ -199,7 +202,7 @@ def read_key_file(text: str, path: str) -> KeyFile:
             label = key if locale is None else f"{key}[{locale}]"
             message = f'"{label}" given again (first on line {first.line}); the last one wins'
             problems.append(Diagnostic(path, number, message, Severity.WARNING))
-        current.entries[(key, locale)] = Entry(key, locale, value.strip(), number)
+        current.entries[(key, locale)] = Entry(key, locale, value.strip(_BLANKS), number)
     return KeyFile(path, tuple(groups.values()), tuple(problems))
 
 
@@ -247,7 +250,7 @@ def split_list(raw: str) -> list[str]:
 
 def parse_boolean(raw: str) -> bool | None:
     """``true``/``false`` (``1``/``0``, any letter case); None when it is neither."""
-    word = raw.strip().lower()
+    word = raw.strip(_BLANKS).lower()
     if word in _TRUE:
         return True
     if word in _FALSE:
