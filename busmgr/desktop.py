@@ -85,10 +85,12 @@ class DesktopSession:
         self._task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
 
-    def begin(self) -> None:
-        """Start the sequence (once, after ``startup`` was emitted)."""
+    def begin(self) -> asyncio.Task[None]:
+        """Start the sequence (once, after ``startup`` was emitted); the task ends after the
+        last phase began, or once the session is over."""
         if self._task is None:
             self._task = self._control.loop.create_task(self._run())
+        return self._task
 
     def close(self) -> None:
         """Emit nothing more: cancel the sequence and the delays still pending."""
