@@ -61,6 +61,12 @@ JOBS = {
         dbus org.test.App
         exec $PYTHON $TESTS_HELPERS/dbus_service.py --name org.test.App --application
     """,
+    # what a session runs at logout: EndSession waits for it before stopping everything
+    "goodbye": """
+        start on desktop-end
+        task
+        exec sh -c 'echo goodbye >> "$ORDER"'
+    """,
     "showenv": """
         task
         exec sh -c 'echo "FOO=${FOO-unset} BAR=${BAR-unset} DISPLAY=${DISPLAY-unset}" > "$ENVOUT"'
@@ -348,6 +354,10 @@ async def test_the_session_environment(desktop: Session) -> None:
         await desktop.call("SetEnv", "ss", ["A B", "x"])
     assert refused.value.type == "org.busmgr.Error.InvalidArgs"
     assert refused.value.text == "invalid variable name 'A B' (expected [A-Za-z_][A-Za-z0-9_]*)"
+    with pytest.raises(DBusError) as refused:
+        await desktop.call("SetEnv", "s", ["A"])
+    assert refused.value.type == "org.busmgr.Error.InvalidArgs"
+    assert refused.value.text == "org.busmgr.Manager1.SetEnv takes arguments (ss), got (s)"
 
 
 async def test_end_session_stops_everything_in_time_and_exits_0(desktop: Session) -> None:
@@ -366,6 +376,7 @@ async def test_end_session_stops_everything_in_time_and_exits_0(desktop: Session
     )
     left = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert left == []
+    assert [line[0] for line in order(desktop)][-1] == "goodbye"
     assert returned < 1.0 and ended < 1.0, (returned, ended)  # every job honours TERM
 
 
