@@ -214,7 +214,7 @@ async def test_the_phases_begin_in_order_each_when_the_one_before_is_ready(
     # the Desktop phase waited for its stuck service a bounded time, then Applications began
     stamps = {line[0]: float(line[1]) for line in lines if len(line) == 2}
     waited = stamps["Applications"] - stamps["Desktop"]
-    assert PHASE_TIMEOUT - 0.2 <= waited < PHASE_TIMEOUT + 10
+    assert PHASE_TIMEOUT - 0.5 <= waited < PHASE_TIMEOUT + 10  # it waited, boundedly
     stuck = await desktop.instance("stuck")
     assert (stuck["Goal"], stuck["State"]) == ("start", "spawned")
 

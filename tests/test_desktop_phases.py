@@ -22,6 +22,18 @@ from busmgr.options import DesktopOptions, Mode
 TIMEOUT = 10.0
 
 
+class RecordingQueue(EventQueue):
+    """An event queue that notes when each event was emitted (a phase begins then)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, handler: Callable[[Event, Block], None]):
+        super().__init__(loop, handler)
+        self.emitted: list[tuple[float, Event]] = []
+
+    def emit(self, event: Event, on_finished: Callable[[Block], None] | None = None) -> Block:
+        self.emitted.append((self._loop.time(), event))
+        return super().emit(event, on_finished)
+
+
 class FakeControl:
     """What :class:`DesktopSession` uses of :class:`busmgr.control.Control`: the loop, the
     event queue, the environment, the classes, and whether the session is over. Events whose
@@ -30,7 +42,7 @@ class FakeControl:
 
     def __init__(self, classes: Iterable[JobClass] = (), hold: Iterable[str] = ()) -> None:
         self.loop = asyncio.get_running_loop()
-        self.queue = EventQueue(self.loop, self._handle)
+        self.queue = RecordingQueue(self.loop, self._handle)
         self.environment = Environment(
             Mode.SESSION, {"HOME": "/home/u", "DISPLAY": ":5", "XDG_CURRENT_DESKTOP": "TEST"}
         )
@@ -99,7 +111,8 @@ async def test_a_phase_goes_on_after_the_bounded_wait(caplog: pytest.LogCaptureF
     with caplog.at_level(logging.WARNING, logger="busmgr"):
         await asyncio.wait_for(session(control, phase_timeout=0.2).begin(), TIMEOUT)
     assert control.labels() == ALL
-    waited = control.when("desktop-phase Applications") - control.when("desktop-phase Desktop")
+    began = {e.get("PHASE"): t for t, e in control.queue.emitted if e.name == "desktop-phase"}
+    waited = began["Applications"] - began["Desktop"]
     assert 0.2 <= waited < TIMEOUT
     assert "phase Desktop: its services are not all ready after 0.2s; going on" in caplog.text
 
@@ -177,7 +190,8 @@ async def test_delayed_starts_come_after_their_phase_and_hold_nothing_back() -> 
     assert control.labels() == ALL  # the last phase did not wait for any delay
     await control.wait_for(lambda: len(control.labels()) == len(ALL) + 3)
     delays = {e.env[:2]: t for t, e in control.seen if e.name == "desktop-delay"}
-    panel, apps = control.when("desktop-phase Panel"), control.when("desktop-phase Applications")
+    began = {e.get("PHASE"): t for t, e in control.queue.emitted if e.name == "desktop-phase"}
+    panel, apps = began["Panel"], began["Applications"]
     assert delays.keys() == {
         (("PHASE", "Panel"), ("DELAY", "0.1")),
         (("PHASE", "Panel"), ("DELAY", "0.2")),
