@@ -142,11 +142,16 @@ def _xdg_dir(environ: Mapping[str, str], variable: str, fallback: str) -> Path:
     return Path(home) / fallback
 
 
+def xdg_config_home(environ: Mapping[str, str]) -> Path:
+    """``$XDG_CONFIG_HOME``, or ``$HOME/.config`` when unset, empty or relative."""
+    return _xdg_dir(environ, "XDG_CONFIG_HOME", ".config")
+
+
 def default_services_dirs(mode: Mode, environ: Mapping[str, str]) -> tuple[Path, ...]:
     """The job directories when no ``--services-dir`` is given."""
     if mode is Mode.SYSTEM:
         return (SYSTEM_SERVICES_DIR,)
-    return (_xdg_dir(environ, "XDG_CONFIG_HOME", ".config") / "busmgr" / "services.d",)
+    return (xdg_config_home(environ) / "busmgr" / "services.d",)
 
 
 def default_state_dir(mode: Mode, environ: Mapping[str, str]) -> Path:

@@ -87,6 +87,7 @@ from busmgr.jobclass import (
     ProcessSpec,
     RespawnPolicy,
 )
+from busmgr.options import xdg_config_home
 
 __all__ = [
     "AUTOSTART_SUFFIX",
@@ -180,7 +181,7 @@ class AutostartContext:
         return cls(
             desktops=desktops,
             locale=locale,
-            config_home=str(_config_home(environ)),
+            config_home=str(xdg_config_home(environ)),
             program_exists=lambda name: _program_exists(name, search_path),
             file_exists=os.path.exists,
             read_config=_read_config,
@@ -575,17 +576,10 @@ def parse_autostart_path(
 
 
 # ============================================================================ the directories
-def _config_home(environ: Mapping[str, str]) -> Path:
-    home = environ.get("XDG_CONFIG_HOME", "")
-    if home and os.path.isabs(home):
-        return Path(home)
-    return Path(environ.get("HOME") or os.path.expanduser("~")) / ".config"
-
-
 def autostart_dirs(environ: Mapping[str, str]) -> list[Path]:
     """The autostart directories, most important first (XDG Base Directory specification:
     relative paths are ignored; a directory is listed once)."""
-    bases = [_config_home(environ)]
+    bases = [xdg_config_home(environ)]
     config_dirs = environ.get("XDG_CONFIG_DIRS", "") or "/etc/xdg"
     bases += [Path(d) for d in config_dirs.split(":") if os.path.isabs(d)]
     return list(dict.fromkeys(base / "autostart" for base in bases))
