@@ -322,11 +322,11 @@ async def show_env(sess: Session) -> str:
 
 
 async def test_the_session_environment(desktop: Session) -> None:
-    assert await busmgr(desktop, "getenv", "XDG_CURRENT_DESKTOP") == (0, "TEST\n", "")
+    assert await desktop.call("GetEnv", "s", ["XDG_CURRENT_DESKTOP"]) == ["TEST"]
     assert await show_env(desktop) == "FOO=unset BAR=unset DISPLAY=:99"
 
     assert await busmgr(desktop, "setenv", "FOO=one two") == (0, "", "")
-    assert await busmgr(desktop, "getenv", "FOO") == (0, "one two\n", "")
+    assert await desktop.call("GetEnv", "s", ["FOO"]) == ["one two"]
     assert await show_env(desktop) == "FOO=one two BAR=unset DISPLAY=:99"
 
     # the bus daemon's UpdateActivationEnvironment reaches busmgr as SetEnvironment
