@@ -4,6 +4,7 @@ this machine; the catalog and ``busmgr check``. No process, no bus."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -458,6 +459,19 @@ def test_import_decides_by_file_name_most_important_first(tmp_path: Path) -> Non
     assert [(Path(d.path).name, d.line) for d in result.diagnostics] == [
         ("c.desktop", 4),
         ("d.desktop", 3),
+    ]
+
+
+def test_a_file_name_that_is_not_utf8_is_one_diagnostic(tmp_path: Path) -> None:
+    directory = tmp_path / "autostart"
+    directory.mkdir()
+    with open(os.path.join(os.fsencode(directory), b"caf\xe9.desktop"), "w") as fh:
+        fh.write(APP.format("cafe"))
+    write(directory, "ok.desktop", APP.format("ok"))
+    result = import_autostart([directory], context())
+    assert sorted(result.jobs) == ["autostart-ok"] and result.skipped == ()
+    assert [(d.path, d.message) for d in result.diagnostics] == [
+        (f"{directory}/caf\ufffd.desktop", "the path is not valid UTF-8; ignored")
     ]
 
 

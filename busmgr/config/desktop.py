@@ -593,6 +593,14 @@ def _refusal(result: AutostartResult) -> str:
     return f"refused: {where}{first.message}"
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # undecodable bytes of a file name (surrogate escapes)
+        return False
+    return True
+
+
 def autostart_steps(
     dirs: Iterable[str | os.PathLike[str]], context: AutostartContext, trust: Trust | None = None
 ) -> Generator[None, None, AutostartImport]:
@@ -608,6 +616,11 @@ def autostart_steps(
         diagnostics.extend(problems)
         for path in files:
             name, source = job_name_of(path), os.fspath(path)
+            if not _utf8(source):
+                # A job name, a bus string and a log line must be text: say where, and go on.
+                label = os.fsencode(source).decode(errors="replace")
+                diagnostics.append(Diagnostic(label, 0, "the path is not valid UTF-8; ignored"))
+                continue
             if path.name in decided:
                 skipped.append(Skipped(name, source, f"overridden by {decided[path.name]}"))
                 continue
