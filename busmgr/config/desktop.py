@@ -490,12 +490,15 @@ def parse_autostart_entry(text: str, path: str, context: AutostartContext) -> Au
     def skip(reason: str) -> AutostartResult:
         return AutostartResult(None, reason, tuple(problems))
 
+    def refuse(line: int, message: str) -> AutostartResult:
+        problems.append(Diagnostic(path, line, message))
+        return AutostartResult(None, None, tuple(problems))
+
     if _boolean(group, "Hidden", path, problems):
         return skip("Hidden=true: the entry is disabled")
     kind = group.get("Type")
     if kind is None:
-        problems.append(Diagnostic(path, 0, f"no Type= in [{ENTRY_GROUP}]"))
-        return AutostartResult(None, None, tuple(problems))
+        return refuse(0, f"no Type= in [{ENTRY_GROUP}]")
     if unescape(kind.value) != "Application":
         return skip(f"Type={kind.value}: only applications are started")
 
@@ -521,13 +524,11 @@ def parse_autostart_entry(text: str, path: str, context: AutostartContext) -> Au
         try:
             argv = exec_argv(exec_entry.value, name=name, icon=icon, source=path)
         except ExecError as err:
-            problems.append(Diagnostic(path, exec_entry.line, f"Exec={exec_entry.value}: {err}"))
-            return AutostartResult(None, None, tuple(problems))
+            return refuse(exec_entry.line, f"Exec={exec_entry.value}: {err}")
     use_bus = activatable and context.program_exists(GDBUS)
     if argv is None and not use_bus:
         missing = f" (and {GDBUS} is not installed for DBusActivatable)" if activatable else ""
-        problems.append(Diagnostic(path, 0, f"no Exec= in [{ENTRY_GROUP}]{missing}"))
-        return AutostartResult(None, None, tuple(problems))
+        return refuse(0, f"no Exec= in [{ENTRY_GROUP}]{missing}")
 
     enabled = group.value("X-GNOME-Autostart-enabled")
     if enabled is not None and parse_boolean(enabled) is False:
