@@ -8,6 +8,9 @@ Rules (SPEC §1, §2):
 
 * a job file wins over an imported ``.service`` file for the same job name or bus name; an
   imported file for a name the manager owns itself is skipped;
+* a desktop session (``autostart``) also imports the XDG autostart entries
+  (:mod:`busmgr.config.desktop`); a job file of the same name (``autostart-ID``) wins, and the
+  entries that are not jobs are listed in ``skipped`` with the reason;
 * system mode refuses a file (job file or import) that root does not own or that others may
   write, and a directory likewise: root would run what it says. The opened file is judged
   (``fstat``), so it cannot be swapped between the check and the read;
@@ -25,7 +28,16 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from busmgr.config import import_steps, load_steps, run_steps, xdg_service_dirs
+from busmgr.config import (
+    AutostartContext,
+    Skipped,
+    autostart_dirs,
+    autostart_steps,
+    import_steps,
+    load_steps,
+    run_steps,
+    xdg_service_dirs,
+)
 from busmgr.jobclass import JobClass
 from busmgr.options import Mode
 
@@ -48,13 +60,15 @@ class Catalog:
 
     ``classes`` are the jobs to install, by name (kept previous definitions included);
     ``failed`` the names whose file was broken or refused; ``kept`` those of them that keep
-    their previous definition; ``diagnostics`` every problem met, as ``FILE:LINE: message``.
+    their previous definition; ``diagnostics`` every problem met, as ``FILE:LINE: message``;
+    ``skipped`` the autostart entries that are not jobs, each with its reason.
     """
 
     classes: dict[str, JobClass]
     failed: frozenset[str] = frozenset()
     kept: frozenset[str] = frozenset()
     diagnostics: tuple[str, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
 
 
 def _unsafe_stat(what: str, st: os.stat_result) -> str | None:
@@ -84,13 +98,16 @@ def unsafe_file(path: str, st: os.stat_result) -> str | None:
 class Sources:
     """Where a manager's jobs come from: its job directories, and (session mode, when asked)
     the installed D-Bus ``.service`` files of ``environ``'s data directories, except those for
-    ``reserved_bus_names`` (names the manager owns itself)."""
+    ``reserved_bus_names`` (names the manager owns itself); and (session mode, a desktop
+    session: ``autostart``) the XDG autostart entries of ``environ``'s configuration
+    directories."""
 
     services_dirs: tuple[Path, ...]
     mode: Mode
     import_services: bool
     environ: Mapping[str, str]
     reserved_bus_names: frozenset[str] = frozenset()
+    autostart: bool = False
 
 
 def catalog_steps(
@@ -113,13 +130,26 @@ def catalog_steps(
             if cls.name in classes or cls.name in failed:
                 continue
             classes[cls.name] = cls
+    skipped: list[Skipped] = []
+    if sources.autostart and sources.mode is Mode.SESSION:
+        context = AutostartContext.from_environ(sources.environ)
+        entries = yield from autostart_steps(autostart_dirs(sources.environ), context, trust)
+        diags += [str(d) for d in entries.diagnostics]
+        skipped += entries.skipped
+        for cls in entries.jobs.values():
+            if cls.name in classes or cls.name in failed:
+                first = classes[cls.name].source if cls.name in classes else "a job file"
+                skipped.append(Skipped(cls.name, cls.source, f"{first} defines {cls.name}"))
+                continue
+            classes[cls.name] = cls
+        failed |= entries.failed - set(classes)
     kept = set()
     for name in sorted(failed):
         if previous and name not in classes and name in previous:
             classes[name] = previous[name]
             kept.add(name)
             diags.append(f"{name}: keeping its previous definition")
-    return Catalog(classes, frozenset(failed), frozenset(kept), tuple(diags))
+    return Catalog(classes, frozenset(failed), frozenset(kept), tuple(diags), tuple(skipped))
 
 
 def load_catalog(sources: Sources, previous: Mapping[str, JobClass] | None = None) -> Catalog:

@@ -42,7 +42,15 @@ from busmgr.bus.client import (
     is_job_path,
     resolve_address,
 )
-from busmgr.options import DaemonOptions, Mode, SessionOptions, default_services_dirs
+from busmgr.options import (
+    DEFAULT_PHASE_TIMEOUT,
+    DaemonOptions,
+    DesktopOptions,
+    Mode,
+    SessionOptions,
+    default_services_dirs,
+    desktop_name_problem,
+)
 
 PROG = "busmgr"
 
@@ -213,6 +221,49 @@ def parse_assignment(text: str) -> tuple[str, str]:
             f"{text!r} is not KEY=VALUE with KEY a variable name ([A-Za-z_][A-Za-z0-9_]*)"
         )
     return key, value
+
+
+def parse_setenv(text: str) -> tuple[str, str]:
+    """argparse type for ``setenv``: ``KEY=VALUE``, or a bare ``KEY`` whose value is taken from
+    busmgr's own environment (as ``dbus-update-activation-environment`` does)."""
+    if "=" in text:
+        return parse_assignment(text)
+    if not _VARIABLE_RE.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not KEY=VALUE or KEY with KEY a variable name ([A-Za-z_][A-Za-z0-9_]*)"
+        )
+    value = os.environ.get(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text} is not set here: give {text}=VALUE")
+    return text, value
+
+
+def parse_variable(text: str) -> str:
+    """argparse type for a variable name (``unsetenv``, ``getenv``)."""
+    if not _VARIABLE_RE.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"
+        )
+    return text
+
+
+def parse_desktop(text: str) -> str:
+    """argparse type for ``--desktop``: a value for ``$XDG_CURRENT_DESKTOP``."""
+    problem = desktop_name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def parse_seconds(text: str) -> float:
+    """argparse type for a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -443,14 +494,69 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
     )
     p.set_defaults(run=_run_events, kind="client")
 
+    env_note = (
+        "The session's environment is what every job started from now on gets (before its own\n"
+        "env stanzas): the manager's environment at start, updated by these verbs, by\n"
+        "SetEnvironment and by dbus-update-activation-environment. Running jobs keep theirs."
+    )
+    p = verb(
+        "setenv",
+        "set variables of the session's environment",
+        "Set each KEY=VALUE in the session's environment (Upstart's set-env). A bare KEY takes\n"
+        f"its value from busmgr's own environment.\n{env_note}",
+        "examples:\n  busmgr setenv GTK_THEME=Adwaita:dark\n  busmgr setenv DISPLAY XAUTHORITY",
+        bus,
+    )
+    p.add_argument(
+        "assignments", nargs="+", type=parse_setenv, metavar="KEY[=VALUE]", help="variables"
+    )
+    p.set_defaults(run=_run_setenv, kind="client")
+
+    p = verb(
+        "unsetenv",
+        "remove variables from the session's environment",
+        "Remove each KEY from the session's environment (Upstart's unset-env); a KEY that is\n"
+        f"not set is no error.\n{env_note}",
+        "example:\n  busmgr unsetenv GTK_THEME",
+        bus,
+    )
+    p.add_argument("keys", nargs="+", type=parse_variable, metavar="KEY", help="variables")
+    p.set_defaults(run=_run_unsetenv, kind="client")
+
+    p = verb(
+        "getenv",
+        "show the session's environment",
+        "Print the value of KEY in the session's environment (exit 1 if it is not set), or\n"
+        f"without KEY every variable as KEY=VALUE, sorted (Upstart's get-env and list-env).\n"
+        f"{env_note}",
+        "examples:\n  busmgr getenv DISPLAY\n  busmgr getenv | grep ^XDG_",
+        bus,
+    )
+    p.add_argument("key", nargs="?", type=parse_variable, metavar="KEY", help="a variable")
+    p.set_defaults(run=_run_getenv, kind="client")
+
+    p = verb(
+        "end-session",
+        "end the session",
+        "End the session (EndSession): the manager emits desktop-end and waits for what it\n"
+        "starts or stops, then stops every job in reverse start order (each within its kill\n"
+        "timeout), then the bus, and exits 0. Waits until the manager is gone.",
+        "examples:\n  busmgr end-session\n  busmgr end-session --no-wait",
+        bus,
+    )
+    _add_no_wait(p, "return once the manager accepted the request")
+    p.set_defaults(run=_run_end_session, kind="client")
+
     p = verb(
         "check",
         "check job files offline",
         "Parse job files with the manager's own parser, without a manager or a bus, and print\n"
         "each problem as PATH:LINE: message on stderr. Exits 1 if any is an error (warnings\n"
-        "alone exit 0). PATH may be a file or a directory; without PATH, the default session\n"
-        "job directory ($XDG_CONFIG_HOME/busmgr/services.d).",
-        "examples:\n  busmgr check ./services.d\n  busmgr check /etc/busmgr/services.d/hello.conf",
+        "alone exit 0). PATH may be a file or a directory (its *.conf job files and *.desktop\n"
+        "autostart entries, judged for $XDG_CURRENT_DESKTOP); without PATH, the default\n"
+        "session job directory ($XDG_CONFIG_HOME/busmgr/services.d).",
+        "examples:\n  busmgr check ./services.d\n  busmgr check /etc/busmgr/services.d/hello.conf\n"
+        "  busmgr check /etc/xdg/autostart ~/.config/autostart",
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help="job files or directories")
     p.set_defaults(run=_run_check, kind="offline")
@@ -487,12 +593,32 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
         "Start a private dbus-daemon, run the manager on it, emit `startup` and run jobs.\n"
         "Jobs get DBUS_SESSION_BUS_ADDRESS. With -- COMMAND, run COMMAND in the session, as\n"
         "dbus-run-session does: when it exits, stop every job and the bus, and exit with\n"
-        "COMMAND's status.",
+        "COMMAND's status.\n"
+        "With --desktop NAME, a desktop session: XDG_CURRENT_DESKTOP=NAME, the XDG autostart\n"
+        "entries ($XDG_CONFIG_HOME/autostart, then $XDG_CONFIG_DIRS/autostart) become jobs\n"
+        "named autostart-ID, and after `startup` the manager emits desktop-start, then\n"
+        "desktop-phase PHASE=Initialization, WindowManager, Panel, Desktop and Applications,\n"
+        "each once the services of the one before are ready (or after --phase-timeout).\n"
+        "`busmgr end-session` ends it.",
         "examples:\n  busmgr session --services-dir ./services.d --print-address\n"
         "  busmgr session --no-import -- pytest -q tests/\n"
-        "  busmgr session --address-file /tmp/busmgr.address &",
+        "  busmgr session --address-file /tmp/busmgr.address &\n"
+        "  busmgr session --desktop XFCE --address-file $XDG_RUNTIME_DIR/busmgr.address",
         [manager_options],
         usage="%(prog)s [OPTIONS] [-- COMMAND [ARGS...]]",
+    )
+    p.add_argument(
+        "--desktop",
+        type=parse_desktop,
+        metavar="NAME",
+        help="a desktop session: XDG_CURRENT_DESKTOP=NAME, autostart entries, phases",
+    )
+    p.add_argument(
+        "--phase-timeout",
+        type=parse_seconds,
+        metavar="SECONDS",
+        help="how long a desktop phase waits for the services of the one before it "
+        f"(default {DEFAULT_PHASE_TIMEOUT:g})",
     )
     p.add_argument(
         "--print-address",
@@ -564,6 +690,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             args.bus_address = resolve_address(args.address, args.session, args.system, os.environ)
         except BusSelectionError as e:
             verb_parser.error(str(e))
+    if args.verb == "session" and args.phase_timeout is not None and args.desktop is None:
+        verb_parser.error("--phase-timeout is for a desktop session: give --desktop NAME")
     return args
 
 
@@ -577,6 +705,9 @@ def session_options(args: argparse.Namespace) -> SessionOptions:
         state_dir=_absolute(args.state_dir),
         address_file=_absolute(args.address_file),
         command=tuple(args.command),
+        desktop=None
+        if args.desktop is None
+        else DesktopOptions(args.desktop, args.phase_timeout or DEFAULT_PHASE_TIMEOUT),
     )
 
 
@@ -599,7 +730,7 @@ def _absolute(path: Path | None) -> Path | None:
 def describe_action(args: argparse.Namespace) -> str:
     """What the user asked for, to begin error lines: ``start hello``, ``status getty tty1``."""
     words = [args.verb]
-    for attr in ("job", "instance", "event", "bus_name"):
+    for attr in ("job", "instance", "event", "bus_name", "key"):
         value = getattr(args, attr, None)
         if value is not None:
             words.append(value)
@@ -620,18 +751,23 @@ def _print(out: TextIO, line: str) -> None:
 
 async def _run_list(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
     rows = sorted(await client.list_jobs(), key=lambda r: (r.job, r.instance))
-    table = [["JOB", "INSTANCE", "GOAL/STATE", "PID", "BUSNAME", "SOURCE"]]
+    lines: list[tuple[tuple[str, int], list[str]]] = []
     for info in await client.describe(rows):
-        table.append(
-            [
-                info.job,
-                info.instance or "-",
-                f"{info.goal}/{info.state}",
-                str(info.main_pid) if info.main_pid else "-",
-                info.bus_name or "-",
-                info.source or "-",
-            ]
-        )
+        row = [
+            info.job,
+            info.instance or "-",
+            f"{info.goal}/{info.state}",
+            str(info.main_pid) if info.main_pid else "-",
+            info.bus_name or "-",
+            info.source or "-",
+        ]
+        lines.append(((info.job, 0), row))
+    # Entries that are not jobs (autostart entries skipped or refused) are listed among the
+    # jobs, by the name they would have, with where they are and why they are not jobs.
+    for job, source, reason in await client.list_skipped():
+        lines.append(((job, 1), [job, "-", "skipped", "-", "-", f"{source}: {reason}"]))
+    table = [["JOB", "INSTANCE", "GOAL/STATE", "PID", "BUSNAME", "SOURCE"]]
+    table += [row for _key, row in sorted(lines, key=lambda line: line[0])]
     _print(out, format_table(table, right=frozenset({3})))
     return EXIT_OK
 
@@ -705,6 +841,33 @@ async def _run_emit(client: ManagerClient, args: argparse.Namespace, out: TextIO
 async def _run_activate(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
     path = await client.activate_name(args.bus_name)
     _print(out, status_line(await client.describe_path(path)))
+    return EXIT_OK
+
+
+async def _run_setenv(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
+    for key, value in args.assignments:
+        await client.set_env(key, value)
+    return EXIT_OK
+
+
+async def _run_unsetenv(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
+    for key in args.keys:
+        await client.unset_env(key)
+    return EXIT_OK
+
+
+async def _run_getenv(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
+    if args.key is not None:
+        _print(out, await client.get_env(args.key))
+        return EXIT_OK
+    env = await client.list_env()
+    for key in sorted(env):
+        _print(out, f"{key}={env[key]}")
+    return EXIT_OK
+
+
+async def _run_end_session(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
+    await client.end_session(wait=not args.no_wait)
     return EXIT_OK
 
 

@@ -18,6 +18,7 @@ Nothing here touches a process or the bus: sending a reload signal goes through 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Protocol
@@ -62,6 +63,10 @@ def instance_problem(job: str, instance: str) -> str | None:
 
 Outcome = asyncio.Future[tuple[Failure | None, str]]
 
+#: Seconds ``EndSession`` waits for what ``desktop-end`` started or stopped before the manager
+#: shuts down all the same.
+END_SESSION_WAIT = 5.0
+
 
 class Signaller(Protocol):
     """Sends a signal to a job's main process (the supervisor)."""
@@ -92,6 +97,7 @@ class Control:
         self.signaller = signaller
         self._request_shutdown = request_shutdown
         self.shutting_down = False
+        self._ending: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ looking up
     def get_class(self, name: str) -> JobClass:
@@ -310,8 +316,21 @@ class Control:
             raise
         return cls.name, instance
 
+    @property
+    def ending(self) -> bool:
+        """True once ``EndSession`` was called: the session is on its way out."""
+        return self._ending is not None
+
     async def end_session(self) -> None:
-        """``EndSession``: emit ``desktop-end``, then shut down (every job stops, in reverse
-        start order, then the bus; the manager exits 0)."""
-        self.queue.emit(Event.make("desktop-end", {}))
+        """``EndSession``: emit ``desktop-end`` (once) and wait until the jobs it started or
+        stopped got there (at most :data:`END_SESSION_WAIT` seconds: a ``start on desktop-end``
+        task runs, a ``stop on desktop-end`` job stops), then shut down (every job stops, in
+        reverse start order, then the bus; the manager exits 0)."""
+        if self._ending is None:
+            ending = self._ending = self.loop.create_future()
+            self.queue.emit(
+                Event.make("desktop-end", {}), lambda _b: ending.done() or ending.set_result(None)
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._ending), END_SESSION_WAIT)
         self._request_shutdown(0)

@@ -5,20 +5,24 @@ Later layers win:
 1. the base: session mode, the manager's own environment at start (minus the variables that
    are the manager's alone, :data:`PRIVATE`) plus the bus address; system mode, only ``PATH``
    and ``TERM``;
-2. the activation environment (``SetEnvironment`` / ``UpdateActivationEnvironment``);
+2. the activation environment (``SetEnvironment`` / ``UpdateActivationEnvironment``, and
+   ``busmgr setenv`` / ``unsetenv``): variables set, and variables unset (which hide those of
+   layer 1 too, as systemd's ``UnsetEnvironment`` and Upstart's ``unset-env`` do);
 3. the job's ``env`` stanzas (``env KEY`` copies from the manager's environment; values may
    reference the layers below as ``$VAR``);
 4. the env of the event that started the job, then the start request's env (the caller passes
    them as ``layers``).
 
 Invariant: :class:`Environment` holds the only mutable copy of the activation environment; the
-manager's own environment (``environ``) never changes after start.
+manager's own environment (``environ``) never changes after start. A name is never both set
+and unset in the activation layer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from busmgr.errors import ManagerError
 from busmgr.events import expand
 from busmgr.jobclass import JobClass, is_variable_name
 from busmgr.options import Mode
@@ -51,6 +55,7 @@ class Environment:
         self.environ: Mapping[str, str] = dict(environ)
         self.bus_address = ""  # set once the manager is on its bus
         self.activation: dict[str, str] = {}
+        self.unset: set[str] = set()
 
     def base(self) -> dict[str, str]:
         """Layer 1 and 2: what every process of every job starts from."""
@@ -61,6 +66,8 @@ class Environment:
             env.setdefault("PATH", DEFAULT_PATH)
             if self.bus_address:
                 env["DBUS_SESSION_BUS_ADDRESS"] = self.bus_address
+        for key in self.unset:
+            env.pop(key, None)
         env.update(self.activation)
         return env
 
@@ -82,7 +89,30 @@ class Environment:
         (``KEY=VALUE``; items that are not are ignored, as systemd does)."""
         for key in unset:
             self.activation.pop(key, None)
+            self.unset.add(key)
         for item in set_vars:
             key, sep, value = item.partition("=")
             if sep and is_variable_name(key) and "\0" not in value:
                 self.activation[key] = value
+                self.unset.discard(key)
+
+    def set(self, key: str, value: str) -> None:
+        """``busmgr setenv KEY=VALUE``: ``key`` in every job started from now on. Raises
+        ``InvalidArgs`` for a name that is no variable name or a value with a NUL."""
+        _check_name(key)
+        if "\0" in value:
+            raise ManagerError("InvalidArgs", f"the value of {key} contains a NUL character")
+        self.update_activation([f"{key}={value}"], [])
+
+    def remove(self, key: str) -> None:
+        """``busmgr unsetenv KEY``: no job started from now on gets ``key`` (whether or not it
+        was set: unsetting is idempotent)."""
+        _check_name(key)
+        self.update_activation([], [key])
+
+
+def _check_name(key: str) -> None:
+    if not is_variable_name(key):
+        raise ManagerError(
+            "InvalidArgs", f"invalid variable name {key!r} (expected [A-Za-z_][A-Za-z0-9_]*)"
+        )

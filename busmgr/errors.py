@@ -2,7 +2,8 @@
 
 The bus layer turns a :class:`ManagerError` into a D-Bus error ``org.busmgr.Error.<name>``;
 the CLI prints its message. Names are fixed by SPEC §3: UnknownJob, UnknownInstance,
-AlreadyStarted, AlreadyStopped, JobFailed, NoProvider, AccessDenied, InvalidArgs.
+AlreadyStarted, AlreadyStopped, JobFailed, NoProvider, AccessDenied, InvalidArgs; beside them
+ShuttingDown (a control call while the manager stops) and UnknownVariable (``GetEnv``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ ERROR_NAMES = frozenset(
         "InvalidArgs",
         "ShuttingDown",
         "Busy",
+        "UnknownVariable",
     }
 )
 

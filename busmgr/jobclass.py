@@ -53,10 +53,12 @@ class ExpectMode(enum.Enum):
 
 
 class Origin(enum.Enum):
-    """Where a job class came from: a job file, or an imported D-Bus ``.service`` file."""
+    """Where a job class came from: a job file, an imported D-Bus ``.service`` file, or an
+    imported XDG autostart entry."""
 
     FILE = "file"
     DBUS_SERVICE = "dbus-service"
+    AUTOSTART = "autostart"
 
 
 _DECIMAL = re.compile(r"[0-9]{1,20}\Z")

@@ -30,6 +30,7 @@ from busmgr.bus.names import NameWatcher
 from busmgr.bus.signal_events import SignalEventBridge
 from busmgr.catalog import Catalog, Sources, load_catalog_sliced
 from busmgr.control import Control
+from busmgr.desktop import DesktopSession
 from busmgr.dispatch import Dispatcher
 from busmgr.environment import Environment
 from busmgr.errors import ManagerError
@@ -39,7 +40,7 @@ from busmgr.job import Goal, Job, State, TimerHandle
 from busmgr.jobclass import ProcessKind
 from busmgr.joblog import JobLog
 from busmgr.observe import JobObserver, Observers
-from busmgr.options import Mode
+from busmgr.options import DesktopOptions, Mode
 from busmgr.readiness import BusNameReadiness
 from busmgr.registry import Registry
 from busmgr.restore import restorable, restore, take_snapshot
@@ -65,6 +66,7 @@ class ManagerConfig:
     state_dir: Path
     import_services: bool
     environ: Mapping[str, str]
+    desktop: DesktopOptions | None = None
 
 
 class _Moved(JobObserver):
@@ -117,12 +119,16 @@ class Manager:
             self.request_shutdown,
         )
         self.dispatcher = Dispatcher(self.control, self.observers)
+        self.desktop = (
+            DesktopSession(self.control, config.desktop) if config.desktop is not None else None
+        )
         self.sources = Sources(
             config.services_dirs,
             config.mode,
             config.import_services,
             config.environ,
             frozenset({SYSTEMD, MANAGER_BUS_NAME}),
+            autostart=self.desktop is not None,
         )
         self.link = BusLink()
         self._bus_observers: list[JobObserver] = []
@@ -197,6 +203,8 @@ class Manager:
         catalog = await load_catalog_sliced(self.sources, self.registry.classes)
         for line in catalog.diagnostics:
             log.warning("%s", line)
+        if self.desktop is not None:
+            self.desktop.skipped = catalog.skipped
         return catalog
 
     async def reload_configuration(self) -> None:
@@ -245,6 +253,7 @@ class Manager:
             CallerPolicy(self.config.mode, names),
             self.reload_configuration,
             self.reexec,
+            skipped=lambda: self.desktop.skipped if self.desktop is not None else (),
         )
         face = BusFace(link, ops, self.supervisor.process_rows)
         face.publish(self.registry.classes.values(), self.registry.jobs())
@@ -320,6 +329,8 @@ class Manager:
         if not self.started_up:
             self.started_up = True
             self.queue.emit(Event.make("startup", {}))
+            if self.desktop is not None:
+                self.desktop.begin()  # the desktop's phases (not again after a re-exec)
 
     def snapshot(self) -> Saved:
         """What the state store writes: everything :mod:`busmgr.restore` needs."""
@@ -412,6 +423,8 @@ class Manager:
     async def close(self, *, keep_files: bool = False) -> None:
         """Leave the bus (replies already sent go out first). The activation files go too,
         unless ``keep_files`` (a re-exec: the next image uses them at once)."""
+        if self.desktop is not None:
+            self.desktop.close()
         self.bus_names.close()
         if self.activation is not None and not keep_files:
             self.activation.remove_service_files()

@@ -57,12 +57,46 @@ def standard_bus_address(mode: Mode, environ: Mapping[str, str]) -> str | None:
     return session_bus_address(environ)
 
 
+#: Seconds a desktop phase waits for the services of the one before it (``--phase-timeout``).
+DEFAULT_PHASE_TIMEOUT = 10.0
+
+
+def desktop_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be ``$XDG_CURRENT_DESKTOP`` (a ``:``-separated list of desktop
+    names, each non-empty, printable, without blanks, ``;`` or ``=``), or None."""
+    for part in name.split(":"):
+        if not part:
+            return f"{name!r}: an empty desktop name (the list is separated by ':')"
+        if any(ch.isspace() or not ch.isprintable() or ch in ";=" for ch in part):
+            return f"{name!r}: a desktop name has no blanks, control characters, ';' or '='"
+    return None
+
+
+@dataclass(frozen=True)
+class DesktopOptions:
+    """``busmgr session --desktop NAME``: a desktop session (:mod:`busmgr.desktop`).
+
+    ``name`` becomes ``$XDG_CURRENT_DESKTOP``; ``phase_timeout`` bounds the wait of each phase
+    for the services of the one before it.
+    """
+
+    name: str
+    phase_timeout: float = DEFAULT_PHASE_TIMEOUT
+
+    def __post_init__(self) -> None:
+        problem = desktop_name_problem(self.name)
+        if problem is not None:
+            raise ValueError(problem)
+        if not (0 < self.phase_timeout < float("inf")):
+            raise ValueError("the phase timeout must be a positive number of seconds")
+
+
 @dataclass(frozen=True)
 class SessionOptions:
     """``busmgr session``: a private ``dbus-daemon`` with the manager on it.
 
     ``command`` is empty for a plain session; otherwise the session runs it (``-- COMMAND ARGS``)
-    and ends, with its exit status, when it exits.
+    and ends, with its exit status, when it exits. ``desktop`` makes it a desktop session.
     """
 
     services_dirs: tuple[Path, ...] = ()
@@ -72,6 +106,7 @@ class SessionOptions:
     state_dir: Path | None = None
     address_file: Path | None = None
     command: tuple[str, ...] = ()
+    desktop: DesktopOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -107,11 +142,16 @@ def _xdg_dir(environ: Mapping[str, str], variable: str, fallback: str) -> Path:
     return Path(home) / fallback
 
 
+def xdg_config_home(environ: Mapping[str, str]) -> Path:
+    """``$XDG_CONFIG_HOME``, or ``$HOME/.config`` when unset, empty or relative."""
+    return _xdg_dir(environ, "XDG_CONFIG_HOME", ".config")
+
+
 def default_services_dirs(mode: Mode, environ: Mapping[str, str]) -> tuple[Path, ...]:
     """The job directories when no ``--services-dir`` is given."""
     if mode is Mode.SYSTEM:
         return (SYSTEM_SERVICES_DIR,)
-    return (_xdg_dir(environ, "XDG_CONFIG_HOME", ".config") / "busmgr" / "services.d",)
+    return (xdg_config_home(environ) / "busmgr" / "services.d",)
 
 
 def default_state_dir(mode: Mode, environ: Mapping[str, str]) -> Path:

@@ -76,14 +76,18 @@ class Plan:
 
 
 def session_plan(opts: SessionOptions, environ: Mapping[str, str]) -> Plan:
-    """``busmgr session``: a private bus, session mode."""
+    """``busmgr session``: a private bus, session mode (a desktop session with
+    ``opts.desktop``: ``XDG_CURRENT_DESKTOP`` is its name from the start)."""
     mode = Mode.SESSION
+    if opts.desktop is not None:
+        environ = {**environ, "XDG_CURRENT_DESKTOP": opts.desktop.name}
     config = ManagerConfig(
         mode=mode,
         services_dirs=opts.services_dirs or default_services_dirs(mode, environ),
         state_dir=opts.state_dir or default_state_dir(mode, environ),
         import_services=not opts.no_import,
         environ=dict(environ),
+        desktop=opts.desktop,
     )
     return Plan(
         config,

@@ -44,7 +44,9 @@ from busmgr.cli import (
     parse_args,
 )
 from busmgr.options import (
+    DEFAULT_PHASE_TIMEOUT,
     DaemonOptions,
+    DesktopOptions,
     Mode,
     SessionOptions,
     default_services_dirs,
@@ -162,9 +164,21 @@ def test_bad_assignment_after_an_option_is_a_usage_error(
         ["list", "--address"],
         ["daemon"],
         ["daemon", "--session", "--system"],
-        ["reexec", "extra"],  # a verb now (the reliability issue): extra words are a usage error
-        ["setenv", "A=1"],
-        ["end-session"],
+        ["reexec", "extra"],  # a verb now: extra words are a usage error
+        ["setenv"],
+        ["setenv", "1A=x"],
+        ["setenv", "BUSMGR_TEST_SURELY_UNSET_VARIABLE"],
+        ["unsetenv"],
+        ["unsetenv", "A=1"],
+        ["getenv", "A", "B"],
+        ["getenv", "-x"],
+        ["end-session", "extra"],
+        ["session", "--phase-timeout", "3"],
+        ["session", "--desktop", ""],
+        ["session", "--desktop", "GNOME:"],
+        ["session", "--desktop", "my desktop"],
+        ["session", "--desktop", "X", "--phase-timeout", "0"],
+        ["session", "--desktop", "X", "--phase-timeout", "inf"],
     ],
 )
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -209,6 +223,27 @@ def test_session_options() -> None:
 
 def test_session_defaults_are_left_to_the_manager() -> None:
     assert cli.session_options(parse_args(["session"])) == SessionOptions()
+
+
+def test_desktop_session_options() -> None:
+    opts = cli.session_options(parse_args(["session", "--desktop", "GNOME:GNOME-Classic"]))
+    assert opts.desktop == DesktopOptions("GNOME:GNOME-Classic", DEFAULT_PHASE_TIMEOUT)
+    argv = ["session", "--desktop", "XFCE", "--phase-timeout", "2.5", "--", "xfwm4"]
+    opts = cli.session_options(parse_args(argv))
+    assert opts.desktop == DesktopOptions("XFCE", 2.5)
+    assert opts.command == ("xfwm4",)
+    with pytest.raises(ValueError, match="an empty desktop name"):
+        DesktopOptions("A::B")
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        DesktopOptions("A", 0)
+
+
+def test_setenv_takes_a_bare_key_from_busmgr_s_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BUSMGR_TEST_THEME", "dark")
+    args = parse_args(["setenv", "A=1", "B=", "BUSMGR_TEST_THEME", "C=x=y"])
+    assert args.assignments == [("A", "1"), ("B", ""), ("BUSMGR_TEST_THEME", "dark"), ("C", "x=y")]
 
 
 # The mode has one spelling (options.Mode); which bus is a separate choice (address or None).
@@ -275,6 +310,10 @@ VERB_PURPOSES = {
     "check": "PATH:LINE: message",
     "session": "dbus-daemon",
     "daemon": "existing bus",
+    "setenv": "set-env",
+    "unsetenv": "unset-env",
+    "getenv": "list-env",
+    "end-session": "desktop-end",
 }
 
 
@@ -465,6 +504,8 @@ def test_format_error_other_names(name: str, short: str) -> None:
         (["start", "hello", "A=1"], "start hello"),
         (["emit", "desktop-start"], "emit desktop-start"),
         (["activate", "org.example.Echo"], "activate org.example.Echo"),
+        (["getenv", "DISPLAY"], "getenv DISPLAY"),
+        (["end-session"], "end-session"),
     ],
 )
 def test_describe_action(argv: list[str], action: str) -> None:
@@ -578,6 +619,30 @@ class FakeManager(ManagerClient):
         self.objects = objects
         self.fail = fail
         self.calls: list[tuple[Any, ...]] = []
+        self.skipped: list[tuple[str, str, str]] = []
+        self.env: dict[str, str] = {}
+
+    async def list_skipped(self) -> list[tuple[str, str, str]]:
+        return list(self.skipped)
+
+    async def set_env(self, name: str, value: str) -> None:
+        self.calls.append(("SetEnv", name, value))
+        self.env[name] = value
+
+    async def unset_env(self, name: str) -> None:
+        self.calls.append(("UnsetEnv", name))
+        self.env.pop(name, None)
+
+    async def get_env(self, name: str) -> str:
+        if name not in self.env:
+            raise DBusError("org.busmgr.Error.UnknownVariable", f"{name} is not set")
+        return self.env[name]
+
+    async def list_env(self) -> dict[str, str]:
+        return dict(self.env)
+
+    async def end_session(self, wait: bool) -> None:
+        self.calls.append(("EndSession", wait))
 
     async def list_jobs(self) -> list[JobRow]:
         return list(self.rows)
@@ -717,6 +782,52 @@ async def test_stop_prints_the_single_instance_only() -> None:
     )
     assert await _run("stop", "getty", "TTY=tty1", manager=manager) == (0, "")
     assert manager.calls[-1] == ("StopJob", "getty", {"TTY": "tty1"}, True)
+
+
+async def test_list_shows_skipped_entries_among_the_jobs() -> None:
+    manager = _manager()
+    manager.skipped = [
+        ("autostart-kde", "/etc/xdg/autostart/kde.desktop", "OnlyShowIn=KDE; does not include X"),
+        ("hello", "/x/hello.desktop", "overridden by /y/hello.desktop"),
+    ]
+    status, out = await _run("list", manager=manager)
+    assert status == 0
+    lines = out.splitlines()
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["autostart-kde", "-", "skipped"],
+        ["getty", "tty1", "start/running"],
+        ["getty", "tty2", "stop/stopping"],
+        ["hello", "-", "start/running"],  # the job before an entry of its name
+        ["hello", "-", "skipped"],
+        ["org.example.Echo", "-", "stop/waiting"],
+        ["vanished", "x", "stop/waiting"],
+    ]
+    assert lines[1].split(None, 5)[5] == (
+        "/etc/xdg/autostart/kde.desktop: OnlyShowIn=KDE; does not include X"
+    )
+
+
+async def test_environment_verbs() -> None:
+    manager = _manager()
+    assert await _run("setenv", "A=1", "B=two words", manager=manager) == (0, "")
+    assert await _run("getenv", "B", manager=manager) == (0, "two words\n")
+    assert await _run("unsetenv", "A", "NEVER_SET", manager=manager) == (0, "")
+    assert await _run("getenv", manager=manager) == (0, "B=two words\n")
+    assert manager.calls == [
+        ("SetEnv", "A", "1"),
+        ("SetEnv", "B", "two words"),
+        ("UnsetEnv", "A"),
+        ("UnsetEnv", "NEVER_SET"),
+    ]
+    with pytest.raises(DBusError, match="A is not set"):
+        await _run("getenv", "A", manager=manager)
+
+
+async def test_end_session_waits_unless_told_not_to() -> None:
+    manager = _manager()
+    assert await _run("end-session", manager=manager) == (0, "")
+    assert await _run("end-session", "--no-wait", manager=manager) == (0, "")
+    assert manager.calls == [("EndSession", True), ("EndSession", False)]
 
 
 async def test_events_without_follow_prints_the_states() -> None:

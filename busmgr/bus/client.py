@@ -264,6 +264,73 @@ class ManagerClient:
     async def reexec(self) -> None:
         # Returns once the state is saved; the manager then execs (it may wait for jobs first).
         await self._manager("Reexec", wait=True)
+    async def list_skipped(self) -> list[tuple[str, str, str]]:
+        """``(job, source, reason)`` of each entry that is not a job; none from a manager that
+        does not know ``ListSkipped``."""
+        try:
+            (rows,) = await self._manager("ListSkipped")
+        except DBusError as e:
+            if e.type == "org.freedesktop.DBus.Error.UnknownMethod":
+                return []
+            raise
+        return [(str(j), str(s), str(r)) for j, s, r in rows]
+
+    async def set_env(self, name: str, value: str) -> None:
+        await self._manager("SetEnv", "ss", [name, value])
+
+    async def unset_env(self, name: str) -> None:
+        await self._manager("UnsetEnv", "s", [name])
+
+    async def get_env(self, name: str) -> str:
+        (value,) = await self._manager("GetEnv", "s", [name])
+        return str(value)
+
+    async def list_env(self) -> dict[str, str]:
+        (env,) = await self._manager("ListEnv")
+        return {str(k): str(v) for k, v in env.items()}
+
+    async def end_session(self, wait: bool) -> None:
+        """``EndSession``; with ``wait``, return only once the manager is gone (it released
+        its name, or the bus itself went away with a private session)."""
+        if not wait:
+            await self._manager("EndSession")
+            return
+        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def handler(message: Message) -> None:
+            if (
+                message.message_type == MessageType.SIGNAL
+                and message.member == "NameOwnerChanged"
+                and message.signature == "sss"
+                and message.body[0] == MANAGER_BUS_NAME
+                and not message.body[2]
+                and not gone.done()
+            ):
+                gone.set_result(None)
+
+        self.bus.add_message_handler(handler)
+        rule = (
+            f"type='signal',sender='{DBUS_NAME}',interface='{DBUS_NAME}',"
+            f"member='NameOwnerChanged',arg0='{MANAGER_BUS_NAME}'"
+        )
+        await call(self.bus, DBUS_PATH, DBUS_NAME, "AddMatch", "s", [rule], destination=DBUS_NAME)
+        try:
+            await self._manager("EndSession", wait=True)
+        except (EOFError, ConnectionError):
+            return  # the private bus went away with the session: it is over
+        except DBusError as e:
+            if e.type != "org.freedesktop.DBus.Error.NoReply":
+                raise
+            return  # the manager left before it could reply: the session is over
+        # Shielded: cancelling this wait must not cancel the bus's own disconnect future.
+        disconnected = asyncio.shield(self.bus.wait_for_disconnect())
+        try:
+            async with asyncio.timeout(self.timeout):
+                await asyncio.wait({gone, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            disconnected.cancel()
+            if disconnected.done() and not disconnected.cancelled():
+                disconnected.exception()  # the bus going away is how a private session ends
 
     async def get_all(self, path: str, interface: str) -> dict[str, Any]:
         """All properties of ``interface`` at ``path``, unwrapped from their variants."""

@@ -49,6 +49,7 @@ from busmgr import (
 )
 from busmgr.bus.auth import CallerPolicy
 from busmgr.bus.link import BusLink
+from busmgr.config import Skipped
 from busmgr.control import Control
 from busmgr.errors import ManagerError
 from busmgr.escape import escape
@@ -64,6 +65,7 @@ ProcessRowsOf = Callable[[Job], list[tuple[str, int]]]
 
 Env = Annotated[dict[str, str], DBusSignature("a{ss}")]
 JobRows = Annotated[list[list[str]], DBusSignature("a(ssso)")]
+SkippedRows = Annotated[list[list[str]], DBusSignature("a(sss)")]
 ProcessRows = Annotated[list[list[Any]], DBusSignature("a(su)")]
 StrList = Annotated[list[str], DBusSignature("as")]
 
@@ -94,11 +96,14 @@ class Operations:
         policy: CallerPolicy,
         reload_configuration: Callable[[], Awaitable[None] | None],
         reexec: Callable[[], Awaitable[None]],
+        *,
+        skipped: Callable[[], Iterable[Skipped]] = tuple,
     ) -> None:
         self.control = control
         self.policy = policy
         self.reload_configuration = reload_configuration
         self.reexec = reexec
+        self.skipped = skipped
 
     async def run(self, member: str, call: Callable[[], Any]) -> Any:
         """Run a control method: check the caller may call it, then translate errors."""
@@ -117,6 +122,13 @@ def _translate_now(fn: Callable[[], Any]) -> Any:
         return fn()
     except ManagerError as err:
         raise DBusError(ERROR_PREFIX + err.name, err.message) from None
+
+
+def _variable(control: Control, name: str) -> str:
+    value = control.environment.base().get(name)
+    if value is None:
+        raise ManagerError("UnknownVariable", f"{name} is not set in the session's environment")
+    return value
 
 
 class ManagerInterface(ServiceInterface):
@@ -177,6 +189,31 @@ class ManagerInterface(ServiceInterface):
     @dbus_method()
     async def EndSession(self) -> None:
         await self._ops.run("EndSession", self._c.end_session)
+
+    @dbus_method()
+    def ListSkipped(self) -> SkippedRows:
+        """The entries found that are not jobs (autostart entries skipped or refused): job
+        name, file, reason."""
+        return [[s.name, s.source, s.reason] for s in self._ops.skipped()]
+
+    # The session environment (the activation layer of busmgr.environment), as Upstart's
+    # set-env / unset-env / get-env / list-env. Changing it is control; reading it too on the
+    # system bus (it may hold what only root should see).
+    @dbus_method()
+    async def SetEnv(self, name: DBusStr, value: DBusStr) -> None:
+        await self._ops.run("SetEnv", lambda: self._c.environment.set(name, value))
+
+    @dbus_method()
+    async def UnsetEnv(self, name: DBusStr) -> None:
+        await self._ops.run("UnsetEnv", lambda: self._c.environment.remove(name))
+
+    @dbus_method()
+    async def GetEnv(self, name: DBusStr) -> DBusStr:
+        return await self._ops.run("GetEnv", lambda: _variable(self._c, name))
+
+    @dbus_method()
+    async def ListEnv(self) -> Env:
+        return await self._ops.run("ListEnv", self._c.environment.base)
 
     @dbus_signal()
     def JobStarting(
@@ -511,7 +548,7 @@ class BusFace(JobObserver):
         if (
             self._control.shutting_down
             and msg.interface in (MANAGER_INTERFACE, JOB_INTERFACE)
-            and msg.member not in ("ListJobs", "GetJob")
+            and msg.member not in ("ListJobs", "GetJob", "ListSkipped")
         ):
             return Message.new_error(
                 msg, ERROR_PREFIX + "ShuttingDown", "the manager is shutting down"

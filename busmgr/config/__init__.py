@@ -2,7 +2,8 @@
 
 The pipeline is lexer (logical lines) -> stanza table (one handler per keyword) -> parser
 (one file, all its diagnostics) -> loader (directories; the first wins for a name) and, beside
-it, the importer of D-Bus ``.service`` files. Checks across jobs (events nothing emits,
+it, the importers of key files (one reader, :mod:`busmgr.config.keyfile`): D-Bus ``.service``
+files and XDG autostart entries (``.desktop``). Checks across jobs (events nothing emits,
 cycles of blocking events) are separate, run by ``busmgr check``.
 
 Invariant: this package is the only builder of :class:`busmgr.jobclass.JobClass`; the daemon
@@ -18,6 +19,14 @@ from busmgr.config.dbus_service import (
     parse_service_path,
     xdg_service_dirs,
 )
+from busmgr.config.desktop import (
+    AutostartContext,
+    AutostartImport,
+    Skipped,
+    autostart_dirs,
+    autostart_steps,
+    import_autostart,
+)
 from busmgr.config.diagnostics import Diagnostic, Severity, has_errors
 from busmgr.config.expr import ExprError, parse_event_expr
 from busmgr.config.files import LoadResult, run_steps
@@ -28,15 +37,21 @@ from busmgr.config.stanzas import STANZAS, bus_name_problem
 __all__ = [
     "BUILTIN_EVENTS",
     "STANZAS",
+    "AutostartContext",
+    "AutostartImport",
     "Diagnostic",
     "ExprError",
     "LoadResult",
     "ParseResult",
     "Severity",
+    "Skipped",
+    "autostart_dirs",
+    "autostart_steps",
     "bus_name_problem",
     "check_paths",
     "cross_check",
     "has_errors",
+    "import_autostart",
     "import_service_dirs",
     "import_steps",
     "job_name_for",

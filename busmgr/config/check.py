@@ -1,17 +1,21 @@
 """What ``busmgr check`` runs: the daemon's own parsers over files and directories, then the
 checks across all the jobs found.
 
-It sits above both loaders (job files and D-Bus ``.service`` files), so neither needs the other.
+It sits above the loaders (job files, D-Bus ``.service`` files, XDG autostart entries), so none
+needs another. Autostart entries are judged for the desktop of ``$XDG_CURRENT_DESKTOP``; an
+entry skipped there (``Hidden``, ``OnlyShowIn``...) is no problem and adds nothing, but its
+``Exec`` is checked on every desktop.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from busmgr.config.checks import cross_check
 from busmgr.config.dbus_service import SERVICE_SUFFIX, parse_service_path
+from busmgr.config.desktop import AUTOSTART_SUFFIX, AutostartContext, parse_autostart_path
 from busmgr.config.diagnostics import Diagnostic
 from busmgr.config.files import add_job, config_files
 from busmgr.config.loader import Collector
@@ -20,36 +24,50 @@ from busmgr.config.parser import JOB_SUFFIX, ParseResult, job_name_for, parse_jo
 __all__ = ["check_paths"]
 
 
-def _parse_any(path: Path) -> ParseResult:
+def _parse_any(path: Path, context: AutostartContext) -> ParseResult:
     if path.name.endswith(SERVICE_SUFFIX):
         return parse_service_path(path)
+    if path.name.endswith(AUTOSTART_SUFFIX):
+        entry = parse_autostart_path(path, context)
+        return ParseResult(entry.job, entry.diagnostics)
     return parse_job_file(path)
 
 
-def check_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Diagnostic]:
+def check_paths(
+    paths: Iterable[str | os.PathLike[str]], environ: Mapping[str, str] | None = None
+) -> list[Diagnostic]:
     """Check job files and directories as ``busmgr check`` does; every diagnostic, in order.
 
-    A directory contributes its ``*.conf`` files; a file is parsed whatever its name (a
-    ``.service`` file as a D-Bus activation file). Then :func:`cross_check` runs over all the
-    jobs that parsed.
+    A directory contributes its ``*.conf`` and ``*.desktop`` files; a file is parsed whatever
+    its name (a ``.service`` file as a D-Bus activation file, a ``.desktop`` file as an
+    autostart entry judged in ``environ``, default ``os.environ``). Then :func:`cross_check`
+    runs over all the jobs that parsed.
     """
+    context = AutostartContext.from_environ(os.environ if environ is None else environ)
     collector = Collector()
     for given in paths:
         path = Path(given)
         if path.is_dir():
             files, problems = config_files(path, JOB_SUFFIX)
-            collector.diagnostics.extend(problems)
+            entries, more = config_files(path, AUTOSTART_SUFFIX)
+            collector.diagnostics.extend(problems + more)
             for file in files:
                 collector.add(file, parse_job_file(file))
+            for entry in entries:
+                _add_named(collector, entry, _parse_any(entry, context))
         elif path.exists():
-            result = _parse_any(path)
-            if result.job is not None and result.job.name != job_name_for(path):
-                # An imported .service file is named after its bus name, not its file.
-                collector.diagnostics.extend(result.diagnostics)
-                collector.diagnostics.extend(add_job(collector.jobs, result.job))
-            else:
-                collector.add(path, result)
+            _add_named(collector, path, _parse_any(path, context))
         else:
             message = "no such file or directory"
             collector.diagnostics.append(Diagnostic(os.fspath(path), 0, message))
     return [*collector.diagnostics, *cross_check(collector.jobs.values())]
+
+
+def _add_named(collector: Collector, path: Path, result: ParseResult) -> None:
+    """Add the job of a file whose job may be named otherwise than the file (an imported
+    ``.service`` file is named after its bus name, an autostart entry ``autostart-ID``)."""
+    if result.job is not None and result.job.name != job_name_for(path):
+        collector.diagnostics.extend(result.diagnostics)
+        collector.diagnostics.extend(add_job(collector.jobs, result.job))
+    else:
+        collector.add(path, result)

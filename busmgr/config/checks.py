@@ -43,6 +43,8 @@ BUILTIN_EVENTS: frozenset[str] = frozenset(
         "dbus-activation",
         "dbus-signal",
         "desktop-start",
+        "desktop-phase",
+        "desktop-delay",
         "desktop-end",
     }
 )

@@ -1,7 +1,8 @@
 """The importer of D-Bus activation files: ``NAME.service`` -> a :class:`JobClass`.
 
-Model: a D-Bus ``.service`` file is a desktop-entry style key file whose ``[D-BUS Service]``
-group says which program provides a bus name::
+Model: a D-Bus ``.service`` file is a desktop-entry style key file (read by
+:mod:`busmgr.config.keyfile`, the reader the autostart importer shares) whose
+``[D-BUS Service]`` group says which program provides a bus name::
 
     [D-BUS Service]
     Name=ca.desrt.dconf
@@ -27,8 +28,9 @@ import os
 from collections.abc import Generator, Iterable, Mapping
 from pathlib import Path
 
-from busmgr.config.diagnostics import Diagnostic, Severity, has_errors
+from busmgr.config.diagnostics import Diagnostic, has_errors
 from busmgr.config.files import LoadResult, add_job, config_files, run_steps
+from busmgr.config.keyfile import read_key_file
 from busmgr.config.parser import ParseResult, Trust, read_text
 from busmgr.config.stanzas import bus_name_problem
 from busmgr.jobclass import (
@@ -44,52 +46,16 @@ SERVICE_GROUP = "D-BUS Service"
 SERVICE_SUFFIX = ".service"
 
 
-def _key_file(text: str, path: str) -> tuple[dict[str, tuple[str, int]], list[Diagnostic]]:
-    """The keys of the ``[D-BUS Service]`` group with their lines, and syntax problems."""
-    keys: dict[str, tuple[str, int]] = {}
-    problems: list[Diagnostic] = []
-    group: str | None = None
-    seen_group = False
-    for number, raw in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("["):
-            if not line.endswith("]"):
-                problems.append(Diagnostic(path, number, f'bad group header "{line}"'))
-                group = None
-                continue
-            group = line[1:-1]
-            seen_group = seen_group or group == SERVICE_GROUP
-            continue
-        key, eq, value = line.partition("=")
-        if not eq:
-            problems.append(Diagnostic(path, number, f'expected KEY=VALUE, not "{line}"'))
-            continue
-        if group is None:
-            problems.append(Diagnostic(path, number, f'"{key.strip()}" is outside any [group]'))
-            continue
-        if group != SERVICE_GROUP:
-            continue
-        key = key.strip()
-        if key in keys:
-            problems.append(
-                Diagnostic(
-                    path,
-                    number,
-                    f'"{key}" given again (first on line {keys[key][1]}); the last one wins',
-                    Severity.WARNING,
-                )
-            )
-        keys[key] = (value.strip(), number)
-    if not seen_group:
-        problems.append(Diagnostic(path, 0, f"no [{SERVICE_GROUP}] group"))
-    return keys, problems
-
-
 def parse_service_file(text: str, path: str) -> ParseResult:
     """Parse one D-Bus ``.service`` file into a job named after its bus name."""
-    keys, diagnostics = _key_file(text, path)
+    keyfile = read_key_file(text, path)
+    diagnostics = list(keyfile.diagnostics)
+    group = keyfile.group(SERVICE_GROUP)
+    if group is None:
+        diagnostics.append(Diagnostic(path, 0, f"no [{SERVICE_GROUP}] group"))
+        return ParseResult(None, tuple(diagnostics))
+    # Values are taken as written: dbus-daemon applies no string escapes to them.
+    keys = {entry.key: (entry.value, entry.line) for entry in group if entry.locale is None}
     name, name_line = keys.get("Name", ("", 0))
     command, exec_line = keys.get("Exec", ("", 0))
     if "Name" not in keys:

@@ -7,7 +7,12 @@ interface ``org.test.Service``:
 * ``Echo(s) -> s`` returns its argument; ``Pid() -> u`` the service's pid;
 * ``Getenv(s) -> s`` the value of an environment variable of the service (``""`` if unset);
 * ``ReleaseName() -> u`` gives up the bus name while the service keeps running (the
-  ``ReleaseName`` reply code).
+  ``ReleaseName`` reply code);
+* ``Activated() -> u`` how many times ``org.freedesktop.Application.Activate`` was called.
+
+With ``--application`` the service is also a D-Bus activatable application (Desktop Entry
+Specification): ``org.freedesktop.Application`` at the path its name gives (``org.test.App`` ->
+``/org/test/App``), whose ``Activate(a{sv})`` only counts the calls.
 
 Behaviour options, in the order they take effect:
 
@@ -28,13 +33,15 @@ import argparse
 import asyncio
 import os
 import signal
+from typing import Annotated, Any
 
 from dbus_fast import BusType
 from dbus_fast.aio import MessageBus
-from dbus_fast.annotations import DBusStr, DBusUInt32
+from dbus_fast.annotations import DBusSignature, DBusStr, DBusUInt32
 from dbus_fast.service import ServiceInterface, dbus_method
 
 INTERFACE = "org.test.Service"
+PlatformData = Annotated[dict[str, Any], DBusSignature("a{sv}")]
 
 
 class Service(ServiceInterface):
@@ -44,6 +51,11 @@ class Service(ServiceInterface):
         super().__init__(INTERFACE)
         self._bus = bus
         self._name = name
+        self.activated = 0
+
+    @dbus_method()
+    def Activated(self) -> DBusUInt32:
+        return self.activated
 
     @dbus_method()
     def Echo(self, text: DBusStr) -> DBusStr:
@@ -62,13 +74,31 @@ class Service(ServiceInterface):
         return int(await self._bus.release_name(self._name))
 
 
+class Application(ServiceInterface):
+    """``org.freedesktop.Application``: Activate counts on the service."""
+
+    def __init__(self, service: Service) -> None:
+        super().__init__("org.freedesktop.Application")
+        self._service = service
+
+    # No return annotation: with postponed annotations dbus-fast would read "None" as the
+    # reply's signature; without one the reply is empty, as the interface says.
+    @dbus_method()
+    def Activate(self, platform_data: PlatformData):  # type: ignore[no-untyped-def]
+        self._service.activated += 1
+
+
 async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     stop: asyncio.Future[None] = loop.create_future()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, lambda: stop.done() or stop.set_result(None))
     bus = await MessageBus(bus_type=BusType.SESSION).connect()
-    bus.export(args.path, Service(bus, args.name))
+    service = Service(bus, args.name)
+    bus.export(args.path, service)
+    if args.application:
+        path = "/" + args.name.replace(".", "/").replace("-", "_")
+        bus.export(path, Application(service))
     if args.claim_delay:
         await asyncio.sleep(args.claim_delay)  # job-side: a service that is slow to claim
     if not args.never_claim:
@@ -91,6 +121,7 @@ def main() -> None:
     parser.add_argument("--signal-before-claim", metavar="SIG")
     parser.add_argument("--claim-delay", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument("--never-claim", action="store_true")
+    parser.add_argument("--application", action="store_true")
     args = parser.parse_args()
     if args.print_to:
         fd = os.open(args.print_to, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
