@@ -494,6 +494,11 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
         help="write the bus address to PATH once the manager is ready",
     )
     p.add_argument(
+        "--broker",
+        action="store_true",
+        help="the private bus is dbus-broker, with busmgr as its launcher (no systemd needed)",
+    )
+    p.add_argument(
         "command",
         nargs="*",
         metavar="COMMAND",
@@ -565,6 +570,7 @@ def session_options(args: argparse.Namespace) -> SessionOptions:
         state_dir=_absolute(args.state_dir),
         address_file=_absolute(args.address_file),
         command=tuple(args.command),
+        broker=args.broker,
     )
 
 

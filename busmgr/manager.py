@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from busmgr import MANAGER_BUS_NAME
-from busmgr.bus.activation import SYSTEMD, ActivationRequests, DbusDaemonActivation
+from busmgr.bus.activation import (
+    SYSTEMD,
+    ActivationBackend,
+    ActivationRequests,
+    BackendFactory,
+    DbusDaemonActivation,
+)
 from busmgr.bus.auth import CallerPolicy
 from busmgr.bus.face import BusFace, Operations
 from busmgr.bus.link import BusLink
@@ -105,7 +111,7 @@ class Manager:
             frozenset({SYSTEMD, MANAGER_BUS_NAME}),
         )
         self.link = BusLink()
-        self.activation: DbusDaemonActivation | None = None
+        self.activation: ActivationBackend | None = None
         self.names: NameWatcher | None = None
         self._reloading = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -166,13 +172,15 @@ class Manager:
             log.warning("%s", line)
         return catalog
 
-    async def reload_configuration(self) -> None:
+    async def reload_configuration(self) -> Catalog:
         """Re-read the job files; running jobs keep running (with their old class until they
         stop). A broken file is reported and its job keeps its previous definition. Reloads
-        run one at a time, in the order they were asked for."""
+        run one at a time, in the order they were asked for. Returns what was loaded."""
         async with self._reloading:
-            self.registry.swap((await self.load()).classes)
+            catalog = await self.load()
+            self.registry.swap(catalog.classes)
             await self._refresh_activation()
+            return catalog
 
     def request_reload(self) -> None:
         """``reload_configuration`` from a signal handler (SIGHUP)."""
@@ -184,7 +192,7 @@ class Manager:
         """Write the activation files and follow the provided names (after every load)."""
         classes = list(self.registry.classes.values())
         if self.activation is not None:
-            await self.activation.write_service_files(classes)
+            await self.activation.refresh(classes)
         if self.names is not None:
             # Follow every provided name now: a start later finds its owner known already.
             for cls in classes:
@@ -213,10 +221,17 @@ class Manager:
         self.observers.subscribe(_ClassFollower(self.registry, signals.update))
 
     # ======================================================== life
-    async def begin(self, servicedir: Path | None, *, own_servicedir: bool) -> None:
+    async def begin(
+        self,
+        servicedir: Path | None,
+        *,
+        own_servicedir: bool,
+        backend: BackendFactory | None = None,
+    ) -> None:
         """Load the jobs and publish them (a slice at a time), own the manager's name, start
-        activation (its files go to ``servicedir``; ``own_servicedir`` says it is the private
-        bus's own directory, which goes away with the bus), and emit ``startup``."""
+        activation (``backend``, or by default the dbus-daemon one, whose files go to
+        ``servicedir``; ``own_servicedir`` says it is the private bus's own directory, which
+        goes away with the bus), and emit ``startup``."""
         classes = list((await self.load()).classes.values())
         deadline = self.loop.time() + INSTALL_SLICE
         for start in range(0, len(classes), INSTALL_BATCH):
@@ -226,14 +241,18 @@ class Manager:
                 deadline = self.loop.time() + INSTALL_SLICE
         if self.link.connected:
             await self.link.own(MANAGER_BUS_NAME)
-            self.activation = DbusDaemonActivation(
-                self.link,
-                ActivationRequests(self.control),
-                self.environment,
-                self.link.address,
-                servicedir,
-                remove_on_close=not own_servicedir,
-            )
+            requests = ActivationRequests(self.control)
+            if backend is not None:
+                self.activation = backend(self.link, requests, self.environment)
+            else:
+                self.activation = DbusDaemonActivation(
+                    self.link,
+                    requests,
+                    self.environment,
+                    self.link.address,
+                    servicedir,
+                    remove_on_close=not own_servicedir,
+                )
             await self.activation.start()
             await self._refresh_activation()
         self.queue.emit(Event.make("startup", {}))
@@ -276,5 +295,5 @@ class Manager:
     async def close(self) -> None:
         self.bus_names.close()
         if self.activation is not None:
-            self.activation.remove_service_files()
+            self.activation.close()
         await self.link.close()

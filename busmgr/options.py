@@ -62,7 +62,8 @@ class SessionOptions:
     """``busmgr session``: a private ``dbus-daemon`` with the manager on it.
 
     ``command`` is empty for a plain session; otherwise the session runs it (``-- COMMAND ARGS``)
-    and ends, with its exit status, when it exits.
+    and ends, with its exit status, when it exits. ``broker``: the private bus is dbus-broker,
+    launched by busmgr, instead of dbus-daemon.
     """
 
     services_dirs: tuple[Path, ...] = ()
@@ -72,6 +73,7 @@ class SessionOptions:
     state_dir: Path | None = None
     address_file: Path | None = None
     command: tuple[str, ...] = ()
+    broker: bool = False
 
 
 @dataclass(frozen=True)

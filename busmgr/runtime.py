@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from busmgr import process
+from busmgr.bus.activation import BackendFactory, BrokerActivation
+from busmgr.bus.broker_launch import LaunchedBroker, launch_broker
+from busmgr.bus.broker_policy import session_policy
 from busmgr.bus.daemon import PrivateBus, start_private_bus
 from busmgr.bus.link import LinkError
 from busmgr.jobclass import ConsoleMode, ExecContext, JobClass
@@ -62,6 +65,8 @@ class Plan:
     """Everything one manager process does, resolved (no defaults left open).
 
     ``address`` is the bus to connect to; None with ``private_bus`` (the session's own).
+    ``broker``: the private bus is a dbus-broker busmgr launches (and activates for), not a
+    dbus-daemon.
     """
 
     config: ManagerConfig
@@ -71,6 +76,7 @@ class Plan:
     address_file: Path | None = None
     pidfile: Path | None = None
     command: tuple[str, ...] = ()
+    broker: bool = False
 
 
 def session_plan(opts: SessionOptions, environ: Mapping[str, str]) -> Plan:
@@ -90,6 +96,7 @@ def session_plan(opts: SessionOptions, environ: Mapping[str, str]) -> Plan:
         address_file=opts.address_file,
         pidfile=opts.pidfile,
         command=opts.command,
+        broker=opts.broker,
     )
 
 
@@ -219,11 +226,21 @@ async def _main(plan: Plan) -> int:
         loop.add_signal_handler(signum, manager.request_shutdown, 0)
     loop.add_signal_handler(signal.SIGHUP, manager.request_reload)
     manager.link.on_lost = lambda: manager.fatal("lost the connection to the bus")
-    private_bus: PrivateBus | None = None
+    private_bus: PrivateBus | LaunchedBroker | None = None
+    backend: BackendFactory | None = None
     bus_exit: asyncio.Future[process.ExitInfo] = loop.create_future()
     status = 1
     try:
-        if plan.private_bus:
+        if plan.private_bus and plan.broker:
+            private_bus = await launch_broker(
+                plan.config.environ,
+                session_policy(os.getuid()),
+                watch=manager.supervisor.reaper.watch,
+                on_exit=lambda _p, info: bus_exit.done() or bus_exit.set_result(info),
+            )
+            backend = _broker_backend(private_bus, manager)
+            plan = replace(plan, address=private_bus.address)
+        elif plan.private_bus:
             private_bus = await start_private_bus(
                 dict(plan.config.environ),
                 watch=lambda pid: manager.supervisor.reaper.watch(
@@ -237,6 +254,7 @@ async def _main(plan: Plan) -> int:
         await manager.begin(
             private_bus.servicedir if private_bus else _helper_dir(plan.config.environ),
             own_servicedir=private_bus is not None,
+            backend=backend,
         )
         if plan.print_address:
             print(plan.address, flush=True)
@@ -244,8 +262,10 @@ async def _main(plan: Plan) -> int:
             _write_atomically(plan.address_file, plan.address + "\n")
         if plan.command:
             _start_command(manager, plan.command)
+        bus_name = private_bus.name if isinstance(private_bus, LaunchedBroker) else "dbus-daemon"
         bus_exit.add_done_callback(
-            lambda f: manager.fatal(f"the private dbus-daemon {f.result().describe()}")
+            lambda f: manager.stopped.done()
+            or manager.fatal(f"the private {bus_name} {f.result().describe()}")
         )
         await manager.stopped
         clean = await manager.stop_everything()
@@ -276,7 +296,26 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
-async def _stop_private_bus(bus: PrivateBus, bus_exit: asyncio.Future[process.ExitInfo]) -> None:
+def _broker_backend(broker: LaunchedBroker, manager: Manager) -> BackendFactory:
+    """The activation backend of a launched dbus-broker: its controller, and reloads that
+    tell the broker whether every job file loaded."""
+
+    async def reload() -> bool:
+        return not (await manager.reload_configuration()).failed
+
+    broker.controller.on_closed = manager.fatal
+    return lambda _link, requests, environment: BrokerActivation(
+        broker.controller, requests, environment, reload
+    )
+
+
+async def _stop_private_bus(
+    bus: PrivateBus | LaunchedBroker, bus_exit: asyncio.Future[process.ExitInfo]
+) -> None:
+    if isinstance(bus, LaunchedBroker):
+        bus.close()  # the broker exits when its controller goes away
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(bus_exit), BUS_STOP_TIMEOUT)
     if not bus_exit.done():
         process.kill_pid(bus.pid, signal.SIGTERM)
         with contextlib.suppress(asyncio.TimeoutError):
