@@ -172,15 +172,13 @@ class Manager:
             log.warning("%s", line)
         return catalog
 
-    async def reload_configuration(self) -> Catalog:
+    async def reload_configuration(self) -> None:
         """Re-read the job files; running jobs keep running (with their old class until they
         stop). A broken file is reported and its job keeps its previous definition. Reloads
-        run one at a time, in the order they were asked for. Returns what was loaded."""
+        run one at a time, in the order they were asked for."""
         async with self._reloading:
-            catalog = await self.load()
-            self.registry.swap(catalog.classes)
+            self.registry.swap((await self.load()).classes)
             await self._refresh_activation()
-            return catalog
 
     def request_reload(self) -> None:
         """``reload_configuration`` from a signal handler (SIGHUP)."""

@@ -264,8 +264,10 @@ async def _main(plan: Plan) -> int:
             _start_command(manager, plan.command)
         bus_name = private_bus.name if isinstance(private_bus, LaunchedBroker) else "dbus-daemon"
         bus_exit.add_done_callback(
-            lambda f: manager.stopped.done()
-            or manager.fatal(f"the private {bus_name} {f.result().describe()}")
+            lambda f: (
+                manager.stopped.done()
+                or manager.fatal(f"the private {bus_name} {f.result().describe()}")
+            )
         )
         await manager.stopped
         clean = await manager.stop_everything()
@@ -297,15 +299,11 @@ def _one_line(err: BaseException) -> str:
 
 
 def _broker_backend(broker: LaunchedBroker, manager: Manager) -> BackendFactory:
-    """The activation backend of a launched dbus-broker: its controller, and reloads that
-    tell the broker whether every job file loaded."""
-
-    async def reload() -> bool:
-        return not (await manager.reload_configuration()).failed
-
+    """The activation backend of a launched dbus-broker: its controller, and the manager's
+    reload for the broker's ``ReloadConfig``."""
     broker.controller.on_closed = manager.fatal
     return lambda _link, requests, environment: BrokerActivation(
-        broker.controller, requests, environment, reload
+        broker.controller, requests, environment, manager.reload_configuration
     )
 
 

@@ -23,9 +23,12 @@ controller connection (:mod:`busmgr.bus.controller`, set up by
   ``UpdateActivationEnvironment``) updates the environment of later activations.
 * The broker's method call ``org.bus1.DBus.Controller.ReloadConfig()`` (a client called
   ``org.freedesktop.DBus.ReloadConfig``) reloads the job files, as ``ReloadConfiguration`` and
-  SIGHUP do; the reply is ``()``, or ``org.bus1.DBus.Controller.Error.InvalidConfig`` when a
-  job file failed to load (the good ones are loaded; a broken one keeps its previous
-  definition).
+  SIGHUP do, and the reply comes once the broker knows the new names. It is ``()`` whenever
+  the reload ran, as ``ReloadConfiguration`` succeeds: a broken file is logged with its line
+  and keeps its previous definition while the others apply. The broker tells its client
+  ``InvalidConfig`` as "Config invalid. Reload ignored.", which would be untrue of such a
+  reload, so that error is the answer only when the reload could not run at all (a bug,
+  reported as one).
 
 The broker's callers learn only the broker's own words for a failure
 (``org.freedesktop.DBus.Error.NameHasNoOwner: Could not activate remote peer: unit failed``):
@@ -110,8 +113,8 @@ def _uid_of(cls: JobClass, default: int, cache: dict[str, int | None]) -> int:
 class BrokerActivation:
     """Answers dbus-broker's activation traffic on the controller connection.
 
-    ``reload`` reloads the job files and returns whether every file loaded (the answer to the
-    broker's ``ReloadConfig``)."""
+    ``reload`` reloads the job files (and refreshes this backend's names); its result is
+    not used."""
 
     mode = BROKER
 
@@ -120,7 +123,7 @@ class BrokerActivation:
         controller: ControllerConnection,
         requests: ActivationRequests,
         environment: Environment,
-        reload: Callable[[], Awaitable[bool]],
+        reload: Callable[[], Awaitable[object]],
     ) -> None:
         self._controller = controller
         self._requests = requests
@@ -238,8 +241,9 @@ class BrokerActivation:
         return None
 
     async def _reload_config(self, call: Message) -> Message:
+        valid = True
         try:
-            valid = await self._reload()
+            await self._reload()
         except Exception as err:
             # A bug: the loop's handler reports it (and stops the manager); the broker still
             # gets its one answer, or the client's call would hang until its timeout.
@@ -254,5 +258,5 @@ class BrokerActivation:
             reply_serial=call.serial,
             error_name=INVALID_CONFIG,
             signature="s",
-            body=["a job file failed to load; see busmgr's log"],
+            body=["busmgr could not reload; see its log"],
         )
