@@ -264,10 +264,7 @@ async def _main(plan: Plan) -> int:
             _start_command(manager, plan.command)
         bus_name = private_bus.name if isinstance(private_bus, LaunchedBroker) else "dbus-daemon"
         bus_exit.add_done_callback(
-            lambda f: (
-                manager.stopped.done()
-                or manager.fatal(f"the private {bus_name} {f.result().describe()}")
-            )
+            lambda f: manager.fatal(f"the private {bus_name} {f.result().describe()}")
         )
         await manager.stopped
         clean = await manager.stop_everything()
@@ -300,8 +297,8 @@ def _one_line(err: BaseException) -> str:
 
 def _broker_backend(broker: LaunchedBroker, manager: Manager) -> BackendFactory:
     """The activation backend of a launched dbus-broker: its controller, and the manager's
-    reload for the broker's ``ReloadConfig``."""
-    broker.controller.on_closed = manager.fatal
+    reload for the broker's ``ReloadConfig``. (A controller that closes needs no report of
+    its own: the broker exits with it, and its exit stops the manager.)"""
     return lambda _link, requests, environment: BrokerActivation(
         broker.controller, requests, environment, manager.reload_configuration
     )

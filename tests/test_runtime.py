@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import TIMEOUT, start_session, stop_session
+from conftest import ALL_BUSES, TIMEOUT, start_session, stop_session
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +36,11 @@ async def busmgr(*args: str, env: dict[str, str]) -> tuple[int, str]:
     [
         # no dbus-daemon to start: the private bus starts inside the error handling now
         (["session"], "/nonexistent", 'exec "dbus-daemon": not found in PATH'),
+        (
+            ["session", "--broker"],
+            "/nonexistent",
+            'exec "dbus-broker": not found in PATH; install the Debian package dbus-broker',
+        ),
         # no session bus to use
         (["daemon", "--session"], None, "no session bus: DBUS_SESSION_BUS_ADDRESS is not set"),
         (["daemon", "--address", "garbage"], None, "cannot connect to garbage: "),
@@ -76,12 +81,13 @@ JOBS = {
 }
 
 
+@pytest.mark.parametrize("bus", ALL_BUSES)
 async def test_end_session_emits_desktop_end_stops_in_reverse_order_and_exits_0(
-    tmp_path: Path,
+    tmp_path: Path, bus: str
 ) -> None:
     order = tmp_path / "order"
     env = dict(os.environ, ORDER=str(order))
-    sess = await start_session(tmp_path, JOBS, env=env)
+    sess = await start_session(tmp_path, JOBS, env=env, bus=bus)
     mark = sess.signals.mark()
     await sess.start("first")
     await sess.wait_running("second")  # started by first's started event, after it
@@ -94,13 +100,14 @@ async def test_end_session_emits_desktop_end_stops_in_reverse_order_and_exits_0(
     await stop_session(sess)
 
 
-async def test_private_bus_dying_ends_the_session_cleanly(tmp_path: Path) -> None:
-    sess = await start_session(tmp_path, {"svc": "exec sleep 1000\n"})
+@pytest.mark.parametrize("bus", ALL_BUSES)
+async def test_private_bus_dying_ends_the_session_cleanly(tmp_path: Path, bus: str) -> None:
+    sess = await start_session(tmp_path, {"svc": "exec sleep 1000\n"}, bus=bus)
     await sess.start("svc")
-    (daemon,) = [p for p in psutil.Process(sess.proc.pid).children() if p.name() == "dbus-daemon"]
+    (daemon,) = [p for p in psutil.Process(sess.proc.pid).children() if p.name() == bus]
     daemon.send_signal(signal.SIGKILL)
     assert await asyncio.wait_for(sess.proc.wait(), 60) == 1
     err = sess.stderr.read_text()
-    assert "the private dbus-daemon killed by signal KILL" in err
+    assert f"the private {bus} killed by signal KILL" in err
     assert "Traceback" not in err
     await stop_session(sess, expect_status=1)  # and nothing it started is left
