@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,16 @@ import pytest
 from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 
-from conftest import DBUS_BROKER, HELPERS, PYTHON, TIMEOUT, Session, require_bus
+from conftest import (
+    DBUS_BROKER,
+    HELPERS,
+    PYTHON,
+    TIMEOUT,
+    Session,
+    require_bus,
+    start_session,
+    stop_session,
+)
 
 pytestmark = pytest.mark.integration
 BUSES = (DBUS_BROKER,)
@@ -288,8 +299,10 @@ async def test_a_broker_version_busmgr_does_not_speak_is_refused(
     assert not [p for p in os.listdir(tmp_path) if p.startswith("busmgr-")]
 
 
-async def test_the_bus_accepts_only_its_user(session: Session) -> None:
+async def test_the_bus_accepts_only_its_user() -> None:
     # Another uid may not connect (the session policy), as on dbus-daemon's session bus.
+    if os.getuid() != 0:
+        pytest.skip("needs root to become another user")
     script = (
         "import asyncio, os, sys\n"
         "from dbus_fast.aio import MessageBus\n"
@@ -298,25 +311,26 @@ async def test_the_bus_accepts_only_its_user(session: Session) -> None:
         "    try:\n"
         "        await MessageBus(bus_address=sys.argv[1]).connect()\n"
         "    except Exception as e:\n"
-        "        print('refused', type(e).__name__)\n"
+        "        print('refused', type(e).__name__, e)\n"
         "        return\n"
         "    print('connected')\n"
         "asyncio.run(main())\n"
     )
-    if os.getuid() != 0:
-        pytest.skip("needs root to become another user")
-    directory = Path(session.address.removeprefix("unix:path=")).parent
-    mode = directory.stat().st_mode
-    directory.chmod(0o755)  # let the other user reach the socket: the policy must refuse it
-    socket_path = directory / "bus"
-    socket_mode = socket_path.stat().st_mode
-    socket_path.chmod(0o777)
+    # A directory the other user can reach (pytest's own are root's alone), so that only the
+    # bus's policy can refuse it.
+    tmp = Path(tempfile.mkdtemp(prefix="busmgr-test-", dir="/tmp"))
+    tmp.chmod(0o755)
+    sess = await start_session(tmp, {}, bus=DBUS_BROKER)
     try:
+        socket_path = Path(sess.address.removeprefix("unix:path="))
+        socket_path.parent.chmod(0o755)
+        socket_path.chmod(0o777)
         proc = await asyncio.create_subprocess_exec(
-            PYTHON, "-c", script, session.address, stdout=asyncio.subprocess.PIPE
+            PYTHON, "-c", script, sess.address, stdout=asyncio.subprocess.PIPE
         )
         out, _ = await asyncio.wait_for(proc.communicate(), TIMEOUT)
     finally:
-        directory.chmod(mode)
-        socket_path.chmod(socket_mode)
-    assert out.decode().startswith("refused"), out
+        await stop_session(sess)
+        shutil.rmtree(tmp, ignore_errors=True)
+    text = out.decode()
+    assert text.startswith("refused") and "PermissionError" not in text, text

@@ -413,24 +413,43 @@ class _File:
         self.t = translator
         self.path = path
         self.depth = depth
-        self.parser = expat.ParserCreate()
-        self.parser.StartElementHandler = self.start
-        self.parser.EndElementHandler = self.end
-        self.parser.CharacterDataHandler = self.text
+        self.line = 0
         self.stack: list[tuple[str, dict[str, str]]] = []
         self.policy: tuple[int, int | None] | None = None
         self.buffer = ""
 
     def where(self) -> str:
-        return f"{self.path}:{self.parser.CurrentLineNumber}"
+        return f"{self.path}:{self.line}"
 
     def parse(self, data: bytes) -> None:
+        """Read the whole file first: a file that is not valid XML contributes nothing (half
+        of it could drop a ``deny`` its other half has), then apply its elements in order."""
+        events: list[tuple[int, str, object]] = []
+        parser = expat.ParserCreate()
+        parser.StartElementHandler = lambda name, attrs: events.append(
+            (parser.CurrentLineNumber, "start", (name, attrs))
+        )
+        parser.EndElementHandler = lambda name: events.append(
+            (parser.CurrentLineNumber, "end", name)
+        )
+        parser.CharacterDataHandler = lambda data: events.append(
+            (parser.CurrentLineNumber, "text", data)
+        )
         try:
-            self.parser.Parse(data, True)
+            parser.Parse(data, True)
         except expat.ExpatError as err:
-            self.t.note(
-                f"{self.path}:{err.lineno}", f"not valid XML: {expat.errors.messages[err.code]}"
-            )
+            reason = expat.errors.messages[err.code]
+            self.t.note(f"{self.path}:{err.lineno}", f"not valid XML: {reason}; file ignored")
+            return
+        for line, kind, value in events:
+            self.line = line
+            if kind == "start":
+                name, attrs = value  # type: ignore[misc]
+                self.start(name, attrs)
+            elif kind == "end":
+                self.end(value)  # type: ignore[arg-type]
+            else:
+                self.buffer += value  # type: ignore[operator]
 
     def start(self, name: str, attrs: dict[str, str]) -> None:
         parent = self.stack[-1][0] if self.stack else ""
@@ -477,9 +496,6 @@ class _File:
         self.t.note(self.where(), f"policy {key}={value!r} is not a policy context")
         return None
 
-    def text(self, data: str) -> None:
-        self.buffer += data
-
     def end(self, name: str) -> None:
         _name, attrs = self.stack.pop()
         text = self.buffer.strip()
@@ -504,12 +520,13 @@ def translate(
     resolve_user: Resolve = _user,
     resolve_group: Resolve = _group,
     self_uid: int | None = None,
+    sysroot: Path | None = None,
 ) -> Translation:
     """Translate the bus configuration at ``path`` (and what it includes) into the broker's
     policy. ``resolve_user``/``resolve_group`` map names to ids (None: no such one);
-    ``self_uid`` is the launcher's uid (default: ours)."""
-    translator = _Translator(
-        resolve_user, resolve_group, os.getuid() if self_uid is None else self_uid
-    )
+    ``self_uid`` is the launcher's uid (default: ours); ``sysroot`` a directory that absolute
+    include paths are read under (tests, images), instead of ``/``."""
+    uid = os.getuid() if self_uid is None else self_uid
+    translator = _Translator(resolve_user, resolve_group, uid, sysroot)
     translator.read(path, 0)
     return Translation(translator.policy(), tuple(translator.diagnostics), tuple(translator.files))
