@@ -23,9 +23,17 @@ from hypothesis import strategies as st
 from busmgr import ERROR_PREFIX
 from busmgr.bus.activation.broker import RESET_ERRORS, UNIT_FAILURE, name_path, reset_error
 from busmgr.bus.activation.requests import Failed
-from busmgr.bus.broker_launch import address_of, machine_id, parse_version
+from busmgr.bus.broker_launch import (
+    address_of,
+    bus_policy,
+    machine_id,
+    parse_version,
+    standard_socket,
+)
 from busmgr.bus.broker_policy import ANY_UID, POLICY_SIGNATURE, session_policy
 from busmgr.bus.controller import ControllerConnection, ControllerError
+from busmgr.options import Mode
+from busmgr.process import SpawnError
 
 TIMEOUT = 5.0
 #: The error names dbus-broker 33 accepts in ``Reset`` (its ``controller.h``).
@@ -361,3 +369,28 @@ def test_garbage_from_the_broker_closes_the_connection_with_a_reason(data: bytes
 
     closed, _seen = asyncio.run(feed())
     assert len(closed) == 1 and "\n" not in closed[0]
+
+
+# ------------------------------------------------------------------ a user's bus
+def test_standard_buses_listen_where_clients_look(tmp_path: Path) -> None:
+    assert standard_socket(Mode.SYSTEM, {}) == (Path("/run/dbus/system_bus_socket"), 0o666)
+    assert standard_socket(Mode.SESSION, {"XDG_RUNTIME_DIR": str(tmp_path)}) == (
+        tmp_path / "bus",
+        0o600,
+    )
+    with pytest.raises(SpawnError) as err:
+        standard_socket(Mode.SESSION, {"XDG_RUNTIME_DIR": "relative"})
+    assert str(err.value) == "XDG_RUNTIME_DIR is not set: no place for the user's bus socket"
+
+
+def test_standard_bus_policies(tmp_path: Path) -> None:
+    assert bus_policy(Mode.SESSION) == session_policy(os.getuid())
+    config = tmp_path / "system.conf"
+    config.write_text(
+        "<busconfig><type>system</type>"
+        '<policy context="default"><allow user="*"/><deny own="*"/></policy></busconfig>'
+    )
+    policy = bus_policy(Mode.SYSTEM, config)
+    assert policy.bus_type == "system"
+    default = dict(policy.uids)[ANY_UID]
+    assert default.connect.allow and [o.allow for o in default.own] == [False]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -39,19 +40,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from busmgr import process
-from busmgr.bus.broker_policy import Policy
+from busmgr.bus.broker_policy import Policy, session_policy
+from busmgr.bus.busconfig import SYSTEM_CONF, translate
 from busmgr.bus.controller import ControllerConnection, ControllerError
 from busmgr.bus.daemon import make_bus_directory
 from busmgr.jobclass import ConsoleMode, ExecContext
+from busmgr.options import DEFAULT_SYSTEM_BUS_ADDRESS, Mode
 
 __all__ = [
     "BROKER",
     "SUPPORTED_VERSIONS",
     "LaunchedBroker",
     "address_of",
+    "bus_policy",
     "launch_broker",
+    "launch_standard_bus",
     "machine_id",
     "parse_version",
+    "standard_socket",
 ]
 
 BROKER = "dbus-broker"
@@ -65,6 +71,7 @@ LISTEN_BACKLOG = 4096
 MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
 
 Watch = Callable[[int, process.ExitCallback], None]
+log = logging.getLogger("busmgr")
 
 
 @dataclass
@@ -261,3 +268,47 @@ async def _version(
             f"dbus-broker {SUPPORTED_VERSIONS.start}-{SUPPORTED_VERSIONS.stop - 1} only"
         )
     return version
+
+
+# ============================================================================ a user's bus
+def standard_socket(mode: Mode, environ: Mapping[str, str]) -> tuple[Path, int]:
+    """Where a standard bus listens, and the socket's mode: the system bus at the well-known
+    path (anyone may connect; the policy decides), a user's session bus at
+    ``$XDG_RUNTIME_DIR/bus`` (the user's alone). Raises :class:`SpawnError` when a session
+    bus has no runtime directory to live in."""
+    if mode is Mode.SYSTEM:
+        return Path(DEFAULT_SYSTEM_BUS_ADDRESS.removeprefix("unix:path=")), 0o666
+    runtime = environ.get("XDG_RUNTIME_DIR", "")
+    if not runtime or not os.path.isabs(runtime):
+        raise process.SpawnError("XDG_RUNTIME_DIR is not set: no place for the user's bus socket")
+    return Path(runtime) / "bus", 0o600
+
+
+def bus_policy(mode: Mode, config: Path = SYSTEM_CONF) -> Policy:
+    """The policy of a standard bus: the system bus's translated from its XML configuration
+    (every problem logged as ``FILE:LINE: message``), a session bus's own."""
+    if mode is Mode.SESSION:
+        return session_policy(os.getuid())
+    translation = translate(config)
+    for line in translation.diagnostics:
+        log.warning("%s", line)
+    return translation.policy
+
+
+async def launch_standard_bus(
+    mode: Mode, environ: Mapping[str, str], *, watch: Watch, on_exit: process.ExitCallback
+) -> LaunchedBroker:
+    """``busmgr daemon --system|--session --launch-bus --broker``: dbus-broker as the
+    machine's system bus or the user's session bus, at its standard address, with its
+    standard policy. The runtime wires it as it wires ``session --broker`` (the broker
+    activation backend on :attr:`LaunchedBroker.controller`)."""
+    path, socket_mode = standard_socket(mode, environ)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return await launch_broker(
+        environ,
+        bus_policy(mode),
+        watch=watch,
+        on_exit=on_exit,
+        socket_path=path,
+        socket_mode=socket_mode,
+    )
