@@ -12,6 +12,10 @@ The broker is a child of the manager like any job process: :mod:`busmgr.process`
 the one reaper reaps it (``watch``), so the caller learns of its exit. It exits by itself when
 the controller connection closes, which is how :meth:`LaunchedBroker.close` stops it.
 
+:func:`launch_standard_bus` is the same for a standard bus (``daemon --launch-bus --broker``):
+the system bus at its well-known socket with the policy translated from ``system.conf``
+(:mod:`busmgr.bus.busconfig`), or a user's session bus at ``$XDG_RUNTIME_DIR/bus``.
+
 Versions: the controller interface (``Reset`` with an error name) and the policy value
 (:mod:`busmgr.bus.broker_policy`) busmgr speaks are those of dbus-broker 33 (Debian 12, the
 version the tests run) through 36; the policy format changed in 14 and 32, and any protocol
