@@ -297,6 +297,7 @@ async def test_exit_before_claiming_fails_every_caller_at_once(session: Session)
     print(f"failure reached 5 callers after {elapsed:.3f}s")
 
 
+@pytest.mark.buses(DBUS_DAEMON)  # on dbus-broker: test_broker.py, with the other failures at once
 async def test_never_claiming_fails_after_ready_timeout(session: Session) -> None:
     started = time.monotonic()
     reply = await raw_call(session.bus, "org.test.Silent", "Echo", "s", ["x"])
@@ -332,6 +333,7 @@ async def test_killed_service_is_started_again_by_the_next_call(session: Session
     assert spawns(session, "crashy") == [first, second]
 
 
+@pytest.mark.buses(DBUS_DAEMON)  # whose pid owns a name is the same question on both buses
 async def test_name_owned_by_another_process_does_not_make_the_job_ready(
     session: Session,
 ) -> None:
