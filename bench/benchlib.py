@@ -225,9 +225,12 @@ class Session:
     those are ours).
     """
 
-    def __init__(self, jobs: dict[str, str], *, label: str = "session") -> None:
+    def __init__(
+        self, jobs: dict[str, str], *, label: str = "session", extra: tuple[str, ...] = ()
+    ) -> None:
         self.jobs = jobs
         self.label = label
+        self.extra = extra  # more `busmgr session` options (`--broker`)
         self.anomalies: list[str] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="busmgr-bench-"))
         self.proc: asyncio.subprocess.Process | None = None
@@ -261,6 +264,7 @@ class Session:
             str(services),
             "--state-dir",
             str(self.tmp / "state"),
+            *self.extra,
         ]
         t0 = time.perf_counter()
         with open(self.tmp / "stderr.log", "wb") as err:

@@ -632,6 +632,11 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
         help="write the bus address to PATH once the manager is ready",
     )
     p.add_argument(
+        "--broker",
+        action="store_true",
+        help="the private bus is dbus-broker, with busmgr as its launcher (no systemd needed)",
+    )
+    p.add_argument(
         "command",
         nargs="*",
         metavar="COMMAND",
@@ -708,6 +713,7 @@ def session_options(args: argparse.Namespace) -> SessionOptions:
         desktop=None
         if args.desktop is None
         else DesktopOptions(args.desktop, args.phase_timeout or DEFAULT_PHASE_TIMEOUT),
+        broker=args.broker,
     )
 
 

@@ -20,6 +20,7 @@ ERROR_NAMES = frozenset(
         "InvalidArgs",
         "ShuttingDown",
         "Busy",
+        "NotSupported",
         "UnknownVariable",
     }
 )

@@ -6,11 +6,12 @@ Policy (the reliability issue): losing the bus never stops a job by itself.
   the keeper reconnects with a growing delay (0.1 s doubling to 5 s); once back, the manager
   owns its names again, adds its match rules again, asks the name owners again (readiness) and
   exports its objects again (:meth:`busmgr.manager.Manager.connect` and ``go_live``).
-* ``busmgr session`` (its own private bus): a ``dbus-daemon`` that dies is started again in the
-  same directory, so at the same address (the jobs' ``DBUS_SESSION_BUS_ADDRESS`` stays valid),
-  and the manager reconnects to it. ``dbus`` jobs lost their names with the old bus: they count
-  as failed, and respawn applies. A bus that keeps dying (more than :data:`RESTARTS` times in
-  :data:`RESTART_WINDOW` seconds) stops the manager.
+* ``busmgr session`` (its own private bus, ``dbus-daemon``, or ``dbus-broker`` with busmgr as
+  its launcher): a bus that dies is started again at the same socket, so at the same address
+  (the jobs' ``DBUS_SESSION_BUS_ADDRESS`` stays valid), and the manager reconnects to it.
+  ``dbus`` jobs lost their names with the old bus: they count as failed, and respawn applies.
+  A bus that keeps dying (more than :data:`RESTARTS` times in :data:`RESTART_WINDOW` seconds)
+  stops the manager.
 
 Invariant: at most one recovery runs at a time, and none once the manager is stopping.
 """
@@ -20,13 +21,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from busmgr import process
+from busmgr.bus.activation import (
+    ActivationBackend,
+    ActivationRequests,
+    BackendFactory,
+    BrokerActivation,
+)
+from busmgr.bus.broker_launch import LaunchedBroker, launch_broker
+from busmgr.bus.broker_policy import session_policy
 from busmgr.bus.daemon import PrivateBus, start_private_bus
-from busmgr.bus.link import LinkError
+from busmgr.bus.link import BusLink, LinkError
+from busmgr.environment import Environment
 from busmgr.manager import Manager
 from busmgr.snapshot import SavedBus, SavedProcess
 
@@ -51,15 +62,18 @@ class BusKeeper:
         environ: Mapping[str, str],
         helper_dir: Path | None,
         saved: SavedBus | None = None,
+        *,
+        broker: bool = False,
     ) -> None:
         self.manager = manager
-        self._saved = saved
+        self._saved = None if broker else saved  # a broker dies with its controller
+        self.broker = broker
         self.loop = manager.loop
         self.address = address
         self.private = address is None
         self.environ = dict(environ)
         self._helper_dir = helper_dir
-        self.bus: PrivateBus | None = None
+        self.bus: PrivateBus | LaunchedBroker | None = None
         self._bus_exit: asyncio.Future[process.ExitInfo | None] | None = None
         self._restarts: list[float] = []
         self._recovering: asyncio.Task[None] | None = None
@@ -69,6 +83,25 @@ class BusKeeper:
         self.on_back: Callable[[str], None] | None = None
         manager.on_bus_lost = self._lost
         manager.bus_record = self.record
+
+    @property
+    def backend(self) -> BackendFactory | None:
+        """The activation backend of the bus (None: the dbus-daemon one, the default)."""
+        if not self.broker:
+            return None
+        manager = self.manager
+
+        def broker_activation(
+            _link: BusLink, requests: ActivationRequests, environment: Environment
+        ) -> ActivationBackend:
+            # The broker of now: after a restart, the new one's controller.
+            if not isinstance(self.bus, LaunchedBroker):
+                raise LinkError("no dbus-broker running")
+            return BrokerActivation(
+                self.bus.controller, requests, environment, manager.reload_configuration
+            )
+
+        return broker_activation
 
     @property
     def servicedir(self) -> Path | None:
@@ -115,13 +148,44 @@ class BusKeeper:
         exited.add_done_callback(self._bus_exited)
 
     async def _start_bus(self, directory: Path | None) -> None:
+        if self.broker:
+            await self._start_broker()
+            return
         bus = await start_private_bus(self.environ, watch=self._watch_bus, directory=directory)
         self.bus, self.address = bus, bus.address
         self._started = process.proc_start_time(bus.pid)
 
+    async def _start_broker(self) -> None:
+        """dbus-broker, busmgr its launcher; again at the same socket after a restart."""
+        old = self.bus if isinstance(self.bus, LaunchedBroker) else None
+        if old is not None:
+            with contextlib.suppress(FileNotFoundError):
+                old.socket_path.unlink()
+        exited: asyncio.Future[process.ExitInfo | None] = self.loop.create_future()
+        self._bus_exit = exited
+        bus = await launch_broker(
+            self.environ,
+            session_policy(os.getuid()),
+            watch=self.manager.supervisor.reaper.watch,
+            on_exit=lambda _p, info: exited.done() or exited.set_result(info),
+            socket_path=old.socket_path if old is not None else None,
+        )
+        if old is not None:
+            bus.directory = old.directory  # the directory is the first broker's: removed at the end
+        exited.add_done_callback(self._bus_exited)
+        self.bus, self.address = bus, bus.address
+        self._started = process.proc_start_time(bus.pid)
+        self.manager.reexec_refusal = (
+            "not re-executing with --broker: dbus-broker exits when its launcher's controller "
+            "connection closes, which an exec does"
+        )
+
     def record(self) -> SavedBus | None:
-        """The private bus, for the state store (None on someone else's bus)."""
-        if self.bus is None or self.address is None:
+        """The private bus, for the state store (None on someone else's bus, or a broker:
+        it does not outlive its launcher)."""
+        if self.bus is None or self.address is None or isinstance(self.bus, LaunchedBroker):
+            return None
+        if self.bus.directory is None:
             return None
         return SavedBus(
             SavedProcess(self.bus.pid, self._started), self.address, str(self.bus.directory)
@@ -138,12 +202,13 @@ class BusKeeper:
         self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW] + [now]
         info = fut.result()
         how = info.describe() if info is not None else "exited"
+        name = self.bus.name if isinstance(self.bus, LaunchedBroker) else "dbus-daemon"
         if len(self._restarts) > RESTARTS:
             self.manager.fatal(
-                f"the private dbus-daemon {how}, {RESTARTS} restarts in {RESTART_WINDOW:g}s"
+                f"the private {name} {how}, {RESTARTS} restarts in {RESTART_WINDOW:g}s"
             )
             return
-        log.warning("the private dbus-daemon %s; starting it again at %s", how, self.address)
+        log.warning("the private %s %s; starting it again at %s", name, how, self.address)
         self._recover()
 
     def _lost(self) -> None:
@@ -190,6 +255,10 @@ class BusKeeper:
         bus, exited = self.bus, self._bus_exit
         if bus is None or exited is None:
             return
+        if isinstance(bus, LaunchedBroker) and not exited.done():
+            bus.close()  # the broker exits when its controller goes away
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited), STOP_TIMEOUT)
         if not exited.done():
             process.kill_pid(bus.pid, signal.SIGTERM)
             with contextlib.suppress(asyncio.TimeoutError):

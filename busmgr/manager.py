@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from busmgr import MANAGER_BUS_NAME
-from busmgr.bus.activation import SYSTEMD, ActivationRequests, DbusDaemonActivation
+from busmgr.bus.activation import (
+    SYSTEMD,
+    ActivationBackend,
+    ActivationRequests,
+    BackendFactory,
+    DbusDaemonActivation,
+)
 from busmgr.bus.auth import CallerPolicy
 from busmgr.bus.face import BusFace, Operations
 from busmgr.bus.link import BusLink
@@ -136,12 +142,14 @@ class Manager:
         # restart the private bus); the core never learns about it.
         self.on_bus_lost: Callable[[], None] | None = None
         self.requests = ActivationRequests(self.control)
-        self.activation: DbusDaemonActivation | None = None
+        self.activation: ActivationBackend | None = None
+        self._backend: BackendFactory | None = None  # None: the dbus-daemon backend
         self.names: NameWatcher | None = None
         self.store = StateStore(self.loop, config.state_dir, self.snapshot)
         self.started_up = False  # ``startup`` was emitted (by this manager or before a re-exec)
         self.reexec_requested = False
         self.reexec_wait = REEXEC_WAIT
+        self.reexec_refusal = ""  # why this manager cannot re-execute, if it cannot
         # What the runtime records beside the jobs: the private bus and the session command.
         self.bus_record: Callable[[], SavedBus | None] = lambda: None
         self.command_record: Callable[[], SavedProcess | None] = lambda: None
@@ -225,7 +233,7 @@ class Manager:
         """Write the activation files and follow the provided names (after every load)."""
         classes = list(self.registry.classes.values())
         if self.activation is not None:
-            await self.activation.write_service_files(classes)
+            await self.activation.refresh(classes)
         if self.names is not None:
             # Follow every provided name now: a start later finds its owner known already.
             for cls in classes:
@@ -285,14 +293,17 @@ class Manager:
         meanwhile fails its job (respawn applies)."""
         link = self.link
         await link.own(MANAGER_BUS_NAME)
-        self.activation = DbusDaemonActivation(
-            link,
-            self.requests,
-            self.environment,
-            link.address,
-            servicedir,
-            remove_on_close=not own_servicedir,
-        )
+        if self._backend is not None:
+            self.activation = self._backend(link, self.requests, self.environment)
+        else:
+            self.activation = DbusDaemonActivation(
+                link,
+                self.requests,
+                self.environment,
+                link.address,
+                servicedir,
+                remove_on_close=not own_servicedir,
+            )
         await self.activation.start()
         await self._refresh_activation()
         for job in list(self.registry.jobs()):
@@ -306,11 +317,18 @@ class Manager:
 
     # ======================================================== life
     async def begin(
-        self, servicedir: Path | None, *, own_servicedir: bool, saved: Saved | None = None
+        self,
+        servicedir: Path | None,
+        *,
+        own_servicedir: bool,
+        saved: Saved | None = None,
+        backend: BackendFactory | None = None,
     ) -> None:
         """Load the jobs and publish them (a slice at a time), take back what ``saved``
-        records (a previous image's or manager's jobs), go live on the bus (if connected),
-        emit ``startup`` (unless it was emitted before), and record the state from now on."""
+        records (a previous image's or manager's jobs), go live on the bus (if connected:
+        activation through ``backend``, by default the dbus-daemon one), emit ``startup``
+        (unless it was emitted before), and record the state from now on."""
+        self._backend = backend
         classes = list((await self.load()).classes.values())
         deadline = self.loop.time() + INSTALL_SLICE
         for start in range(0, len(classes), INSTALL_BATCH):
@@ -353,6 +371,8 @@ class Manager:
         """``Reexec``: wait (at most ``reexec_wait`` seconds) until every job can be
         saved as it is and no event is being handled, save the state, and have the runtime
         exec the manager again. Raises ``Busy`` naming the jobs still between states."""
+        if self.reexec_refusal:
+            raise ManagerError("NotSupported", self.reexec_refusal)
         deadline = self.loop.time() + self.reexec_wait
         while True:
             busy = [
@@ -427,5 +447,5 @@ class Manager:
             self.desktop.close()
         self.bus_names.close()
         if self.activation is not None and not keep_files:
-            self.activation.remove_service_files()
+            self.activation.close()
         await self.link.close()

@@ -97,6 +97,7 @@ class SessionOptions:
 
     ``command`` is empty for a plain session; otherwise the session runs it (``-- COMMAND ARGS``)
     and ends, with its exit status, when it exits. ``desktop`` makes it a desktop session.
+    ``broker``: the private bus is dbus-broker, launched by busmgr, instead of dbus-daemon.
     """
 
     services_dirs: tuple[Path, ...] = ()
@@ -107,6 +108,7 @@ class SessionOptions:
     address_file: Path | None = None
     command: tuple[str, ...] = ()
     desktop: DesktopOptions | None = None
+    broker: bool = False
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,8 @@ class Plan:
     """Everything one manager process does, resolved (no defaults left open).
 
     ``address`` is the bus to connect to; None with ``private_bus`` (the session's own).
+    ``broker``: the private bus is a dbus-broker busmgr launches (and activates for), not a
+    dbus-daemon.
     """
 
     config: ManagerConfig
@@ -73,6 +75,8 @@ class Plan:
     address_file: Path | None = None
     pidfile: Path | None = None
     command: tuple[str, ...] = ()
+    broker: bool = False
+    broker: bool = False
 
 
 def session_plan(opts: SessionOptions, environ: Mapping[str, str]) -> Plan:
@@ -96,6 +100,7 @@ def session_plan(opts: SessionOptions, environ: Mapping[str, str]) -> Plan:
         address_file=opts.address_file,
         pidfile=opts.pidfile,
         command=opts.command,
+        broker=opts.broker,
     )
 
 
@@ -244,6 +249,7 @@ async def _main(plan: Plan) -> int:
         plan.config.environ,
         _helper_dir(plan.config.environ),
         saved.bus if saved else None,
+        broker=plan.broker,
     )
     if plan.address_file is not None:
         address_file = plan.address_file
@@ -252,7 +258,9 @@ async def _main(plan: Plan) -> int:
     status = 1
     try:
         address = await keeper.start()
-        await manager.begin(keeper.servicedir, own_servicedir=keeper.private, saved=saved)
+        await manager.begin(
+            keeper.servicedir, own_servicedir=keeper.private, saved=saved, backend=keeper.backend
+        )
         if plan.print_address and not reexec:
             print(address, flush=True)
         if plan.address_file is not None:

@@ -5,6 +5,13 @@ A test module declares the job files it needs in a module-level ``JOBS = {name: 
 --print-address`` as a child process, and connects a dbus-fast client to its bus. At the end it
 sends SIGTERM, requires exit status 0, and checks that no process the session started is left.
 
+Which bus: the session runs on a private ``dbus-daemon`` by default. A module that sets
+``BUSES = ALL_BUSES`` runs each of its tests that take ``session`` on both ``dbus-daemon`` and
+``dbus-broker`` (``busmgr session --broker``; one session per module and bus); a test marked
+``@pytest.mark.buses(DBUS_DAEMON)`` runs on the buses named there only. ``start_session``
+takes ``bus=`` for tests that build their own session. When dbus-broker is not installed its
+runs are skipped with the reason (``.ci/system-deps`` installs it).
+
 Nothing here sleeps: every wait is for a bus signal, a reply or a process exit, with a timeout.
 Every async test runs with the loop watched (:func:`_loop_never_blocked`): a callback that
 holds the loop for more than :data:`BLOCKED_LIMIT` seconds fails the test.
@@ -17,6 +24,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import sys
 import textwrap
@@ -39,6 +47,30 @@ TIMEOUT = 20.0
 # Seconds one callback may hold the event loop (tests' and manager's). A loaded development
 # machine may raise it with BUSMGR_TEST_LOOP_LIMIT; CI uses the default.
 BLOCKED_LIMIT = float(os.environ.get("BUSMGR_TEST_LOOP_LIMIT", "0.1"))
+DBUS_DAEMON = "dbus-daemon"
+DBUS_BROKER = "dbus-broker"
+ALL_BUSES = (DBUS_DAEMON, DBUS_BROKER)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "buses(*names): run this test on these buses only")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``session`` on every bus of the module's ``BUSES`` (see the module docstring)."""
+    buses: tuple[str, ...] = getattr(metafunc.module, "BUSES", ())
+    if "session" not in metafunc.fixturenames or not buses:
+        return
+    marker = metafunc.definition.get_closest_marker("buses")
+    if marker is not None:
+        buses = tuple(b for b in buses if b in marker.args)
+    metafunc.parametrize("session", buses, indirect=True, scope="module")
+
+
+def require_bus(bus: str) -> None:
+    """Skip (with the reason) when the bus program is not installed."""
+    if shutil.which(bus) is None:
+        pytest.skip(f"{bus} is not installed (.ci/system-deps installs the Debian package)")
 
 
 class _SlowCallbacks(logging.Handler):
@@ -132,7 +164,9 @@ class Session:
         state: Path,
         signals: Signals,
         stderr: Path,
+        bus_kind: str = DBUS_DAEMON,
     ) -> None:
+        self.bus_kind = bus_kind
         self.proc = proc
         self.stderr = stderr
         self.address = address
@@ -332,7 +366,9 @@ async def start_session(
     *,
     extra: list[str] | None = None,
     env: dict[str, str] | None = None,
+    bus: str = DBUS_DAEMON,
 ) -> Session:
+    require_bus(bus)
     services = tmp / "services.d"
     state = tmp / "state"
     services.mkdir(parents=True, exist_ok=True)
@@ -358,6 +394,7 @@ async def start_session(
         "--state-dir",
         str(state),
         *(extra or ["--no-import"]),
+        *(["--broker"] if bus == DBUS_BROKER else []),
     ]
     stderr = tmp / "stderr.log"
     with open(stderr, "wb") as err:
@@ -373,16 +410,16 @@ async def start_session(
             f"busmgr session exited with {proc.returncode} before printing an address:"
             f" {stderr.read_text()}"
         )
-    bus = await MessageBus(bus_address=address).connect()
+    client = await MessageBus(bus_address=address).connect()
     signals = Signals()
 
     def on_message(msg: Message) -> None:
         if msg.message_type is MessageType.SIGNAL and msg.interface == MANAGER_INTERFACE:
             signals.add(msg.member, list(msg.body))
 
-    bus.add_message_handler(on_message)
-    await add_match(bus, f"type='signal',interface='{MANAGER_INTERFACE}'")
-    return Session(proc, address, bus, services, state, signals, stderr)
+    client.add_message_handler(on_message)
+    await add_match(client, f"type='signal',interface='{MANAGER_INTERFACE}'")
+    return Session(proc, address, client, services, state, signals, stderr, bus)
 
 
 async def stop_session(session: Session, *, expect_status: int | None = 0) -> int:
@@ -416,8 +453,9 @@ async def session(
 ) -> AsyncIterator[Session]:
     jobs: dict[str, str] = getattr(request.module, "JOBS", {})
     extra: list[str] | None = getattr(request.module, "SESSION_ARGS", None)
+    bus: str = getattr(request, "param", DBUS_DAEMON)
     tmp = tmp_path_factory.mktemp("session")
-    sess = await start_session(tmp, jobs, extra=extra)
+    sess = await start_session(tmp, jobs, extra=extra, bus=bus)
     try:
         yield sess
     finally:

@@ -19,6 +19,7 @@ from dbus_fast.errors import DBusError
 from busmgr import MANAGER_BUS_NAME
 
 from conftest import (
+    ALL_BUSES,
     TIMEOUT,
     Session,
     Signals,
@@ -50,6 +51,11 @@ async def busmgr(*args: str, env: dict[str, str]) -> tuple[int, str]:
     [
         # no dbus-daemon to start: the private bus starts inside the error handling now
         (["session"], "/nonexistent", 'exec "dbus-daemon": not found in PATH'),
+        (
+            ["session", "--broker"],
+            "/nonexistent",
+            'exec "dbus-broker": not found in PATH; install the Debian package dbus-broker',
+        ),
         # no session bus to use
         (["daemon", "--session"], None, "no session bus: DBUS_SESSION_BUS_ADDRESS is not set"),
         (["daemon", "--address", "garbage"], None, "cannot connect to garbage: "),
@@ -144,12 +150,13 @@ JOBS = {
 }
 
 
+@pytest.mark.parametrize("bus", ALL_BUSES)
 async def test_end_session_emits_desktop_end_stops_in_reverse_order_and_exits_0(
-    tmp_path: Path,
+    tmp_path: Path, bus: str
 ) -> None:
     order = tmp_path / "order"
     env = dict(os.environ, ORDER=str(order))
-    sess = await start_session(tmp_path, JOBS, env=env)
+    sess = await start_session(tmp_path, JOBS, env=env, bus=bus)
     mark = sess.signals.mark()
     await sess.start("first")
     await sess.wait_running("second")  # started by first's started event, after it
@@ -162,7 +169,10 @@ async def test_end_session_emits_desktop_end_stops_in_reverse_order_and_exits_0(
     await stop_session(sess)
 
 
-async def test_a_dead_private_bus_is_restarted_at_the_same_address(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bus", ALL_BUSES)
+async def test_a_dead_private_bus_is_restarted_at_the_same_address(
+    tmp_path: Path, bus: str
+) -> None:
     # The reliability issue: when the bus went away, the manager killed every job and exited 1.
     # Now the session's bus is started again where it was; plain jobs never notice, and a dbus
     # job, whose name died with the old bus, counts as failed and respawns.
@@ -175,11 +185,11 @@ async def test_a_dead_private_bus_is_restarted_at_the_same_address(tmp_path: Pat
     }
     address_file = tmp_path / "address"
     sess = await start_session(
-        tmp_path, jobs, extra=["--no-import", "--address-file", str(address_file)]
+        tmp_path, jobs, extra=["--no-import", "--address-file", str(address_file)], bus=bus
     )
     plain = (await sess.props(await sess.start("plain")))["MainPID"]
     named = (await sess.props(await sess.start("named")))["MainPID"]
-    (daemon,) = [p for p in psutil.Process(sess.proc.pid).children() if p.name() == "dbus-daemon"]
+    (daemon,) = [p for p in psutil.Process(sess.proc.pid).children() if p.name() == bus]
     address_file.unlink()  # written again once the manager is back on the bus
     daemon.send_signal(signal.SIGKILL)
     with contextlib.suppress(EOFError, ConnectionError):  # ours died with it
@@ -193,7 +203,7 @@ async def test_a_dead_private_bus_is_restarted_at_the_same_address(tmp_path: Pat
         assert (await client.instance("plain"))["MainPID"] == plain  # untouched
         assert (await client.instance("named"))["MainPID"] == named_again
         log = sess.stderr.read_text()
-        assert "the private dbus-daemon killed by signal KILL; starting it again" in log
+        assert f"the private {bus} killed by signal KILL; starting it again" in log
         assert "Traceback" not in log
     finally:
         sess.bus = back

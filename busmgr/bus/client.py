@@ -264,6 +264,7 @@ class ManagerClient:
     async def reexec(self) -> None:
         # Returns once the state is saved; the manager then execs (it may wait for jobs first).
         await self._manager("Reexec", wait=True)
+
     async def list_skipped(self) -> list[tuple[str, str, str]]:
         """``(job, source, reason)`` of each entry that is not a job; none from a manager that
         does not know ``ListSkipped``."""

@@ -201,9 +201,7 @@ def spawn(
         if quiet_stdout:
             if ctx.console is not ConsoleMode.OUTPUT or cgroup is not None:
                 raise SpawnError("exec", "quiet_stdout needs console output and no cgroup")
-            return _spawn_posix(
-                argv, environ, exec_path, null_fd, -1, pass_fds, stdout_fd=null_fd
-            )
+            return _spawn_posix(argv, environ, exec_path, null_fd, -1, pass_fds, stdout_fd=null_fd)
         if cgroup is None:
             return _spawn_posix(argv, environ, exec_path, null_fd, out_fd, pass_fds)
         return _spawn_posix_in(cgroup, argv, environ, exec_path, null_fd, out_fd, pass_fds)

@@ -197,6 +197,14 @@ class DbusDaemonActivation:
         if reply.message_type is MessageType.ERROR:
             log.warning("ReloadConfig failed: %s %s", reply.error_name, reply.body)
 
+    async def refresh(self, classes: list[JobClass]) -> None:
+        """The :class:`~busmgr.bus.activation.backend.ActivationBackend` refresh."""
+        await self.write_service_files(classes)
+
+    def close(self) -> None:
+        """The :class:`~busmgr.bus.activation.backend.ActivationBackend` close."""
+        self.remove_service_files()
+
     def remove_service_files(self) -> None:
         """Delete the files this bridge wrote (when ``remove_on_close``)."""
         if self.servicedir is not None and self.remove_on_close:
