@@ -215,6 +215,23 @@ def parse_assignment(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _size(text: str) -> int:
+    """argparse type for ``--log-size``: ``65536``, ``64K``, ``1M``."""
+    from busmgr.logsink import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _count(text: str) -> int:
+    """argparse type for a count: a whole number, 0 or more."""
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f'"{text}" is not a whole number')
+    return int(text)
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the descriptions' and epilogs' line breaks (the examples), wraps the options."""
 
@@ -468,6 +485,25 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
         help="where the manager keeps what survives its restart "
         "(default: $XDG_STATE_HOME/busmgr, system mode /var/lib/busmgr)",
     )
+    group.add_argument(
+        "--log-dir",
+        type=Path,
+        metavar="DIR",
+        help="where job logs go (default: log/ in the state directory, that is "
+        "$XDG_STATE_HOME/busmgr/log; system mode /var/log/busmgr)",
+    )
+    group.add_argument(
+        "--log-size",
+        type=_size,
+        metavar="SIZE",
+        help="rotate a job's log when it reaches SIZE bytes (K, M, G suffixes; default 1M)",
+    )
+    group.add_argument(
+        "--log-keep",
+        type=_count,
+        metavar="N",
+        help="rotated log files kept per job instance (default 5)",
+    )
 
     p = verb(
         "session",
@@ -565,6 +601,9 @@ def session_options(args: argparse.Namespace) -> SessionOptions:
         state_dir=_absolute(args.state_dir),
         address_file=_absolute(args.address_file),
         command=tuple(args.command),
+        log_dir=_absolute(args.log_dir),
+        log_max_bytes=args.log_size,
+        log_keep=args.log_keep,
     )
 
 
@@ -577,6 +616,9 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
         no_import=args.no_import,
         pidfile=_absolute(args.pidfile),
         state_dir=_absolute(args.state_dir),
+        log_dir=_absolute(args.log_dir),
+        log_max_bytes=args.log_size,
+        log_keep=args.log_keep,
     )
 
 

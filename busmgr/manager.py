@@ -35,6 +35,7 @@ from busmgr.events import Event
 from busmgr.job import Goal, Job, State, TimerHandle
 from busmgr.jobclass import ProcessKind
 from busmgr.joblog import JobLog
+from busmgr.logsink import DEFAULT_ROTATION, LogRotation
 from busmgr.observe import JobObserver, Observers
 from busmgr.options import Mode
 from busmgr.readiness import BusNameReadiness
@@ -58,6 +59,12 @@ class ManagerConfig:
     state_dir: Path
     import_services: bool
     environ: Mapping[str, str]
+    log_dir: Path | None = None  # None: <state_dir>/log
+    log_rotation: LogRotation = DEFAULT_ROTATION
+
+    @property
+    def job_log_dir(self) -> Path:
+        return self.log_dir or self.state_dir / "log"
 
 
 class _ClassFollower(JobObserver):
@@ -79,7 +86,7 @@ class Manager:
         self.config = config
         self.observers = Observers()
         self.environment = Environment(config.mode, config.environ)
-        self.joblog = JobLog(config.state_dir)
+        self.joblog = JobLog(config.job_log_dir, config.log_rotation)
         self.observers.subscribe(self.joblog)
         self.registry = Registry(self, self.observers)
         self.queue = EventQueue(self.loop, self._handle_event, self._event_failed)

@@ -34,11 +34,13 @@ from busmgr import process
 from busmgr.bus.daemon import PrivateBus, start_private_bus
 from busmgr.bus.link import LinkError
 from busmgr.jobclass import ConsoleMode, ExecContext, JobClass
+from busmgr.logsink import LogRotation
 from busmgr.manager import Manager, ManagerConfig
 from busmgr.options import (
     DaemonOptions,
     Mode,
     SessionOptions,
+    default_log_dir,
     default_services_dirs,
     default_state_dir,
     standard_bus_address,
@@ -82,6 +84,8 @@ def session_plan(opts: SessionOptions, environ: Mapping[str, str]) -> Plan:
         state_dir=opts.state_dir or default_state_dir(mode, environ),
         import_services=not opts.no_import,
         environ=dict(environ),
+        log_dir=opts.log_dir or default_log_dir(mode, environ, opts.state_dir),
+        log_rotation=_rotation(opts),
     )
     return Plan(
         config,
@@ -108,8 +112,18 @@ def daemon_plan(opts: DaemonOptions, environ: Mapping[str, str]) -> Plan:
         state_dir=opts.state_dir or default_state_dir(mode, environ),
         import_services=not opts.no_import and mode is Mode.SESSION,
         environ=dict(environ),
+        log_dir=opts.log_dir or default_log_dir(mode, environ, opts.state_dir),
+        log_rotation=_rotation(opts),
     )
     return Plan(config, address=address, pidfile=opts.pidfile)
+
+
+def _rotation(opts: SessionOptions | DaemonOptions) -> LogRotation:
+    default = LogRotation()
+    return LogRotation(
+        max_bytes=opts.log_max_bytes or default.max_bytes,
+        keep=default.keep if opts.log_keep is None else opts.log_keep,
+    )
 
 
 def run_session(opts: SessionOptions) -> int:
@@ -233,6 +247,9 @@ async def _main(plan: Plan) -> int:
             plan = replace(plan, address=private_bus.address)
         if plan.address is None:  # a daemon plan always has one; a session plan has it now
             raise PlanError("no bus address")
+        for directory in plan.config.services_dirs:
+            if not directory.is_dir():
+                log.warning("warning: job directory %s does not exist: no jobs from it", directory)
         await manager.connect(plan.address)
         await manager.begin(
             private_bus.servicedir if private_bus else _helper_dir(plan.config.environ),

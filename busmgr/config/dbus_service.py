@@ -32,6 +32,7 @@ from busmgr.config.files import LoadResult, add_job, config_files, run_steps
 from busmgr.config.parser import ParseResult, Trust, read_text
 from busmgr.config.stanzas import bus_name_problem
 from busmgr.jobclass import (
+    DEFAULT_CONSOLE,
     ExecContext,
     JobClass,
     Origin,
@@ -109,7 +110,7 @@ def parse_service_file(text: str, path: str) -> ParseResult:
         origin=Origin.DBUS_SERVICE,
         dbus_name=name,
         processes={ProcessKind.MAIN: ProcessSpec(command, script=False, line=exec_line)},
-        context=ExecContext(setuid=user),
+        context=ExecContext(setuid=user, console=DEFAULT_CONSOLE),
         systemd_service=keys.get("SystemdService", ("", 0))[0] or None,
         activated_by=(activation_match(name),),
     )

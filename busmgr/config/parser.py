@@ -21,7 +21,7 @@ from pathlib import Path
 from busmgr.config.diagnostics import Diagnostic, has_errors, sort_key
 from busmgr.config.lexer import lex
 from busmgr.config.stanzas import Draft, StanzaError, apply_stanza
-from busmgr.jobclass import JobClass, Origin
+from busmgr.jobclass import DEFAULT_CONSOLE, ExecContext, JobClass, Origin
 
 JOB_SUFFIX = ".conf"
 
@@ -63,7 +63,13 @@ def parse_job(text: str, *, name: str, path: str) -> ParseResult:
     if problem is not None:
         return ParseResult(None, (Diagnostic(path, 0, problem),))
     lexed = lex(text, path)
-    draft = Draft(path, JobClass(name=name, source=path, origin=Origin.FILE))
+    job = JobClass(
+        name=name,
+        source=path,
+        origin=Origin.FILE,
+        context=ExecContext(console=DEFAULT_CONSOLE),
+    )
+    draft = Draft(path, job)
     draft.diagnostics.extend(lexed.diagnostics)
     for line in lexed.lines:
         try:

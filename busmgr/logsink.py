@@ -1,0 +1,378 @@
+"""Job output through pipes the manager owns: read on the loop, written to rotated files.
+
+Model: each job instance with ``console log`` has one :class:`LogSink` while it has processes:
+a pipe whose write end every process of the instance gets as stdout and stderr (pre-start,
+main, the hooks, and whatever they fork), and whose read end the manager reads on its event
+loop. The manager, never the job, writes what it read to the instance's :class:`RotatingFile`
+and rotates it. So:
+
+* rotation never loses or splits a line: the file is renamed between two writes of the
+  manager, at a line boundary (a line longer than the size limit is split at the hard limit,
+  twice the size limit, so that one endless line cannot grow a file without bound);
+* a job cannot fill the disk: one instance's log takes at most ``max_bytes * 2 * (keep + 1)``
+  bytes, and a job that writes faster than the manager reads blocks on its full pipe;
+* a disk that is full or unwritable never blocks a job either: the output is read and dropped,
+  with one warning in the manager's log until writing works again.
+
+Invariants: the manager holds both ends of every pipe while the sink exists (a job that exits
+never makes the pipe see EOF, and a respawn reuses the pipe); the read end is non-blocking and
+close-on-exec, the write end blocking (the job's writes wait for the manager) and
+close-on-exec in the manager (``spawn`` duplicates it onto the job's 1 and 2). One callback
+reads at most :data:`READ_PER_TURN` bytes, so a flood from one job never holds the loop.
+Every pipe descriptor the manager holds is listed by :meth:`LogSinks.fds`, the one place a
+re-exec of the manager needs to hand them across (and :meth:`LogSinks.adopt` takes them back).
+
+Names: a job without ``instance`` logs to ``<job>.log``; an instance to
+``<job>/<instance>.log``, the instance name percent-encoded where it could not stand in a file
+name as it is (``%``, ``/``, a leading ``.``, control characters). So two instances never
+share a file (``a/b`` is ``a%2fb``, ``a_b`` stays ``a_b``), and a job name (no ``/``, no
+leading ``.``) never collides with another job's directory. Rotated files add ``.1`` (the
+newest) to ``.KEEP``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = [
+    "DEFAULT_ROTATION",
+    "READ_PER_TURN",
+    "LogRotation",
+    "LogSink",
+    "LogSinks",
+    "RotatingFile",
+    "log_name",
+    "parse_size",
+    "rotated_paths",
+]
+
+log = logging.getLogger("busmgr")
+
+LOG_MODE = 0o640
+DIR_MODE = 0o755
+READ_CHUNK = 65536
+#: Bytes one readable callback takes from one pipe before the loop gets a turn.
+READ_PER_TURN = 4 * READ_CHUNK
+#: Bytes a final drain takes at most (a descendant that keeps writing cannot hold it forever).
+DRAIN_LIMIT = 16 * READ_CHUNK
+
+
+@dataclass(frozen=True)
+class LogRotation:
+    """How big one log file may grow (``max_bytes``) and how many rotated ones are kept."""
+
+    max_bytes: int = 1024 * 1024
+    keep: int = 5
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1:
+            raise ValueError("a log file's size limit must be at least 1 byte")
+        if self.keep < 0:
+            raise ValueError("the number of rotated log files cannot be negative")
+
+
+#: The rotation when none is given: 1 MiB files, five rotated ones kept.
+DEFAULT_ROTATION = LogRotation()
+
+_SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """``65536``, ``64K``, ``1M``, ``2G`` (binary units) -> bytes; ValueError if not one."""
+    word = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = word[-1:] if word[-1:] in _SIZE_UNITS and word[-1:] else ""
+    number = word[: len(word) - len(unit)]
+    if not number.isascii() or not number.isdigit() or int(number) < 1:
+        raise ValueError(f'"{text}" is not a size (a positive number, optionally K, M or G)')
+    return int(number) * _SIZE_UNITS[unit]
+
+
+def _encode(name: str) -> str:
+    out = []
+    for i, ch in enumerate(name):
+        if ch in "%/" or not ch.isprintable() or (i == 0 and ch == "."):
+            out.extend(f"%{b:02x}" for b in ch.encode("utf-8", "surrogateescape"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def log_name(job: str, instance: str) -> str:
+    """The log file of one job instance, relative to the log directory."""
+    if not instance:
+        return f"{job}.log"
+    return f"{job}/{_encode(instance)}.log"
+
+
+def rotated_paths(path: Path, keep: int) -> list[Path]:
+    """``path`` and its rotated files, oldest first (``path.KEEP`` ... ``path.1``, ``path``)."""
+    return [path.with_name(f"{path.name}.{i}") for i in range(keep, 0, -1)] + [path]
+
+
+class RotatingFile:
+    """One log file, appended to by the manager only, rotated by size at line boundaries.
+
+    ``written`` counts every byte given to :meth:`write` (dropped ones included), so a reader
+    can tell how much output came since a mark whatever rotations happened meanwhile.
+    """
+
+    def __init__(
+        self, path: Path, rotation: LogRotation, warn: Callable[[str], None] | None = None
+    ) -> None:
+        self.path = path
+        self.rotation = rotation
+        self.written = 0
+        self._warn = warn or (lambda text: log.warning("%s", text))
+        self._fd = -1
+        self._size = 0
+        self._at_line_start = True
+        self._failing = False
+        self.open()
+
+    def open(self) -> None:
+        """Open (creating it ``0640`` with its directories) for appending; raises OSError."""
+        self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags)
+        except FileNotFoundError:
+            fd = os.open(self.path, flags | os.O_CREAT, LOG_MODE)
+            os.fchmod(fd, LOG_MODE)
+        self._fd = _above_stdio(fd)
+        self._size = os.fstat(self._fd).st_size
+        self._at_line_start = self._size == 0 or self._last_byte_is_newline()
+
+    def _last_byte_is_newline(self) -> bool:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                return fh.read(1) == b"\n"
+        except OSError:
+            return True
+
+    def write(self, data: bytes) -> None:
+        """Append ``data``, rotating first whenever the file is full at a line boundary."""
+        self.written += len(data)
+        limit = self.rotation.max_bytes
+        hard = 2 * limit
+        while data:
+            if self._size >= limit and (self._at_line_start or self._size >= hard):
+                self._rotate()
+            room = limit - self._size
+            newline = data.find(b"\n", max(room - 1, 0))
+            piece = data if newline < 0 else data[: newline + 1]
+            piece = piece[: max(hard - self._size, 1)]
+            self._append(piece)
+            data = data[len(piece) :]
+
+    def _append(self, piece: bytes) -> None:
+        try:
+            if self._fd < 0:
+                self.open()
+            view = memoryview(piece)
+            while view:
+                done = os.write(self._fd, view)
+                view = view[done:]
+        except OSError as err:
+            if not self._failing:
+                self._failing = True
+                reason = err.strerror or err
+                self._warn(f"cannot write the log {self.path}: {reason}; dropping output")
+            return
+        if self._failing:
+            self._failing = False
+            self._warn(f"writing the log {self.path} again")
+        self._size += len(piece)
+        self._at_line_start = piece.endswith(b"\n")
+
+    def _rotate(self) -> None:
+        """``path.KEEP-1`` -> ``path.KEEP`` ... ``path`` -> ``path.1``, then a new ``path``."""
+        self.close()
+        names = rotated_paths(self.path, self.rotation.keep)
+        try:
+            if self.rotation.keep == 0:
+                self.path.unlink(missing_ok=True)
+            for older, newer in itertools.pairwise(names):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(newer, older)
+            self.open()
+        except OSError as err:
+            self._warn(f"cannot rotate the log {self.path}: {err.strerror or err}")
+            self._fd = -1
+        self._size = 0
+        self._at_line_start = True
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _above_stdio(fd: int) -> int:
+    """``fd``, or a close-on-exec copy of it above 2 (the manager's 0-2 are open; this only
+    matters if one of them was closed when it started)."""
+    if fd > 2:
+        return fd
+    import fcntl
+
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        os.close(fd)
+
+
+class LogSink:
+    """One instance's pipe and file. ``write_fd`` goes to the job's processes."""
+
+    def __init__(self, file: RotatingFile, read_fd: int, write_fd: int) -> None:
+        self.file = file
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+
+    @classmethod
+    def create(cls, file: RotatingFile) -> LogSink:
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        read_fd, write_fd = _above_stdio(read_fd), _above_stdio(write_fd)
+        os.set_blocking(read_fd, False)
+        return cls(file, read_fd, write_fd)
+
+    def pump(self, limit: int) -> bool:
+        """Move what the pipe holds (at most ``limit`` bytes) to the file; True if the pipe
+        may hold more."""
+        moved = 0
+        while moved < limit:
+            try:
+                chunk = os.read(self.read_fd, min(READ_CHUNK, limit - moved))
+            except BlockingIOError:
+                return False
+            except OSError as err:
+                if err.errno == errno.EINTR:
+                    continue
+                raise
+            if not chunk:  # only if every write end is closed (an adopted pipe)
+                return False
+            self.file.write(chunk)
+            moved += len(chunk)
+        return True
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.read_fd = self.write_fd = -1
+        self.file.close()
+
+
+class LogSinks:
+    """Every sink of one manager, by log name (relative to ``directory``).
+
+    ``written(name)`` survives a sink's release (until :meth:`forget`), so a tail can say how
+    much of a file came from the current start attempt.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        rotation: LogRotation = DEFAULT_ROTATION,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.directory = directory
+        self.rotation = rotation
+        self._loop = loop
+        self._sinks: dict[str, LogSink] = {}
+        self._written: dict[str, int] = {}
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            # Imported here: the command line uses this module's names without an event loop.
+            import asyncio
+
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    def writer(self, name: str) -> int:
+        """The write end for the log ``name``, making its sink (and opening its file) if
+        needed. Raises OSError if the file cannot be opened."""
+        sink = self._sinks.get(name)
+        if sink is None:
+            sink = self._start(name, None)
+        return sink.write_fd
+
+    def _start(self, name: str, fds: tuple[int, int] | None) -> LogSink:
+        file = RotatingFile(self.path(name), self.rotation)
+        file.written = self._written.get(name, 0)
+        try:
+            sink = LogSink.create(file) if fds is None else LogSink(file, *fds)
+        except OSError:
+            file.close()
+            raise
+        os.set_blocking(sink.read_fd, False)
+        self._sinks[name] = sink
+        self.loop.add_reader(sink.read_fd, self._readable, name)
+        return sink
+
+    def _readable(self, name: str) -> None:
+        sink = self._sinks.get(name)
+        if sink is not None:
+            sink.pump(READ_PER_TURN)
+            self._written[name] = sink.file.written
+
+    def drain(self, name: str) -> None:
+        """Write out what the pipe holds now (a process of the job just exited: its last
+        words are in the pipe, and a tail must see them)."""
+        sink = self._sinks.get(name)
+        if sink is not None:
+            sink.pump(DRAIN_LIMIT)
+            self._written[name] = sink.file.written
+
+    def written(self, name: str) -> int:
+        """Bytes of output the log ``name`` received while this manager ran."""
+        sink = self._sinks.get(name)
+        return sink.file.written if sink is not None else self._written.get(name, 0)
+
+    def release(self, name: str) -> None:
+        """No process of the instance is left: drain the pipe, close it and the file."""
+        sink = self._sinks.pop(name, None)
+        if sink is None:
+            return
+        self.loop.remove_reader(sink.read_fd)
+        sink.pump(DRAIN_LIMIT)
+        self._written[name] = sink.file.written
+        sink.close()
+
+    def forget(self, name: str) -> None:
+        """The instance is gone for good."""
+        self.release(name)
+        self._written.pop(name, None)
+
+    def close(self) -> None:
+        for name in list(self._sinks):
+            self.release(name)
+
+    # ------------------------------------------------------------ across an exec
+    def fds(self) -> dict[str, tuple[int, int]]:
+        """Every pipe the manager holds: log name -> (read end, write end)."""
+        return {name: (s.read_fd, s.write_fd) for name, s in self._sinks.items()}
+
+    def adopt(self, name: str, read_fd: int, write_fd: int) -> None:
+        """Take over a pipe listed by :meth:`fds` of the manager before an exec."""
+        if name in self._sinks:
+            raise ValueError(f"the log {name} already has a pipe")
+        os.set_inheritable(read_fd, False)
+        os.set_inheritable(write_fd, False)
+        self._start(name, (read_fd, write_fd))
