@@ -22,7 +22,7 @@ from pathlib import Path
 from busmgr import MANAGER_BUS_NAME
 from busmgr.bus.activation import SYSTEMD, ActivationRequests, DbusDaemonActivation
 from busmgr.bus.auth import CallerPolicy
-from busmgr.bus.face import BusFace, Operations
+from busmgr.bus.face import BusFace, Insight, Operations
 from busmgr.bus.link import BusLink
 from busmgr.bus.names import NameWatcher
 from busmgr.bus.signal_events import SignalEventBridge
@@ -41,6 +41,7 @@ from busmgr.options import Mode
 from busmgr.readiness import BusNameReadiness
 from busmgr.registry import Registry
 from busmgr.supervisor import Supervisor
+from busmgr.timeline import Timeline
 
 log = logging.getLogger("busmgr")
 
@@ -88,6 +89,9 @@ class Manager:
         self.environment = Environment(config.mode, config.environ)
         self.joblog = JobLog(config.job_log_dir, config.log_rotation)
         self.observers.subscribe(self.joblog)
+        self.timeline = Timeline()
+        self.observers.subscribe(self.timeline)
+        self.config_errors: tuple[str, ...] = ()  # of the last load, FILE:LINE: message
         self.registry = Registry(self, self.observers)
         self.queue = EventQueue(self.loop, self._handle_event, self._event_failed)
         self.supervisor = Supervisor(
@@ -171,6 +175,7 @@ class Manager:
         catalog = await load_catalog_sliced(self.sources, self.registry.classes)
         for line in catalog.diagnostics:
             log.warning("%s", line)
+        self.config_errors = catalog.errors
         return catalog
 
     async def reload_configuration(self) -> None:
@@ -211,7 +216,8 @@ class Manager:
         ops = Operations(
             self.control, CallerPolicy(self.config.mode, names), self.reload_configuration
         )
-        face = BusFace(link, ops, self.supervisor.process_rows)
+        insight = Insight(self.joblog, self.timeline, lambda: self.config_errors)
+        face = BusFace(link, ops, self.supervisor.process_rows, insight)
         face.publish(self.registry.classes.values(), self.registry.jobs())
         self.observers.subscribe(face)
         # Bus signals some job waits for become ``dbus-signal`` events.
