@@ -1,0 +1,168 @@
+"""Reading a job's log on the command line: the last lines across rotations, and following it.
+
+A log is the file ``PATH`` and its rotated predecessors ``PATH.1`` (newest) ... ``PATH.N``
+(:mod:`busmgr.logsink`). :func:`last_lines` reads backwards from ``PATH`` into the rotated
+files until it has enough lines. :func:`follow` writes what is appended from now on, as
+``tail -F`` does: it waits on inotify (no polling), and when the manager rotates the file it
+finishes the old file and goes on with the new one, so no line is lost or repeated.
+
+Lines are bytes: a log holds whatever the job wrote.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import select
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["follow", "last_lines", "log_files"]
+
+_BLOCK = 65536
+
+# inotify(7)
+_IN_MODIFY = 0x2
+_IN_MOVED_FROM = 0x40
+_IN_MOVED_TO = 0x80
+_IN_CREATE = 0x100
+_IN_DELETE = 0x200
+_IN_NONBLOCK = os.O_NONBLOCK
+_IN_CLOEXEC = os.O_CLOEXEC
+_EVENT = struct.Struct("iIII")
+
+
+def log_files(path: Path) -> list[Path]:
+    """``path`` and its rotated files that exist, newest first."""
+    found = [path] if path.exists() else []
+    n = 1
+    while True:
+        older = path.with_name(f"{path.name}.{n}")
+        if not older.exists():
+            return found
+        found.append(older)
+        n += 1
+
+
+def last_lines(path: Path, count: int) -> list[bytes]:
+    """The last ``count`` lines of the log (each without its newline), oldest first."""
+    if count <= 0:
+        return []
+    lines: list[bytes] = []
+    for file in log_files(path):
+        try:
+            data = _tail_bytes(file, count - len(lines))
+        except OSError:
+            continue
+        chunk = data.split(b"\n")
+        if chunk and chunk[-1] == b"":
+            chunk.pop()
+        lines = chunk[-(count - len(lines)) :] + lines
+        if len(lines) >= count:
+            break
+    return lines[-count:]
+
+
+def _tail_bytes(file: Path, count: int) -> bytes:
+    """Enough of the end of ``file`` to hold its last ``count`` lines (or all of it)."""
+    with open(file, "rb") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        start = end
+        data = b""
+        while start > 0 and data.count(b"\n") <= count:
+            start = max(0, start - _BLOCK)
+            fh.seek(start)
+            data = fh.read(end - start)
+        return data
+
+
+class _Inotify:
+    def __init__(self, directory: Path) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._libc = libc
+        fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        self.fd = fd
+        mask = _IN_MODIFY | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
+        if libc.inotify_add_watch(fd, os.fsencode(directory), mask) < 0:
+            err = ctypes.get_errno()
+            os.close(fd)
+            raise OSError(err, f"cannot watch {directory}: {os.strerror(err)}")
+
+    def wait(self, timeout: float | None) -> list[tuple[int, str]]:
+        """The events of the next batch (mask, name); [] after ``timeout``."""
+        if not select.select([self.fd], [], [], timeout)[0]:
+            return []
+        try:
+            data = os.read(self.fd, 65536)
+        except BlockingIOError:
+            return []
+        events, i = [], 0
+        while i + _EVENT.size <= len(data):
+            _wd, mask, _cookie, length = _EVENT.unpack_from(data, i)
+            name = data[i + _EVENT.size : i + _EVENT.size + length].rstrip(b"\0")
+            events.append((mask, os.fsdecode(name)))
+            i += _EVENT.size + length
+        return events
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def follow(
+    path: Path,
+    write: Callable[[bytes], None],
+    *,
+    keep_going: Callable[[], bool] = lambda: True,
+    tick: float | None = None,
+) -> None:
+    """Write what is appended to the log ``path`` from now on, across rotations, until
+    ``keep_going()`` is false (checked after every batch of changes, and every ``tick``
+    seconds if given). The directory must exist; the file need not, yet."""
+    watch = _Inotify(path.parent)
+    current = _open_at_end(path)
+    try:
+        while keep_going():
+            events = watch.wait(tick)
+            if current is not None:
+                _copy(current, write)
+            rotated = any(
+                name == path.name and mask & (_IN_MOVED_FROM | _IN_DELETE)
+                for mask, name in events
+            )
+            created = any(
+                name == path.name and mask & (_IN_CREATE | _IN_MOVED_TO) for mask, name in events
+            )
+            if rotated or (current is None and created):
+                if current is not None:
+                    _copy(current, write)  # the rest of the old file, now PATH.1
+                    current.close()
+                current = _open_at_start(path)
+                if current is not None:
+                    _copy(current, write)
+    finally:
+        watch.close()
+        if current is not None:
+            current.close()
+
+
+def _open_at_end(path: Path) -> BinaryIO | None:
+    fh = _open_at_start(path)
+    if fh is not None:
+        fh.seek(0, os.SEEK_END)
+    return fh
+
+
+def _open_at_start(path: Path) -> BinaryIO | None:
+    try:
+        return open(path, "rb")  # kept open while following
+    except OSError:
+        return None
+
+
+def _copy(fh: BinaryIO, write: Callable[[bytes], None]) -> None:
+    while chunk := fh.read(_BLOCK):
+        write(chunk)
