@@ -70,6 +70,8 @@ class Control:
 
     # ------------------------------------------------------------------ looking up
     def get_class(self, name: str) -> JobClass:
+        if not name:
+            raise ManagerError("InvalidArgs", "the job name is empty")
         cls = self.registry.get_class(name)
         if cls is None:
             raise ManagerError("UnknownJob", f'no job named "{name}"')
@@ -233,9 +235,11 @@ class Control:
         created, so an instance that failed and was removed leaves nothing behind. Failure
         raises ``JobFailed`` with :meth:`failure_message`, which is also logged.
         """
+        if not bus_name:
+            raise ManagerError("InvalidArgs", "the bus name is empty")
         cls = self.registry.provider(bus_name)
         if cls is None:
-            raise ManagerError("NoProvider", f"no job provides the bus name {bus_name}")
+            raise ManagerError("NoProvider", f'no job provides the bus name "{bus_name}"')
         env = {"NAME": bus_name}
         done: asyncio.Future[Block] = self.loop.create_future()
         self.queue.emit(

@@ -130,8 +130,7 @@ def follow(
             if current is not None:
                 _copy(current, write)
             rotated = any(
-                name == path.name and mask & (_IN_MOVED_FROM | _IN_DELETE)
-                for mask, name in events
+                name == path.name and mask & (_IN_MOVED_FROM | _IN_DELETE) for mask, name in events
             )
             created = any(
                 name == path.name and mask & (_IN_CREATE | _IN_MOVED_TO) for mask, name in events
