@@ -1,0 +1,160 @@
+"""Job log files: names, rotation by size at line boundaries, the pipe the manager reads, and
+the command line's reading of a rotated log. Real files and pipes, no bus, no manager."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from busmgr.logsink import LogRotation, LogSinks, RotatingFile, log_name, parse_size
+from busmgr.logview import last_lines, log_files
+
+
+def test_log_names_never_collide() -> None:
+    assert log_name("hello", "") == "hello.log"
+    assert log_name("tty", "a/b") == "tty/a%2fb.log"
+    assert log_name("tty", "a_b") == "tty/a_b.log"
+    assert log_name("tty", "a%2fb") == "tty/a%252fb.log"
+    assert log_name("tty", ".hidden") == "tty/%2ehidden.log"
+    assert log_name("tty", "x\ny") == "tty/x%0ay.log"
+
+
+@given(st.text(min_size=1), st.text(min_size=1))
+def test_different_instances_get_different_files(a: str, b: str) -> None:
+    if a != b:
+        assert log_name("j", a) != log_name("j", b)
+    name = log_name("j", a)
+    assert name.count("/") == 1 and not name.split("/")[1].startswith(".")
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("100", 100), ("64K", 65536), ("1M", 1 << 20), ("2g", 2 << 30), ("1MiB", 1 << 20)],
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "0", "-1", "1T", "K", "1.5M", "²"])
+def test_parse_size_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def _all_lines(path: Path) -> list[bytes]:
+    out: list[bytes] = []
+    for file in reversed(log_files(path)):
+        out += file.read_bytes().splitlines()
+    return out
+
+
+def test_rotation_keeps_every_line_whole_and_bounds_the_files(tmp_path: Path) -> None:
+    path = tmp_path / "job.log"
+    f = RotatingFile(path, LogRotation(max_bytes=100, keep=3))
+    lines = [f"line {i:03d} {'x' * (i % 17)}".encode() for i in range(40)]
+    for line in lines:
+        f.write(line + b"\n")
+    f.close()
+    files = log_files(path)
+    assert len(files) == 4  # the file and three rotated ones
+    for file in files:
+        data = file.read_bytes()
+        assert data.endswith(b"\n")  # rotation happens at line boundaries only
+        assert len(data) <= 200
+    kept = _all_lines(path)
+    assert kept == lines[-len(kept) :]  # the newest lines, in order, none split or lost
+
+
+def test_a_line_longer_than_the_limit_is_split_at_the_hard_limit(tmp_path: Path) -> None:
+    path = tmp_path / "job.log"
+    f = RotatingFile(path, LogRotation(max_bytes=10, keep=5))
+    f.write(b"y" * 55)
+    f.close()
+    assert all(len(p.read_bytes()) <= 20 for p in log_files(path))
+    assert sum(len(p.read_bytes()) for p in log_files(path)) == 55
+
+
+def test_keep_zero_truncates(tmp_path: Path) -> None:
+    path = tmp_path / "job.log"
+    f = RotatingFile(path, LogRotation(max_bytes=10, keep=0))
+    for _ in range(5):
+        f.write(b"0123456789\n")
+    f.close()
+    assert log_files(path) == [path]
+    assert path.read_bytes() == b"0123456789\n"
+
+
+def test_a_new_file_is_0640(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        RotatingFile(tmp_path / "d" / "job.log", LogRotation()).close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "d" / "job.log").stat().st_mode & 0o777 == 0o640
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=30), st.integers(1, 50))
+def test_nothing_is_lost_before_the_oldest_kept_file(chunks: list[bytes], limit: int) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "job.log"
+        f = RotatingFile(path, LogRotation(max_bytes=limit, keep=1000))
+        for chunk in chunks:
+            f.write(chunk)
+        f.close()
+        assert b"".join(p.read_bytes() for p in reversed(log_files(path))) == b"".join(chunks)
+        assert all(len(p.read_bytes()) <= 2 * limit for p in log_files(path))
+
+
+def test_last_lines_read_across_rotated_files(tmp_path: Path) -> None:
+    path = tmp_path / "job.log"
+    f = RotatingFile(path, LogRotation(max_bytes=30, keep=10))
+    for i in range(20):
+        f.write(f"line {i}\n".encode())
+    f.close()
+    assert last_lines(path, 12) == [f"line {i}".encode() for i in range(8, 20)]
+    assert last_lines(path, 0) == []
+    assert last_lines(tmp_path / "none.log", 5) == []
+
+
+async def test_the_manager_reads_the_pipe_and_a_writer_blocks_instead_of_losing(
+    tmp_path: Path,
+) -> None:
+    sinks = LogSinks(tmp_path, LogRotation(max_bytes=4096, keep=2))
+    fd = sinks.writer("job.log")
+    assert sinks.writer("job.log") == fd  # one pipe per instance
+    os.write(fd, b"hello\nworld\n")
+    sinks.drain("job.log")
+    assert (tmp_path / "job.log").read_bytes() == b"hello\nworld\n"
+    assert sinks.written("job.log") == 12
+    # The loop's reader takes what comes later, without a drain.
+    os.write(fd, b"later\n")
+    loop = asyncio.get_running_loop()
+    for _ in range(100):
+        if sinks.written("job.log") == 18:
+            break
+        await asyncio.sleep(0)  # let the loop run its reader callback, one turn at a time
+    assert (tmp_path / "job.log").read_bytes().endswith(b"later\n")
+    fds = sinks.fds()
+    assert set(fds) == {"job.log"} and fds["job.log"][1] == fd
+    sinks.release("job.log")
+    assert sinks.fds() == {}
+    assert sinks.written("job.log") == 18  # survives the release, for tails
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    assert loop.is_running()
+
+
+async def test_an_unopenable_log_is_an_error_at_once(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    sinks = LogSinks(tmp_path / "file")
+    with pytest.raises(OSError):
+        sinks.writer("job.log")
+    assert sinks.fds() == {}
