@@ -85,13 +85,16 @@ class ErrorReply(Exception):
 
 
 # ------------------------------------------------------------------------------ signatures
-def _type_end(sig: str, i: int, depth: int = 0) -> int:
-    """The index just after the single complete type starting at ``sig[i]``."""
+def _type_end(sig: str, i: int, depth: int = 0, array: bool = False) -> int:
+    """The index just after the single complete type starting at ``sig[i]`` (a dict entry
+    ``{...}`` only as the element of an array)."""
     if depth > 64 or i >= len(sig):
         raise WireError(f'bad signature "{sig}"')
     c = sig[i]
     if c == "a":
-        return _type_end(sig, i + 1, depth + 1)
+        return _type_end(sig, i + 1, depth + 1, array=True)
+    if c == "{" and not array:
+        raise WireError(f'bad signature "{sig}"')
     if c in "({":
         close = ")" if c == "(" else "}"
         i += 1
