@@ -685,10 +685,10 @@ async def test_list_shows_the_reason_of_a_failure_and_json_parses() -> None:
     manager.objects[(path, "org.busmgr.Instance1")].update(
         {"Goal": "stop", "State": "waiting", "Result": "failed", "ResultReason": "lost bus name x"}
     )
-    status, out = await _run("list", manager=manager)
+    _status, out = await _run("list", manager=manager)
     line = next(ln for ln in out.splitlines() if "tty2" in ln)
     assert line.endswith("failed: lost bus name x")
-    status, out = await _run("list", "--json", manager=manager)
+    _status, out = await _run("list", "--json", manager=manager)
     rows = json.loads(out)
     assert {r["job"] for r in rows} == {"getty", "hello", "org.example.Echo", "vanished"}
     tty2 = next(r for r in rows if r["instance"] == "tty2")
