@@ -134,7 +134,7 @@ def _plain(sig: str, value: Any) -> Any:
     return value
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(_typed(), min_size=1, max_size=4))
 def test_marshalling_agrees_with_dbus_fast(typed: list[tuple[str, Any]]) -> None:
     signature = "".join(t for t, _ in typed)
