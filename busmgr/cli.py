@@ -981,11 +981,13 @@ class _StartWatch:
                 self(member, body)
 
 
-async def _watch(client: ManagerClient, seconds: float | None) -> bool:
+async def _watch(
+    client: ManagerClient, seconds: float | None, hangup_fd: int | None = None
+) -> bool:
     """Dispatch signals for ``seconds`` (None: until something is decided); True if a
     watcher decided something (raised :class:`_Decided`)."""
     try:
-        await client.dispatch_signals(seconds)
+        await client.dispatch_signals(seconds, hangup_fd)
     except _Decided:
         return True
     return False
@@ -1188,7 +1190,18 @@ async def _run_events(client: ManagerClient, args: argparse.Namespace, out: Text
         left = None if since is None else since + MANAGER_GONE_GRACE - time.monotonic()
         if left is not None and left <= 0:
             raise ManagerGone(f"{MANAGER_BUS_NAME} left the bus")
-        await _watch(client, left)
+        await _watch(client, left, _pipe_fd(out))
+
+
+def _pipe_fd(out: TextIO) -> int | None:
+    """``out``'s descriptor if it is a pipe (whose reader may go away), else None."""
+    import stat
+
+    try:
+        fd = out.fileno()
+        return fd if stat.S_ISFIFO(os.fstat(fd).st_mode) else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 async def _run_log(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
@@ -1227,7 +1240,7 @@ async def _run_log(client: ManagerClient, args: argparse.Namespace, out: TextIO)
             where = path_.parent
             print(f"{PROG}: {describe_action(args)}: no log directory {where}", file=sys.stderr)
             return EXIT_FAILED
-        follow(path_, write)
+        follow(path_, write, hangup_fd=_pipe_fd(out))
     return EXIT_OK
 
 

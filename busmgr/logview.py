@@ -92,9 +92,17 @@ class _Inotify:
             os.close(fd)
             raise OSError(err, f"cannot watch {directory}: {os.strerror(err)}")
 
-    def wait(self, timeout: float | None) -> list[tuple[int, str]]:
-        """The events of the next batch (mask, name); [] after ``timeout``."""
-        if not select.select([self.fd], [], [], timeout)[0]:
+    def wait(self, timeout: float | None, hangup_fd: int | None) -> list[tuple[int, str]]:
+        """The events of the next batch (mask, name); [] after ``timeout``. BrokenPipeError
+        when ``hangup_fd`` (a pipe we write to) has lost its reader."""
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        if hangup_fd is not None:
+            poller.register(hangup_fd, 0)  # POLLERR and POLLHUP are always reported
+        ready = poller.poll(None if timeout is None else timeout * 1000)
+        if any(fd == hangup_fd and ev & (select.POLLERR | select.POLLHUP) for fd, ev in ready):
+            raise BrokenPipeError("the reader of our output went away")
+        if not any(fd == self.fd for fd, _ in ready):
             return []
         try:
             data = os.read(self.fd, 65536)
@@ -118,15 +126,17 @@ def follow(
     *,
     keep_going: Callable[[], bool] = lambda: True,
     tick: float | None = None,
+    hangup_fd: int | None = None,
 ) -> None:
     """Write what is appended to the log ``path`` from now on, across rotations, until
     ``keep_going()`` is false (checked after every batch of changes, and every ``tick``
-    seconds if given). The directory must exist; the file need not, yet."""
+    seconds if given). The directory must exist; the file need not, yet. BrokenPipeError as
+    soon as ``hangup_fd`` (our stdout, when it is a pipe) has no reader any more."""
     watch = _Inotify(path.parent)
     current = _open_at_end(path)
     try:
         while keep_going():
-            events = watch.wait(tick)
+            events = watch.wait(tick, hangup_fd)
             if current is not None:
                 _copy(current, write)
             rotated = any(

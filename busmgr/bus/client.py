@@ -552,22 +552,23 @@ class ManagerClient:
             if self._wake is not None and not self._wake.done():
                 self._wake.set_result(None)
 
-    async def dispatch_signals(self, timeout: float | None) -> None:
+    async def dispatch_signals(self, timeout: float | None, hangup_fd: int | None = None) -> None:
         """Deliver signals to the subscribed callbacks for ``timeout`` seconds (None: for as long
-        as the bus lasts). Raises :class:`EOFError` when the bus goes away, and whatever a
-        callback raised (which ends the dispatching)."""
+        as the bus lasts). Raises :class:`EOFError` when the bus goes away, whatever a callback
+        raised (which ends the dispatching), and (blocking transport) BrokenPipeError as soon as
+        ``hangup_fd``, a pipe we write to, has lost its reader."""
         if isinstance(self.bus, BlockingBus):
-            self._dispatch_blocking(timeout)
+            self._dispatch_blocking(timeout, hangup_fd)
         else:
             await self._dispatch_dbus_fast(timeout)
 
-    def _dispatch_blocking(self, timeout: float | None) -> None:
+    def _dispatch_blocking(self, timeout: float | None, hangup_fd: int | None) -> None:
         import time
 
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            message = self.bus.next_signal(left)
+            message = self.bus.next_signal(left, hangup_fd)
             if message is None:
                 return
             self._deliver(

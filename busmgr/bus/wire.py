@@ -388,6 +388,19 @@ def supported(address: str) -> bool:
 
 
 # ------------------------------------------------------------------------------ the bus
+def _wait_readable(fd: int, timeout: float | None, hangup_fd: int | None) -> bool:
+    """Wait until ``fd`` is readable (True) or ``timeout`` seconds passed (False); raise
+    BrokenPipeError if ``hangup_fd`` reports that its reader went away."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    if hangup_fd is not None:
+        poller.register(hangup_fd, 0)  # POLLERR and POLLHUP are always reported
+    for ready, events in poller.poll(None if timeout is None else max(timeout, 0) * 1000):
+        if ready == hangup_fd and ready != fd and events & (select.POLLERR | select.POLLHUP):
+            raise BrokenPipeError("the reader of our output went away")
+    return any(ready == fd for ready, _ in poller.poll(0))
+
+
 class Call:
     """One method call to send (a plain class: see :class:`WireMessage`)."""
 
@@ -571,15 +584,21 @@ class BlockingBus:
                 results.append(err)
         return results
 
-    def next_signal(self, timeout: float | None) -> WireMessage | None:
+    def next_signal(
+        self, timeout: float | None, hangup_fd: int | None = None
+    ) -> WireMessage | None:
         """The next signal (after an ``AddMatch``), or None after ``timeout`` seconds without
-        one (None: wait as long as it takes). EOFError when the bus goes away."""
+        one (None: wait as long as it takes). EOFError when the bus goes away;
+        BrokenPipeError as soon as ``hangup_fd`` (the write end of a pipe: our stdout) has no
+        reader any more, as ``tail -f`` notices a closed pipe without writing to it."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._signals:
             try:
-                if not self._buffer and deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                if not self._buffer:
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return None
+                    if not _wait_readable(self.sock.fileno(), left, hangup_fd):
                         return None
                 self._dispatch(self._read_message(deadline))
             except TimeoutError:
