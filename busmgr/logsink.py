@@ -1,10 +1,9 @@
 """Job output through pipes the manager owns: read on the loop, written to rotated files.
 
-Model: each job instance with ``console log`` has one :class:`LogSink` while it has processes:
-a pipe whose write end every process of the instance gets as stdout and stderr (pre-start,
-main, the hooks, and whatever they fork), and whose read end the manager reads on its event
-loop. The manager, never the job, writes what it read to the instance's :class:`RotatingFile`
-and rotates it. So:
+Model: each process a job with ``console log`` spawns (pre-start, main, the hooks) gets a
+pipe (a :class:`LogPipe`) as its stdout and stderr, which it shares with whatever it forks,
+and whose read end the manager reads on its event loop. The manager, never the job, writes what
+it read to the instance's :class:`RotatingFile` and rotates it. So:
 
 * rotation never loses or splits a line: the file is renamed between two writes of the
   manager, at a line boundary (a line longer than the size limit is split at the hard limit,
@@ -14,13 +13,14 @@ and rotates it. So:
 * a disk that is full or unwritable never blocks a job either: the output is read and dropped,
   with one warning in the manager's log until writing works again.
 
-Invariants: the manager holds both ends of every pipe while the sink exists (a job that exits
-never makes the pipe see EOF, and a respawn reuses the pipe); the read end is non-blocking and
-close-on-exec, the write end blocking (the job's writes wait for the manager) and
-close-on-exec in the manager (``spawn`` duplicates it onto the job's 1 and 2). One callback
-reads at most :data:`READ_PER_TURN` bytes, so a flood from one job never holds the loop.
-Every pipe descriptor the manager holds is listed by :meth:`LogSinks.fds`, the one place a
-re-exec of the manager needs to hand them across (and :meth:`LogSinks.adopt` takes them back).
+Invariants: each spawned process gets a pipe of its own, and the manager keeps only its read
+end (non-blocking, close-on-exec): the write end (blocking, so a job's writes wait for the
+manager) lives in the process and whatever it forks, and the pipe is closed once all of them
+are gone (end of file). So the manager holds one descriptor per live process group of a job,
+and none per log file between two writes. One callback reads at most :data:`READ_PER_TURN`
+bytes, so a flood from one job never holds the loop. Every pipe the manager holds is listed by
+:meth:`LogSinks.fds`, the one place a re-exec of the manager needs to hand them across (and
+:meth:`LogSinks.adopt` takes them back).
 
 Names: a job without ``instance`` logs to ``<job>.log``; an instance to
 ``<job>/<instance>.log``, the instance name percent-encoded where it could not stand in a file
@@ -48,8 +48,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_ROTATION",
     "READ_PER_TURN",
+    "LogPipe",
     "LogRotation",
-    "LogSink",
     "LogSinks",
     "RotatingFile",
     "log_name",
@@ -232,53 +232,46 @@ def _above_stdio(fd: int) -> int:
         os.close(fd)
 
 
-class LogSink:
-    """One instance's pipe and file. ``write_fd`` goes to the job's processes."""
+class LogPipe:
+    """One pipe of an instance: the manager holds its read end only."""
 
-    def __init__(self, file: RotatingFile, read_fd: int, write_fd: int) -> None:
-        self.file = file
+    def __init__(self, read_fd: int) -> None:
         self.read_fd = read_fd
-        self.write_fd = write_fd
 
-    @classmethod
-    def create(cls, file: RotatingFile) -> LogSink:
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        read_fd, write_fd = _above_stdio(read_fd), _above_stdio(write_fd)
-        os.set_blocking(read_fd, False)
-        return cls(file, read_fd, write_fd)
-
-    def pump(self, limit: int) -> bool:
-        """Move what the pipe holds (at most ``limit`` bytes) to the file; True if the pipe
-        may hold more."""
+    def pump(self, file: RotatingFile, limit: int) -> bool:
+        """Move what the pipe holds (at most ``limit`` bytes) to ``file``; False once the pipe
+        is at its end (every writer gone), True otherwise."""
         moved = 0
         while moved < limit:
             try:
                 chunk = os.read(self.read_fd, min(READ_CHUNK, limit - moved))
             except BlockingIOError:
-                return False
+                return True
             except OSError as err:
                 if err.errno == errno.EINTR:
                     continue
                 raise
-            if not chunk:  # only if every write end is closed (an adopted pipe)
+            if not chunk:
                 return False
-            self.file.write(chunk)
+            file.write(chunk)
             moved += len(chunk)
         return True
 
     def close(self) -> None:
-        for fd in (self.read_fd, self.write_fd):
-            if fd >= 0:
-                os.close(fd)
-        self.read_fd = self.write_fd = -1
-        self.file.close()
+        if self.read_fd >= 0:
+            os.close(self.read_fd)
+            self.read_fd = -1
 
 
 class LogSinks:
-    """Every sink of one manager, by log name (relative to ``directory``).
+    """Every log of one manager, by name (relative to ``directory``), and their pipes.
 
-    ``written(name)`` survives a sink's release (until :meth:`forget`), so a tail can say how
-    much of a file came from the current start attempt.
+    Each spawn of a logging process gets a pipe of its own (:meth:`writer`); the caller closes
+    the write end once the process has it, so the manager holds one descriptor per live
+    process group (the read end), and none for a log between writes (the file is opened for
+    each batch it receives). A pipe is closed when it reaches its end: every process that had
+    it (and every descendant that inherited it) is gone. ``written(name)`` survives (until
+    :meth:`forget`), so a tail can say how much of a file came from the current start attempt.
     """
 
     def __init__(
@@ -290,7 +283,8 @@ class LogSinks:
         self.directory = directory
         self.rotation = rotation
         self._loop = loop
-        self._sinks: dict[str, LogSink] = {}
+        self._files: dict[str, RotatingFile] = {}
+        self._pipes: dict[str, list[LogPipe]] = {}
         self._written: dict[str, int] = {}
 
     @property
@@ -305,55 +299,70 @@ class LogSinks:
     def path(self, name: str) -> Path:
         return self.directory / name
 
+    def _file(self, name: str) -> RotatingFile:
+        file = self._files.get(name)
+        if file is None:
+            file = RotatingFile(self.path(name), self.rotation)  # raises if it cannot open
+            file.close()  # opened again for each batch: no descriptor held between writes
+            file.written = self._written.get(name, 0)
+            self._files[name] = file
+        return file
+
     def writer(self, name: str) -> int:
-        """The write end for the log ``name``, making its sink (and opening its file) if
-        needed. Raises OSError if the file cannot be opened."""
-        sink = self._sinks.get(name)
-        if sink is None:
-            sink = self._start(name, None)
-        return sink.write_fd
+        """A new pipe for one process of the log ``name``: its write end, which the caller
+        closes once the process has it. Raises OSError if the file cannot be opened (checked
+        now, so the spawn fails with a clear reason) or no pipe can be made."""
+        self._file(name)
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        read_fd, write_fd = _above_stdio(read_fd), _above_stdio(write_fd)
+        os.set_blocking(read_fd, False)
+        self._adopt(name, read_fd)
+        return write_fd
 
-    def _start(self, name: str, fds: tuple[int, int] | None) -> LogSink:
-        file = RotatingFile(self.path(name), self.rotation)
-        file.written = self._written.get(name, 0)
+    def _adopt(self, name: str, read_fd: int) -> None:
+        pipe = LogPipe(read_fd)
+        self._pipes.setdefault(name, []).append(pipe)
+        self.loop.add_reader(read_fd, self._readable, name, pipe)
+
+    def _pump(self, name: str, pipe: LogPipe, limit: int) -> None:
+        file = self._file(name)
         try:
-            sink = LogSink.create(file) if fds is None else LogSink(file, *fds)
-        except OSError:
+            if not pipe.pump(file, limit):
+                self._close_pipe(name, pipe)
+        finally:
             file.close()
-            raise
-        os.set_blocking(sink.read_fd, False)
-        self._sinks[name] = sink
-        self.loop.add_reader(sink.read_fd, self._readable, name)
-        return sink
+            self._written[name] = file.written
 
-    def _readable(self, name: str) -> None:
-        sink = self._sinks.get(name)
-        if sink is not None:
-            sink.pump(READ_PER_TURN)
-            self._written[name] = sink.file.written
+    def _close_pipe(self, name: str, pipe: LogPipe) -> None:
+        self.loop.remove_reader(pipe.read_fd)
+        pipe.close()
+        pipes = self._pipes.get(name, [])
+        if pipe in pipes:
+            pipes.remove(pipe)
+        if not pipes:
+            self._pipes.pop(name, None)
+
+    def _readable(self, name: str, pipe: LogPipe) -> None:
+        if pipe.read_fd >= 0:
+            self._pump(name, pipe, READ_PER_TURN)
 
     def drain(self, name: str) -> None:
-        """Write out what the pipe holds now (a process of the job just exited: its last
-        words are in the pipe, and a tail must see them)."""
-        sink = self._sinks.get(name)
-        if sink is not None:
-            sink.pump(DRAIN_LIMIT)
-            self._written[name] = sink.file.written
+        """Write out what the pipes of ``name`` hold now (a process of the job just exited:
+        its last words are in the pipe, and a tail must see them)."""
+        for pipe in list(self._pipes.get(name, [])):
+            self._pump(name, pipe, DRAIN_LIMIT)
 
     def written(self, name: str) -> int:
         """Bytes of output the log ``name`` received while this manager ran."""
-        sink = self._sinks.get(name)
-        return sink.file.written if sink is not None else self._written.get(name, 0)
+        return self._written.get(name, 0)
 
     def release(self, name: str) -> None:
-        """No process of the instance is left: drain the pipe, close it and the file."""
-        sink = self._sinks.pop(name, None)
-        if sink is None:
-            return
-        self.loop.remove_reader(sink.read_fd)
-        sink.pump(DRAIN_LIMIT)
-        self._written[name] = sink.file.written
-        sink.close()
+        """No process of the instance is left: drain its pipes and close them."""
+        for pipe in list(self._pipes.get(name, [])):
+            self._pump(name, pipe, DRAIN_LIMIT)
+            if pipe.read_fd >= 0:
+                self._close_pipe(name, pipe)
+        self._files.pop(name, None)
 
     def forget(self, name: str) -> None:
         """The instance is gone for good."""
@@ -361,18 +370,18 @@ class LogSinks:
         self._written.pop(name, None)
 
     def close(self) -> None:
-        for name in list(self._sinks):
+        for name in list(self._pipes):
             self.release(name)
+        self._files.clear()
 
     # ------------------------------------------------------------ across an exec
-    def fds(self) -> dict[str, tuple[int, int]]:
-        """Every pipe the manager holds: log name -> (read end, write end)."""
-        return {name: (s.read_fd, s.write_fd) for name, s in self._sinks.items()}
+    def fds(self) -> dict[str, list[int]]:
+        """Every pipe the manager holds (its read ends), by log name."""
+        return {name: [p.read_fd for p in pipes] for name, pipes in self._pipes.items()}
 
-    def adopt(self, name: str, read_fd: int, write_fd: int) -> None:
+    def adopt(self, name: str, read_fd: int) -> None:
         """Take over a pipe listed by :meth:`fds` of the manager before an exec."""
-        if name in self._sinks:
-            raise ValueError(f"the log {name} already has a pipe")
+        self._file(name)
         os.set_inheritable(read_fd, False)
-        os.set_inheritable(write_fd, False)
-        self._start(name, (read_fd, write_fd))
+        os.set_blocking(read_fd, False)
+        self._adopt(name, read_fd)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterable, Mapping
 
@@ -136,6 +137,9 @@ class Supervisor:
             if not err.pid:
                 raise process.SpawnError("spawn", str(err)) from None
             pid = err.pid
+        finally:
+            if log_fd is not None:
+                os.close(log_fd)  # the process has its copy; the manager keeps the read end
         self._pid_job[pid] = job
         scope.adopt(pid)
         self.reaper.watch(pid, self._child_reaped)
