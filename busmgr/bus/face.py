@@ -330,9 +330,8 @@ class JobInterface(ServiceInterface):
         """The instance called ``name`` (``""`` for a job without ``instance``)."""
         inst = self._c.registry.instance(self.cls.name, name)
         if inst is None:
-            label = f'"{name}"' if name else "(the job has instances only)"
             raise DBusError(
-                ERROR_PREFIX + "UnknownInstance", f"job {self.cls.name} has no instance {label}"
+                ERROR_PREFIX + "UnknownInstance", f'job {self.cls.name} has no instance "{name}"'
             )
         return instance_path(inst.name, inst.instance)
 
