@@ -147,7 +147,8 @@ class Supervisor:
         return pid
 
     def _log_writer(self, job: Job) -> int:
-        """The write end of the job's log pipe; a log that cannot be opened fails the spawn."""
+        """The write end of a new log pipe for one process of the job (closed here once the
+        process has its copy); a log that cannot be opened fails the spawn."""
         try:
             return self.joblog.writer(job)
         except OSError as err:

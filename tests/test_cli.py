@@ -47,6 +47,7 @@ from busmgr.options import (
     DaemonOptions,
     Mode,
     SessionOptions,
+    default_log_dir,
     default_services_dirs,
     default_state_dir,
 )
@@ -861,6 +862,27 @@ def test_default_dirs() -> None:
     assert default_state_dir(session, env) == Path("/st/busmgr")
     assert default_services_dirs(system, env) == (Path("/etc/busmgr/services.d"),)
     assert default_state_dir(system, env) == Path("/var/lib/busmgr")
+    assert default_log_dir(session, env, None) == Path("/st/busmgr/log")
+    assert default_log_dir(session, env, Path("/x")) == Path("/x/log")
+    assert default_log_dir(system, env, None) == Path("/var/log/busmgr")
+    assert default_log_dir(system, env, Path("/x")) == Path("/x/log")
     relative = {"HOME": "/home/u", "XDG_CONFIG_HOME": "rel", "XDG_STATE_HOME": ""}
     assert default_services_dirs(session, relative) == (Path("/home/u/.config/busmgr/services.d"),)
     assert default_state_dir(session, relative) == Path("/home/u/.local/state/busmgr")
+
+
+def test_log_options_reach_the_manager_options() -> None:
+    args = parse_args(["session", "--log-dir", "logs", "--log-size", "64K", "--log-keep", "0"])
+    opts = cli.session_options(args)
+    assert (opts.log_dir, opts.log_max_bytes, opts.log_keep) == (
+        Path("logs").absolute(),
+        65536,
+        0,
+    )
+    args = parse_args(["daemon", "--system", "--log-size", "2M"])
+    assert cli.daemon_options(args).log_max_bytes == 2 << 20
+
+
+@pytest.mark.parametrize("argv", [["--log-size", "lots"], ["--log-keep", "-1"]])
+def test_bad_log_options_are_usage_errors(argv: list[str]) -> None:
+    assert main(["session", *argv]) == 2
