@@ -344,6 +344,8 @@ examples:
   busmgr start getty TTY=tty1
   busmgr emit desktop-start DISPLAY=:0
   busmgr events --follow
+  busmgr log -f hello
+  busmgr graph -o jobs.svg && busmgr plot -o startup.svg
   busmgr check ./services.d
 
 {_BUS_HELP}
@@ -388,7 +390,7 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
 
     p = verb(
         "status",
-        "show whether jobs are running",
+        "show whether jobs are running, and why not",
         "Without JOB, one line per instance, as Upstart does (with the reason of a failure):\n"
         "  hello start/running, process 1234\n"
         "  getty (tty1) start/running, process 15001\n"
