@@ -48,21 +48,33 @@ class JobLog(JobObserver):
         self.sinks = LogSinks(directory, rotation)
         self._marks: dict[Job, int] = {}  # output received when the current start began
         self._told: dict[Job, Failure] = {}  # the failure last written to the manager's log
+        self._names: dict[Job, str] = {}  # log names, computed once per instance
+
+    def name(self, job: Job) -> str:
+        """``job``'s log file, relative to the log directory."""
+        found = self._names.get(job)
+        if found is None:  # an instance keeps its job's name and its own for ever
+            found = self._names[job] = log_name(job.name, job.instance)
+        return found
 
     def path(self, job: Job) -> Path:
-        return self.directory / log_name(job.name, job.instance)
+        return self.directory / self.name(job)
+
+    def path_text(self, job: Job) -> str:
+        """:meth:`path` as text (what the bus shows, for every property read)."""
+        return f"{self.directory}/{self.name(job)}"
 
     # ------------------------------------------------------------------ the supervisor's
     def writer(self, job: Job) -> int:
         """The write end of ``job``'s pipe (made on its first spawn); raises OSError when its
         log file cannot be opened."""
-        return self.sinks.writer(log_name(job.name, job.instance))
+        return self.sinks.writer(self.name(job))
 
     def drain(self, job: Job) -> None:
-        self.sinks.drain(log_name(job.name, job.instance))
+        self.sinks.drain(self.name(job))
 
     def release(self, job: Job) -> None:
-        self.sinks.release(log_name(job.name, job.instance))
+        self.sinks.release(self.name(job))
 
     def close(self) -> None:
         self.sinks.close()
@@ -70,7 +82,7 @@ class JobLog(JobObserver):
     # ------------------------------------------------------------------ reading
     def tail(self, job: Job, lines: int = LOG_TAIL_LINES) -> list[str]:
         """The last non-blank ``lines`` of output since the current start began."""
-        name = log_name(job.name, job.instance)
+        name = self.name(job)
         self.sinks.drain(name)
         since = self.sinks.written(name) - self._marks.get(job, 0)
         if since <= 0:
@@ -100,7 +112,7 @@ class JobLog(JobObserver):
     # ------------------------------------------------------------------ observer
     def job_event(self, job: Job, event: Event) -> None:
         if event.name == "starting":
-            self._marks[job] = self.sinks.written(log_name(job.name, job.instance))
+            self._marks[job] = self.sinks.written(self.name(job))
         elif event.name in ("stopping", "stopped"):
             failure = job.failure
             if failure is not None and self._told.get(job) is not failure:
@@ -110,4 +122,5 @@ class JobLog(JobObserver):
     def instance_removed(self, job: Job) -> None:
         self._marks.pop(job, None)
         self._told.pop(job, None)
-        self.sinks.forget(log_name(job.name, job.instance))
+        self.sinks.forget(self.name(job))
+        self._names.pop(job, None)

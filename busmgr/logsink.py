@@ -142,11 +142,11 @@ class RotatingFile:
 
     def open(self) -> None:
         """Open (creating it ``0640`` with its directories) for appending; raises OSError."""
-        self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
         try:
             fd = os.open(self.path, flags)
         except FileNotFoundError:
+            self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             fd = os.open(self.path, flags | os.O_CREAT, LOG_MODE)
             os.fchmod(fd, LOG_MODE)
         self._fd = _above_stdio(fd)
@@ -154,12 +154,17 @@ class RotatingFile:
         self._at_line_start = self._size == 0 or self._last_byte_is_newline()
 
     def _last_byte_is_newline(self) -> bool:
+        # The descriptor is write-only: read the last byte through a second one.
         try:
-            with open(self.path, "rb") as fh:
-                fh.seek(-1, os.SEEK_END)
-                return fh.read(1) == b"\n"
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return True
+        try:
+            return os.pread(fd, 1, self._size - 1) == b"\n"
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
 
     def write(self, data: bytes) -> None:
         """Append ``data``, rotating first whenever the file is full at a line boundary."""
@@ -300,6 +305,8 @@ class LogSinks:
         return self.directory / name
 
     def _file(self, name: str) -> RotatingFile:
+        """The log ``name``'s file: checked (opened, created) the first time, then kept (it
+        holds no descriptor) until :meth:`forget`."""
         file = self._files.get(name)
         if file is None:
             file = RotatingFile(self.path(name), self.rotation)  # raises if it cannot open
@@ -362,11 +369,11 @@ class LogSinks:
             self._pump(name, pipe, DRAIN_LIMIT)
             if pipe.read_fd >= 0:
                 self._close_pipe(name, pipe)
-        self._files.pop(name, None)
 
     def forget(self, name: str) -> None:
         """The instance is gone for good."""
         self.release(name)
+        self._files.pop(name, None)
         self._written.pop(name, None)
 
     def close(self) -> None:

@@ -425,7 +425,7 @@ def instance_properties(
         "StateTimestamp": usec(history.state_since) if history else 0,
         "RunningTimestamp": usec(history.running_since) if history else 0,
         "Respawns": job.respawns,
-        "LogPath": str(insight.joblog.path(job)) if logs and insight.joblog else "",
+        "LogPath": insight.joblog.path_text(job) if logs and insight.joblog else "",
         "Source": job.jobclass.source,
     }
 
