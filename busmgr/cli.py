@@ -1223,6 +1223,10 @@ async def _run_log(client: ManagerClient, args: argparse.Namespace, out: TextIO)
     if not log_files(path_) and not args.follow:
         print(f"{PROG}: {describe_action(args)}: no output logged yet ({path_})", file=sys.stderr)
         return EXIT_FAILED
+    unreadable = [f for f in log_files(path_) if not os.access(f, os.R_OK)]
+    if unreadable:
+        print(f"{PROG}: {describe_action(args)}: cannot read {unreadable[0]}", file=sys.stderr)
+        return EXIT_FAILED
     binary = out.buffer if hasattr(out, "buffer") else None
 
     def write(data: bytes) -> None:
