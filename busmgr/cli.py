@@ -2,16 +2,23 @@
 
 Three kinds of verb share one argparse tree:
 
-* client verbs (``list``, ``status``, ``start``, ...) connect to a running manager and make the
-  calls SPEC §3 fixes, through :class:`busmgr.bus.client.ManagerClient`; they hold no job logic;
-* ``check`` parses job files offline with the daemon's own parser (:mod:`busmgr.config`);
+* client verbs (``list``, ``status``, ``start``, ``log``, ``plot``...) connect to a running
+  manager and make the calls SPEC §3 fixes, through :class:`busmgr.bus.client.ManagerClient`;
+  they hold no job logic. Those marked ``light`` (all of this module's) run over the blocking
+  transport (:mod:`busmgr.bus.wire`) without asyncio or dbus-fast, whose imports would cost a
+  one-call command more than its call; any other runs on an event loop over dbus-fast;
+* ``check`` parses job files offline with the daemon's own parser (:mod:`busmgr.config`), and
+  so does ``graph PATH...``;
 * ``session`` and ``daemon`` parse their options into :mod:`busmgr.options` dataclasses and hand
   over to :mod:`busmgr.runtime`, imported only then.
 
 What the user sees is built by pure functions (:func:`format_table`, :func:`format_status_line`,
-:func:`format_error`, :func:`format_event`) so that it is tested without a bus. Exit codes
-(SPEC §1): 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 usage error, 3
-``status``: not running. Every error is one line on stderr.
+:func:`format_error`, :func:`format_event`, and :mod:`busmgr.statusview`, :mod:`busmgr.graph`,
+:mod:`busmgr.plot`) so that it is tested without a bus; modules only some verbs need are
+imported by those verbs. Exit codes (SPEC §1): 0 ok, 1 the operation failed (error reply, job
+failed, no bus), 2 usage error (the manager's ``InvalidArgs`` too), 3 ``status``: not running,
+141 the reader of our output went away (as a C program killed by SIGPIPE). Every error is one
+line on stderr.
 """
 
 from __future__ import annotations
