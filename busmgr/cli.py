@@ -1253,7 +1253,16 @@ async def _run_log(client: ManagerClient, args: argparse.Namespace, out: TextIO)
             where = path_.parent
             print(f"{PROG}: {describe_action(args)}: no log directory {where}", file=sys.stderr)
             return EXIT_FAILED
-        follow(path_, write, hangup_fd=_pipe_fd(out))
+
+        def ready() -> None:
+            if not log_files(path_):
+                print(
+                    f"{PROG}: {describe_action(args)}: no output yet; waiting for it",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        follow(path_, write, hangup_fd=_pipe_fd(out), on_ready=ready)
     return EXIT_OK
 
 

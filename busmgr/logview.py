@@ -3,15 +3,15 @@
 A log is the file ``PATH`` and its rotated predecessors ``PATH.1`` (newest) ... ``PATH.N``
 (:mod:`busmgr.logsink`). :func:`last_lines` reads backwards from ``PATH`` into the rotated
 files until it has enough lines. :func:`follow` writes what is appended from now on, as
-``tail -F`` does: it waits on inotify (no polling), and when the manager rotates the file it
-finishes the old file and goes on with the new one, so no line is lost or repeated.
+``tail -F`` does: it waits on inotify (no polling) and reads the log's files by inode, so when
+the manager rotates the file (once or many times between two looks) it finishes the old ones
+and goes on with the new ones: no line is lost or repeated.
 
 Lines are bytes: a log holds whatever the job wrote.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import struct
@@ -80,6 +80,8 @@ def _tail_bytes(file: Path, count: int) -> bytes:
 
 class _Inotify:
     def __init__(self, directory: Path) -> None:
+        import ctypes  # only `log -f` needs it
+
         libc = ctypes.CDLL(None, use_errno=True)
         self._libc = libc
         fd = libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC)
@@ -120,6 +122,49 @@ class _Inotify:
         os.close(self.fd)
 
 
+class _Follower:
+    """Reads a log and its rotated files by inode, so that no rotation, however many happen
+    between two looks, loses or repeats a byte: every file of the log is held open (so its
+    inode cannot be reused) with the offset read so far; a file that left the listing (rotated
+    beyond ``keep``) is read to its end and closed; a new file is read from its start."""
+
+    def __init__(self, path: Path, write: Callable[[bytes], None]) -> None:
+        self.path = path
+        self.write = write
+        self.files: dict[int, BinaryIO] = {}
+
+    def scan(self, *, skip_existing: bool = False) -> None:
+        listing = []
+        for file in reversed(log_files(self.path)):  # oldest first
+            try:
+                listing.append((file, os.stat(file).st_ino))
+            except OSError:
+                continue
+        present = {ino for _, ino in listing}
+        for ino in [i for i in self.files if i not in present]:
+            gone = self.files.pop(ino)
+            _copy(gone, self.write)
+            gone.close()
+        for file, ino in listing:
+            fh = self.files.get(ino)
+            if fh is None:
+                fh = _open_at_start(file)
+                if fh is None:
+                    continue
+                if os.fstat(fh.fileno()).st_ino != ino:  # renamed meanwhile: next look
+                    fh.close()
+                    continue
+                if skip_existing:
+                    fh.seek(0, os.SEEK_END)
+                self.files[ino] = fh
+            _copy(fh, self.write)
+
+    def close(self) -> None:
+        for fh in self.files.values():
+            fh.close()
+        self.files.clear()
+
+
 def follow(
     path: Path,
     write: Callable[[bytes], None],
@@ -127,42 +172,26 @@ def follow(
     keep_going: Callable[[], bool] = lambda: True,
     tick: float | None = None,
     hangup_fd: int | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
     """Write what is appended to the log ``path`` from now on, across rotations, until
     ``keep_going()`` is false (checked after every batch of changes, and every ``tick``
-    seconds if given). The directory must exist; the file need not, yet. BrokenPipeError as
-    soon as ``hangup_fd`` (our stdout, when it is a pipe) has no reader any more."""
+    seconds if given). The directory must exist; the file need not, yet. ``on_ready`` is
+    called once the watch is in place: nothing written after that is missed. BrokenPipeError
+    as soon as ``hangup_fd`` (our stdout, when it is a pipe) has no reader any more."""
     watch = _Inotify(path.parent)
-    current = _open_at_end(path)
+    follower = _Follower(path, write)
     try:
+        follower.scan(skip_existing=True)
+        if on_ready is not None:
+            on_ready()
         while keep_going():
             events = watch.wait(tick, hangup_fd)
-            if current is not None:
-                _copy(current, write)
-            rotated = any(
-                name == path.name and mask & (_IN_MOVED_FROM | _IN_DELETE) for mask, name in events
-            )
-            created = any(
-                name == path.name and mask & (_IN_CREATE | _IN_MOVED_TO) for mask, name in events
-            )
-            if rotated or (current is None and created):
-                if current is not None:
-                    _copy(current, write)  # the rest of the old file, now PATH.1
-                    current.close()
-                current = _open_at_start(path)
-                if current is not None:
-                    _copy(current, write)
+            if not events or any(name.startswith(path.name) for _mask, name in events):
+                follower.scan()
     finally:
         watch.close()
-        if current is not None:
-            current.close()
-
-
-def _open_at_end(path: Path) -> BinaryIO | None:
-    fh = _open_at_start(path)
-    if fh is not None:
-        fh.seek(0, os.SEEK_END)
-    return fh
+        follower.close()
 
 
 def _open_at_start(path: Path) -> BinaryIO | None:

@@ -54,6 +54,10 @@ JOBS = {
         ready timeout 1
         exec $PYTHON $TESTS_HELPERS/dbus_service.py --name org.test.Slowpoke --never-claim
     """,
+    "ticker": """
+        task
+        exec sh -c 'i=0; while [ $i -lt 600 ]; do echo "tick $i"; i=$((i+1)); done'
+    """,
     "echoer": """
         instance $TTY
         exec sh -c 'echo "I am $TTY"; exec sleep 1000'
@@ -126,6 +130,36 @@ async def test_stderr_survives_rotation_and_the_files_are_bounded(session: Sessi
     rc, out, err = await busmgr(session, "log", "rotor", "-n", "120")
     assert rc == 0, err
     assert out.splitlines() == [f"rotor line {i}" for i in range(680, 800)]  # across files
+
+
+async def test_log_follow_sees_every_line_across_rotations(session: Session) -> None:
+    (session.state / "log").mkdir(parents=True, exist_ok=True)
+    proc = await asyncio.create_subprocess_exec(
+        PYTHON,
+        "-m",
+        "busmgr",
+        "log",
+        "-f",
+        "ticker",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=session.env,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        note = await asyncio.wait_for(proc.stderr.readline(), TIMEOUT)
+        assert b"no output yet; waiting for it" in note  # the watch is in place
+        rc, _out, err = await busmgr(session, "start", "ticker")  # 600 lines, ~9 rotations
+        assert rc == 0, err
+        lines = []
+        while not lines or lines[-1] != "tick 599":
+            lines.append(
+                (await asyncio.wait_for(proc.stdout.readline(), TIMEOUT)).decode().rstrip()
+            )
+        assert lines == [f"tick {i}" for i in range(600)]
+    finally:
+        proc.terminate()
+        await proc.wait()
 
 
 async def test_instance_logs_never_collide(session: Session) -> None:
