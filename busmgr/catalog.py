@@ -62,6 +62,8 @@ class Catalog:
     ``failed`` the names whose file was broken or refused; ``kept`` those of them that keep
     their previous definition; ``diagnostics`` every problem met, as ``FILE:LINE: message``;
     ``skipped`` the autostart entries that are not jobs, each with its reason.
+    ``errors`` those of them that are errors in job files (the user's own configuration: a
+    broken installed ``.service`` file is only reported in ``diagnostics``).
     """
 
     classes: dict[str, JobClass]
@@ -69,6 +71,7 @@ class Catalog:
     kept: frozenset[str] = frozenset()
     diagnostics: tuple[str, ...] = ()
     skipped: tuple[Skipped, ...] = ()
+    errors: tuple[str, ...] = ()
 
 
 def _unsafe_stat(what: str, st: os.stat_result) -> str | None:
@@ -120,6 +123,7 @@ def catalog_steps(
     classes = dict(result.jobs)
     failed = set(result.failed)
     diags = [str(d) for d in result.diagnostics]
+    errors = tuple(str(d) for d in result.diagnostics if d.is_error)
     if sources.import_services and sources.mode is Mode.SESSION:
         imported = yield from import_steps(xdg_service_dirs(sources.environ), trust)
         diags += [str(d) for d in imported.diagnostics]
@@ -149,7 +153,9 @@ def catalog_steps(
             classes[name] = previous[name]
             kept.add(name)
             diags.append(f"{name}: keeping its previous definition")
-    return Catalog(classes, frozenset(failed), frozenset(kept), tuple(diags), tuple(skipped))
+    return Catalog(
+        classes, frozenset(failed), frozenset(kept), tuple(diags), tuple(skipped), errors
+    )
 
 
 def load_catalog(sources: Sources, previous: Mapping[str, JobClass] | None = None) -> Catalog:

@@ -2,22 +2,28 @@
 
 Three kinds of verb share one argparse tree:
 
-* client verbs (``list``, ``status``, ``start``, ...) connect to a running manager and make the
-  calls SPEC §3 fixes, through :class:`busmgr.bus.client.ManagerClient`; they hold no job logic;
-* ``check`` parses job files offline with the daemon's own parser (:mod:`busmgr.config`);
+* client verbs (``list``, ``status``, ``start``, ``log``, ``plot``...) connect to a running
+  manager and make the calls SPEC §3 fixes, through :class:`busmgr.bus.client.ManagerClient`;
+  they hold no job logic. Those marked ``light`` (all of this module's) run over the blocking
+  transport (:mod:`busmgr.bus.wire`) without asyncio or dbus-fast, whose imports would cost a
+  one-call command more than its call; any other runs on an event loop over dbus-fast;
+* ``check`` parses job files offline with the daemon's own parser (:mod:`busmgr.config`), and
+  so does ``graph PATH...``;
 * ``session`` and ``daemon`` parse their options into :mod:`busmgr.options` dataclasses and hand
   over to :mod:`busmgr.runtime`, imported only then.
 
 What the user sees is built by pure functions (:func:`format_table`, :func:`format_status_line`,
-:func:`format_error`, :func:`format_event`) so that it is tested without a bus. Exit codes
-(SPEC §1): 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 usage error, 3
-``status``: not running. Every error is one line on stderr.
+:func:`format_error`, :func:`format_event`, and :mod:`busmgr.statusview`, :mod:`busmgr.graph`,
+:mod:`busmgr.plot`) so that it is tested without a bus; modules only some verbs need are
+imported by those verbs. Exit codes (SPEC §1): 0 ok, 1 the operation failed (error reply, job
+failed, no bus), 2 usage error (the manager's ``InvalidArgs`` too), 3 ``status``: not running,
+141 the reader of our output went away (as a C program killed by SIGPIPE). Every error is one
+line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import re
@@ -28,19 +34,22 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from dbus_fast import BusType
-from dbus_fast.errors import DBusError
-
 from busmgr import ERROR_PREFIX, MANAGER_BUS_NAME, __version__
 from busmgr.bus.client import (
     CALL_TIMEOUT,
     BusSelectionError,
     ConnectError,
+    ErrorReply,
     InstanceInfo,
     ManagerClient,
+    blocking_supported,
     connect,
+    connect_blocking,
+    is_error_reply,
     is_job_path,
+    job_path_for,
     resolve_address,
+    run_blocking,
 )
 from busmgr.options import (
     DEFAULT_PHASE_TIMEOUT,
@@ -132,8 +141,9 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def format_error(action: str, error: DBusError) -> str:
-    """The one stderr line for an error reply: ``busmgr: start hello: UnknownJob: no job ...``."""
+def format_error(action: str, error: Any) -> str:
+    """The one stderr line for an error reply (an :class:`ErrorReply` or dbus-fast's
+    ``DBusError``): ``busmgr: start hello: UnknownJob: no job ...``."""
     name = short_error_name(str(error.type))
     text = one_line(error.text or "")
     return f"{PROG}: {action}: {name}: {text}" if text else f"{PROG}: {action}: {name}"
@@ -188,8 +198,11 @@ class EventPrinter:
     dropped; each printed line cancels at most one twin, so a real repetition still shows.
     """
 
-    def __init__(self, write: Callable[[str], None], window: int = 256) -> None:
+    def __init__(
+        self, write: Callable[[str], None], window: int = 256, *, json: bool = False
+    ) -> None:
         self._write = write
+        self._json = json
         self._recent: deque[tuple[bool, str]] = deque(maxlen=window)
 
     def __call__(self, member: str, body: list[Any]) -> None:
@@ -206,6 +219,10 @@ class EventPrinter:
             self._recent.remove(twin)
             return
         self._recent.append((from_job_signal, line))
+        if self._json:
+            import json
+
+            line = json.dumps(event_json(member, body), ensure_ascii=False, sort_keys=True)
         self._write(line)
 
 
@@ -266,6 +283,23 @@ def parse_seconds(text: str) -> float:
     return value
 
 
+def _size(text: str) -> int:
+    """argparse type for ``--log-size``: ``65536``, ``64K``, ``1M``."""
+    from busmgr.logsink import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _count(text: str) -> int:
+    """argparse type for a count: a whole number, 0 or more."""
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f'"{text}" is not a whole number')
+    return int(text)
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the descriptions' and epilogs' line breaks (the examples), wraps the options."""
 
@@ -307,6 +341,49 @@ def _add_no_wait(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--no-wait", action="store_true", help=what)
 
 
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def _add_selector(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "selector",
+        nargs="*",
+        default=[],
+        metavar="INSTANCE|KEY=VALUE",
+        help="the instance, by name or by the KEY=VALUE pairs that select it (as for start)",
+    )
+
+
+def _name(what: str) -> Callable[[str], str]:
+    """argparse type for a job or event name: not empty, no control characters."""
+
+    def check(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError(f"the {what} name is empty")
+        if not text.isprintable():
+            raise argparse.ArgumentTypeError(f"the {what} name {text!r} has control characters")
+        return text
+
+    check.__name__ = f"{what} name"
+    return check
+
+
+_BUS_NAME_RE = re.compile(r"[A-Za-z_-][A-Za-z0-9_-]*(\.[A-Za-z_-][A-Za-z0-9_-]*)+\Z")
+
+
+def _bus_name(text: str) -> str:
+    """argparse type for a well-known bus name (``org.example.Echo``)."""
+    if not text:
+        raise argparse.ArgumentTypeError("the bus name is empty")
+    if len(text) > 255 or not _BUS_NAME_RE.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a well-known bus name (like org.example.Name: two or more "
+            "elements of letters, digits, _ and -, not starting with a digit)"
+        )
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole ``busmgr`` argument tree; each verb sets ``run`` (and ``kind``) as defaults."""
     parser = argparse.ArgumentParser(
@@ -325,6 +402,8 @@ examples:
   busmgr start getty TTY=tty1
   busmgr emit desktop-start DISPLAY=:0
   busmgr events --follow
+  busmgr log -f hello
+  busmgr graph -o jobs.svg && busmgr plot -o startup.svg
   busmgr check ./services.d
 
 {_BUS_HELP}
@@ -357,27 +436,45 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
         "list",
         "list every job instance",
         "List every job instance of the running manager as an aligned table: job, instance,\n"
-        "goal/state, main PID, bus name and the file the job came from. A job that has no\n"
-        "instance now is listed once, stop/waiting.",
-        "example:\n  busmgr list --address unix:path=/run/user/1000/busmgr/bus",
+        "goal/state, main PID, bus name, the file the job came from, and the result of its\n"
+        "last run (ok, or failed with a short reason). A job that has no instance now is\n"
+        "listed once, stop/waiting. --json prints the same as a JSON array of objects.",
+        "examples:\n  busmgr list --address unix:path=/run/user/1000/busmgr/bus\n"
+        "  busmgr list --json | jq -r '.[] | select(.result == \"failed\") | .job'",
         bus,
     )
-    p.set_defaults(run=_run_list, kind="client")
+    _add_json(p)
+    p.set_defaults(run=_run_list, kind="client", light=True)
 
     p = verb(
         "status",
-        "show whether jobs are running",
-        "Show one line per instance, as Upstart does:\n"
+        "show whether jobs are running, and why not",
+        "Without JOB, one line per instance, as Upstart does (with the reason of a failure):\n"
         "  hello start/running, process 1234\n"
         "  getty (tty1) start/running, process 15001\n"
-        "Without JOB, every instance. Exits 0 if an instance shown is running, 3 if none is.",
+        "  flapper stop/waiting, failed: respawned too fast (10 in 5s), last: main exited ...\n"
+        "With JOB, each of its instances (or the one INSTANCE or KEY=VALUE... selects, as\n"
+        "`start` does) in detail, as `systemctl status`: goal and state since when, uptime,\n"
+        "the process tree, the last result and its reason, the bus name, the job file, the log\n"
+        "file and its last lines. --json prints every property instead. Exits 0 if an\n"
+        "instance shown is running, 3 if none is, 1 if the job or instance does not exist.",
         "examples:\n  busmgr status hello\n  busmgr status getty tty1\n"
+        "  busmgr status getty TTY=tty1\n"
         "  busmgr status hello >/dev/null || busmgr start hello",
         bus,
     )
     p.add_argument("job", nargs="?", metavar="JOB", help="the job (default: all jobs)")
-    p.add_argument("instance", nargs="?", metavar="INSTANCE", help="one instance of JOB")
-    p.set_defaults(run=_run_status, kind="client")
+    _add_selector(p)
+    p.add_argument(
+        "-n",
+        "--lines",
+        type=_count,
+        default=10,
+        metavar="N",
+        help="log lines to show (default 10)",
+    )
+    _add_json(p)
+    p.set_defaults(run=_run_status, kind="client", light=True)
 
     instance_note = (
         "KEY=VALUE pairs are added to the job's environment and select the instance of an\n"
@@ -388,7 +485,9 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
             "start",
             "start a job",
             "Start JOB (StartJob) and wait until it is running (a service) or has run (a task),\n"
-            "then print its status line; exit 1 with the reason if it failed.",
+            "then print its status line; exit 1 with the reason if it failed. A job with\n"
+            "`respawn` is watched for half a second more: one that fails at once and reaches\n"
+            "its respawn limit is reported as failed, with the reason.",
         ),
         (
             "stop",
@@ -411,10 +510,10 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
             f"  busmgr {name} --no-wait hello",
             bus,
         )
-        p.add_argument("job", metavar="JOB", help="the job")
+        p.add_argument("job", type=_name("job"), metavar="JOB", help="the job")
         _add_env(p, "environment for the job; selects the instance")
         _add_no_wait(p, "return once the manager accepted the request, without waiting")
-        p.set_defaults(run=_RUNNERS[name], kind="client")
+        p.set_defaults(run=_RUNNERS[name], kind="client", light=True)
 
     p = verb(
         "reload",
@@ -423,19 +522,21 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
         "examples:\n  busmgr reload hello\n  busmgr reload getty TTY=tty1",
         bus,
     )
-    p.add_argument("job", metavar="JOB", help="the job")
+    p.add_argument("job", type=_name("job"), metavar="JOB", help="the job")
     _add_env(p, "selects the instance of an `instance` job")
-    p.set_defaults(run=_run_reload, kind="client")
+    p.set_defaults(run=_run_reload, kind="client", light=True)
 
     p = verb(
         "reload-configuration",
         "reread the job files",
         "Make the manager reread its job directories. Running jobs keep running; a changed\n"
-        "job takes its new definition when it next starts.",
+        "job takes its new definition when it next starts. Each error in a job file is\n"
+        "printed as FILE:LINE: message (that job keeps its previous definition) and the exit\n"
+        "status is 1.",
         "example:\n  busmgr reload-configuration",
         bus,
     )
-    p.set_defaults(run=_run_reload_configuration, kind="client")
+    p.set_defaults(run=_run_reload_configuration, kind="client", light=True)
 
     p = verb(
         "reexec",
@@ -458,10 +559,10 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
         "  busmgr emit --no-wait interface-up IFACE=eth0",
         bus,
     )
-    p.add_argument("event", metavar="EVENT", help="the event's name")
+    p.add_argument("event", type=_name("event"), metavar="EVENT", help="the event's name")
     _add_env(p, "the event's variables")
     _add_no_wait(p, "return once the event is queued")
-    p.set_defaults(run=_run_emit, kind="client")
+    p.set_defaults(run=_run_emit, kind="client", light=True)
 
     p = verb(
         "activate",
@@ -471,8 +572,8 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
         "example:\n  busmgr activate org.example.Echo",
         bus,
     )
-    p.add_argument("bus_name", metavar="BUS_NAME", help="a well-known bus name")
-    p.set_defaults(run=_run_activate, kind="client")
+    p.add_argument("bus_name", type=_bus_name, metavar="BUS_NAME", help="a well-known bus name")
+    p.set_defaults(run=_run_activate, kind="client", light=True)
 
     p = verb(
         "events",
@@ -485,14 +586,65 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
         "  desktop-start DISPLAY=:0\n"
         "An event line starts with the event's name; a state line has none (its first word\n"
         "contains '='). Values are shell-quoted. With --follow the subscription is made before\n"
-        "the states are read, so no event after them is missed.",
+        "the states are read, so no event after them is missed; it ends quietly when its\n"
+        "reader goes away, and with status 1 when the manager leaves the bus (and is not back\n"
+        "within 2 seconds, as after a re-exec) or the bus goes away. --json prints one JSON\n"
+        'object per line: {"type": "state", ...} or {"type": "event", "event": ..., "env": ...}.',
         "examples:\n  busmgr events\n  busmgr events --follow | grep --line-buffered '^stopped '",
         bus,
     )
     p.add_argument(
         "-f", "--follow", action="store_true", help="keep printing events as they happen"
     )
-    p.set_defaults(run=_run_events, kind="client")
+    _add_json(p)
+    p.set_defaults(run=_run_events, kind="client", light=True)
+
+    p = verb(
+        "log",
+        "show a job's output",
+        "Print the last lines of the log of JOB (or of the instance INSTANCE or KEY=VALUE...\n"
+        "selects), across rotated files; with -f, then follow it as it grows (and rotates),\n"
+        "until interrupted. Logs are per instance, under the manager's log directory\n"
+        "($XDG_STATE_HOME/busmgr/log by default, /var/log/busmgr in system mode): JOB.log, or\n"
+        "JOB/INSTANCE.log with '%', '/' and control characters of INSTANCE as %xx.",
+        "examples:\n  busmgr log hello\n  busmgr log getty tty1 -n 50\n  busmgr log -f hello",
+        bus,
+    )
+    p.add_argument("job", type=_name("job"), metavar="JOB", help="the job")
+    _add_selector(p)
+    p.add_argument(
+        "-n", "--lines", type=_count, default=10, metavar="N", help="lines to show (default 10)"
+    )
+    p.add_argument("-f", "--follow", action="store_true", help="follow the log as it grows")
+    p.set_defaults(run=_run_log, kind="client", light=True)
+
+    p = verb(
+        "graph",
+        "draw jobs and the events that tie them",
+        "Write the jobs and the events that tie them as a Graphviz DOT graph: a box per job,\n"
+        "an ellipse per event; edges for start on (green), stop on (red, dashed), emits\n"
+        "(dotted) and D-Bus activation (gray). From the job files at PATH (files or\n"
+        "directories, offline), else from the running manager. With -o FILE.svg (or .png,\n"
+        ".pdf), render it with Graphviz's `dot`; -o FILE.dot writes the DOT text.",
+        "examples:\n  busmgr graph ./services.d -o jobs.svg\n  busmgr graph | dot -Tpng > jobs.png",
+        bus,
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help="job files or directories")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE")
+    p.set_defaults(run=_run_graph, kind="graph", light=True)
+
+    p = verb(
+        "plot",
+        "draw the start-up as a timeline",
+        "Draw the running manager's start-up as an SVG timeline: one bar per job instance from\n"
+        "starting to ready (running, or finished for a task), coloured by the state it is in\n"
+        "now, a red cross for each failure, the time it took beside it. Without -o, the SVG\n"
+        "goes to stdout.",
+        "example:\n  busmgr plot -o startup.svg",
+        bus,
+    )
+    p.add_argument("-o", "--output", type=Path, metavar="FILE", help="write the SVG to FILE")
+    p.set_defaults(run=_run_plot, kind="client", light=True)
 
     env_note = (
         "The session's environment is what every job started from now on gets (before its own\n"
@@ -585,6 +737,25 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
         metavar="DIR",
         help="where the manager keeps what survives its restart "
         "(default: $XDG_STATE_HOME/busmgr, system mode /var/lib/busmgr)",
+    )
+    group.add_argument(
+        "--log-dir",
+        type=Path,
+        metavar="DIR",
+        help="where job logs go (default: log/ in the state directory, that is "
+        "$XDG_STATE_HOME/busmgr/log; system mode /var/log/busmgr)",
+    )
+    group.add_argument(
+        "--log-size",
+        type=_size,
+        metavar="SIZE",
+        help="rotate a job's log when it reaches SIZE bytes (K, M, G suffixes; default 1M)",
+    )
+    group.add_argument(
+        "--log-keep",
+        type=_count,
+        metavar="N",
+        help="rotated log files kept per job instance (default 5)",
     )
 
     p = verb(
@@ -683,14 +854,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args, extras = parser.parse_known_args(argv)
     verb_parser: argparse.ArgumentParser = args.verb_parsers[args.verb]
     if extras:
-        if not hasattr(args, "env") or any(e.startswith("-") for e in extras):
+        if any(e.startswith("-") for e in extras) or not (
+            hasattr(args, "env") or hasattr(args, "selector")
+        ):
             verb_parser.error(f"unrecognized arguments: {' '.join(extras)}")
-        for extra in extras:
-            try:
-                args.env.append(parse_assignment(extra))
-            except argparse.ArgumentTypeError as e:
-                verb_parser.error(f"argument KEY=VALUE: {e}")
-    if args.kind == "client":
+        if hasattr(args, "selector"):
+            args.selector.extend(extras)
+        else:
+            for extra in extras:
+                try:
+                    args.env.append(parse_assignment(extra))
+                except argparse.ArgumentTypeError as e:
+                    verb_parser.error(f"argument KEY=VALUE: {e}")
+    if hasattr(args, "selector"):
+        args.instance, args.env = _split_selector(args.selector, verb_parser)
+    if args.kind in ("client", "graph"):
         try:
             args.bus_address = resolve_address(args.address, args.session, args.system, os.environ)
         except BusSelectionError as e:
@@ -698,6 +876,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.verb == "session" and args.phase_timeout is not None and args.desktop is None:
         verb_parser.error("--phase-timeout is for a desktop session: give --desktop NAME")
     return args
+
+
+def _split_selector(
+    words: Sequence[str], parser: argparse.ArgumentParser
+) -> tuple[str | None, list[tuple[str, str]]]:
+    """``INSTANCE`` or ``KEY=VALUE...`` -> (instance name or None, env pairs)."""
+    env: list[tuple[str, str]] = []
+    names: list[str] = []
+    for word in words:
+        key, sep, _ = word.partition("=")
+        if sep and _VARIABLE_RE.match(key):
+            env.append(parse_assignment(word))
+        else:
+            names.append(word)
+    if len(names) > 1 or (names and env):
+        parser.error("give one INSTANCE name, or KEY=VALUE pairs that select the instance")
+    return (names[0] if names else None), env
 
 
 def session_options(args: argparse.Namespace) -> SessionOptions:
@@ -714,6 +909,9 @@ def session_options(args: argparse.Namespace) -> SessionOptions:
         if args.desktop is None
         else DesktopOptions(args.desktop, args.phase_timeout or DEFAULT_PHASE_TIMEOUT),
         broker=args.broker,
+        log_dir=_absolute(args.log_dir),
+        log_max_bytes=args.log_size,
+        log_keep=args.log_keep,
     )
 
 
@@ -726,6 +924,9 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
         no_import=args.no_import,
         pidfile=_absolute(args.pidfile),
         state_dir=_absolute(args.state_dir),
+        log_dir=_absolute(args.log_dir),
+        log_max_bytes=args.log_size,
+        log_keep=args.log_keep,
     )
 
 
@@ -740,14 +941,24 @@ def describe_action(args: argparse.Namespace) -> str:
         value = getattr(args, attr, None)
         if value is not None:
             words.append(value)
+    if args.verb in ("status", "log"):
+        words += [f"{k}={v}" for k, v in getattr(args, "env", [])]
     return " ".join(words)
 
 
 # ---------------------------------------------------------------------------------------------
 # Client verbs: each runs with a connected ManagerClient, writes its output to `out` and returns
-# the exit status; error replies propagate as DBusError and become one line in _client_main.
+# the exit status; error replies propagate (ErrorReply) and become one line in _client_main.
+# Verbs marked `light` run over the blocking transport, without asyncio (run_blocking).
 
 ClientVerb = Callable[[ManagerClient, argparse.Namespace, TextIO], Awaitable[int]]
+
+#: Seconds a started `respawn` job is watched: a failure within it means it failed to start.
+START_CONFIRM = 0.5
+#: Seconds a start that is failing and respawning is followed to its end at most.
+START_FAILING_WAIT = 10.0
+#: Seconds the manager may be away before `events --follow` gives up (a re-exec is back sooner).
+MANAGER_GONE_GRACE = 2.0
 
 
 def _print(out: TextIO, line: str) -> None:
@@ -755,10 +966,52 @@ def _print(out: TextIO, line: str) -> None:
     out.flush()
 
 
+def _json(out: TextIO, value: Any) -> None:
+    import json
+
+    _print(out, json.dumps(value, ensure_ascii=False, sort_keys=True))
+
+
+def info_json(info: InstanceInfo) -> dict[str, Any]:
+    """One row of ``list --json``."""
+    return {
+        "job": info.job,
+        "instance": info.instance,
+        "goal": info.goal,
+        "state": info.state,
+        "pid": info.main_pid,
+        "bus_name": info.bus_name,
+        "source": info.source,
+        "result": info.result,
+        "reason": info.reason,
+        "path": info.path,
+    }
+
+
+def result_cell(info: InstanceInfo) -> str:
+    """``list``'s RESULT: ``ok``, ``failed: <reason>``, or ``-`` (never ran)."""
+    if info.result == "failed":
+        return f"failed: {info.reason}" if info.reason else "failed"
+    return info.result or "-"
+
+
 async def _run_list(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
     rows = sorted(await client.list_jobs(), key=lambda r: (r.job, r.instance))
+    infos = await client.describe(rows)
+    # Entries that are not jobs (autostart entries skipped or refused) are listed among the
+    # jobs, by the name they would have, with where they are (SOURCE) and why they are not
+    # jobs (RESULT).
+    skipped = await client.list_skipped()
+    if args.json:
+        entries = [info_json(i) for i in infos]
+        entries += [
+            {"job": job, "state": "skipped", "source": source, "reason": reason}
+            for job, source, reason in skipped
+        ]
+        _json(out, sorted(entries, key=lambda e: (str(e["job"]), str(e.get("instance", "")))))
+        return EXIT_OK
     lines: list[tuple[tuple[str, int], list[str]]] = []
-    for info in await client.describe(rows):
+    for info in infos:
         row = [
             info.job,
             info.instance or "-",
@@ -766,46 +1019,221 @@ async def _run_list(client: ManagerClient, args: argparse.Namespace, out: TextIO
             str(info.main_pid) if info.main_pid else "-",
             info.bus_name or "-",
             info.source or "-",
+            "-" if is_job_path(info.path) else result_cell(info),
         ]
         lines.append(((info.job, 0), row))
-    # Entries that are not jobs (autostart entries skipped or refused) are listed among the
-    # jobs, by the name they would have, with where they are and why they are not jobs.
-    for job, source, reason in await client.list_skipped():
-        lines.append(((job, 1), [job, "-", "skipped", "-", "-", f"{source}: {reason}"]))
-    table = [["JOB", "INSTANCE", "GOAL/STATE", "PID", "BUSNAME", "SOURCE"]]
+    for job, source, reason in skipped:
+        lines.append(((job, 1), [job, "-", "skipped", "-", "-", source, reason]))
+    table = [["JOB", "INSTANCE", "GOAL/STATE", "PID", "BUSNAME", "SOURCE", "RESULT"]]
     table += [row for _key, row in sorted(lines, key=lambda line: line[0])]
     _print(out, format_table(table, right=frozenset({3})))
     return EXIT_OK
 
 
+def status_line_with_reason(info: InstanceInfo) -> str:
+    """The Upstart status line, and the reason of a failure: ``x stop/waiting, failed: ...``."""
+    line = status_line(info)
+    if info.result == "failed":
+        line += f", failed: {info.reason}" if info.reason else ", failed"
+    return line
+
+
+async def _selected_paths(client: ManagerClient, args: argparse.Namespace) -> list[str]:
+    """The instance paths ``JOB [INSTANCE | KEY=VALUE...]`` names (raises the error replies
+    UnknownJob, UnknownInstance); every instance of JOB without a selector (may be none)."""
+    if args.env:
+        return [await client.get_instance(args.job, dict(args.env))]
+    if args.instance is not None:
+        return [await client.get_instance_by_name(args.job, args.instance)]
+    rows = [r for r in await client.list_jobs() if r.job == args.job]
+    if not rows:
+        await client.get_job(args.job)  # the UnknownJob error
+    return [r.path for r in rows if not is_job_path(r.path)]
+
+
 async def _run_status(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
-    rows = await client.list_jobs()
-    if args.job is not None:
-        rows = [r for r in rows if r.job == args.job]
-        if not rows:
-            await client.get_job(args.job)  # the UnknownJob error, if that is why
-        if args.instance is not None:
-            rows = [r for r in rows if r.instance == args.instance]
-    infos = await client.describe(sorted(rows, key=lambda r: (r.job, r.instance)), sources=False)
-    if not infos and args.job is not None:
-        # A stopped instance of an `instance` job is gone: that is what not running looks like.
-        _print(out, format_status_line(args.job, args.instance or "", "stop", "waiting"))
-    for info in infos:
-        _print(out, status_line(info))
-    running = any(info.state == "running" for info in infos)
+    if args.job is None:
+        rows = sorted(await client.list_jobs(), key=lambda r: (r.job, r.instance))
+        infos = await client.describe(rows, sources=False)
+        if args.json:
+            _json(out, [info_json(i) for i in infos])
+        else:
+            for info in infos:
+                _print(out, status_line_with_reason(info))
+        return EXIT_OK if any(i.state == "running" for i in infos) else EXIT_NOT_RUNNING
+    paths = await _selected_paths(client, args)
+    if not paths:
+        # An `instance` job with no instance now: that is what not running looks like.
+        if args.json:
+            _json(out, [])
+        else:
+            _print(out, format_status_line(args.job, "", "stop", "waiting"))
+        return EXIT_NOT_RUNNING
+    from busmgr import INSTANCE_INTERFACE, JOB_INTERFACE
+
+    targets = [(job_path_for(args.job), JOB_INTERFACE)]
+    targets += [(p, INSTANCE_INTERFACE) for p in paths]
+    results = await client.get_all_many(targets)
+    for result in results:
+        if isinstance(result, ErrorReply):
+            raise result
+    job_props = results[0]
+    shown = [r for r in results[1:] if isinstance(r, dict)]
+    import time
+
+    from busmgr.statusview import format_status, process_tree, status_json
+
+    now = time.time()
+    documents = []
+    job = job_props if isinstance(job_props, dict) else {}
+    for i, props in enumerate(sorted(shown, key=lambda p: str(p.get("Instance", "")))):
+        log_lines = _log_tail(str(props.get("LogPath", "")), args.lines)
+        if args.json:
+            documents.append(status_json(props, job, log_lines))
+            continue
+        if i:
+            _print(out, "")
+        tree = process_tree(props.get("Processes", []))
+        for line in format_status(props, job, tree, log_lines, now):
+            _print(out, line)
+    if args.json:
+        _json(out, documents)
+    running = any(p.get("State") == "running" for p in shown)
     return EXIT_OK if running else EXIT_NOT_RUNNING
 
 
-async def _run_start(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
-    path = await client.start_job(args.job, dict(args.env), wait=not args.no_wait)
+def _log_tail(path: str, count: int) -> list[str]:
+    if not path or count <= 0:
+        return []
+    from busmgr.logview import last_lines
+
+    return [ln.decode(errors="replace") for ln in last_lines(Path(path), count)]
+
+
+class _Decided(Exception):
+    """Ends the watching of a start: the job's fate is known."""
+
+
+class _StartWatch:
+    """The signals of one instance after its start: did it fail, respawn, or stop?"""
+
+    def __init__(self, job: str) -> None:
+        self.job = job
+        self.instance: str | None = None  # known once StartJob replied
+        self.failures = 0
+        self.stopped_env: dict[str, str] | None = None
+        self.restarted = False
+        self.early: list[tuple[str, list[Any]]] = []
+
+    def __call__(self, member: str, body: list[Any]) -> None:
+        if member == "EventEmitted" or body[0] != self.job:
+            return
+        if self.instance is None:
+            self.early.append((member, body))
+            return
+        if body[1] != self.instance:
+            return
+        env = dict(body[2])
+        if member == "JobStopping" and env.get("RESULT") == "failed":
+            self.failures += 1
+            raise _Decided
+        if member == "JobStopped":
+            self.stopped_env = env
+            raise _Decided
+        if member == "JobStarted" and self.failures:
+            self.restarted = True
+            raise _Decided
+
+    def replay(self, instance: str) -> None:
+        self.instance = instance
+        for member, body in self.early:
+            with contextlib.suppress(_Decided):
+                self(member, body)
+
+
+async def _watch(
+    client: ManagerClient, seconds: float | None, hangup_fd: int | None = None
+) -> bool:
+    """Dispatch signals for ``seconds`` (None: until something is decided); True if a
+    watcher decided something (raised :class:`_Decided`)."""
+    try:
+        await client.dispatch_signals(seconds, hangup_fd)
+    except _Decided:
+        return True
+    return False
+
+
+async def _confirm_start(client: ManagerClient, watch: _StartWatch, path: str) -> str | None:
+    """Watch a started ``respawn`` job for :data:`START_CONFIRM` seconds, and while it fails
+    and respawns, until it is up again or has stopped for good. None if it stayed up; else why
+    the start failed."""
+    import time
+
+    info = await client.describe_path(path)
+    watch.replay(info.instance)  # the signals that came before the reply named the instance
+    deadline = time.monotonic() + START_CONFIRM
+    while watch.stopped_env is None:
+        if watch.failures and not watch.restarted:
+            if not await _watch(client, START_FAILING_WAIT):
+                break  # still failing and respawning
+            continue
+        if watch.restarted:  # up again after a failure: watch it afresh
+            watch.restarted, watch.failures = False, 0
+            deadline = time.monotonic() + START_CONFIRM
+        left = deadline - time.monotonic()
+        if left <= 0 or not await _watch(client, left):
+            return None
+    label = f"{info.job} ({info.instance})" if info.instance else info.job
+    try:
+        props = await client.get_all(path, "org.busmgr.Instance1")
+    except ErrorReply:
+        props = {}  # an instance of an `instance` job is gone once stopped
+    env = watch.stopped_env or {}
+    if props.get("ResultReason"):
+        reason = str(props["ResultReason"])
+    else:
+        what = env.get("PROCESS", "main")
+        how = (
+            f" killed by signal {env['EXIT_SIGNAL']}"
+            if env.get("EXIT_SIGNAL")
+            else (f" exited with status {env['EXIT_STATUS']}" if env.get("EXIT_STATUS") else "")
+        )
+        reason = f"respawned too fast, last: main{how}" if what == "respawn" else f"{what}{how}"
+    text = f"job {label} failed: {reason}"
+    if watch.stopped_env is None:
+        text = f"job {label} keeps failing and respawning: {reason}"
+    tail = _log_tail(str(props.get("LogPath", "")), 3)
+    return text + ("; last output: " + " | ".join(tail) if tail else "")
+
+
+async def _start_like(
+    client: ManagerClient, args: argparse.Namespace, out: TextIO, member: str
+) -> int:
+    watch: _StartWatch | None = None
+    if not args.no_wait:
+        try:
+            job = await client.get_all(job_path_for(args.job), "org.busmgr.Job1")
+        except ErrorReply:
+            job = {}  # no such job: StartJob says so properly
+        if job.get("Respawn") and not job.get("BusName"):
+            watch = _StartWatch(args.job)
+            await client.subscribe(watch)
+    start = client.start_job if member == "StartJob" else client.restart_job
+    path = await start(args.job, dict(args.env), wait=not args.no_wait)
+    if watch is not None:
+        problem = await _confirm_start(client, watch, path)
+        if problem is not None:
+            raise ErrorReply(ERROR_PREFIX + "JobFailed", problem)
     _print(out, status_line(await client.describe_path(path)))
     return EXIT_OK
+
+
+async def _run_start(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
+    return await _start_like(client, args, out, "StartJob")
 
 
 async def _run_restart(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
-    path = await client.restart_job(args.job, dict(args.env), wait=not args.no_wait)
-    _print(out, status_line(await client.describe_path(path)))
-    return EXIT_OK
+    return await _start_like(client, args, out, "RestartJob")
 
 
 async def _run_stop(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
@@ -836,7 +1264,10 @@ async def _run_reload_configuration(
     client: ManagerClient, args: argparse.Namespace, out: TextIO
 ) -> int:
     await client.reload_configuration()
-    return EXIT_OK
+    errors = (await client.manager_properties()).get("ConfigurationErrors", [])
+    for line in errors:
+        print(one_line(str(line)), file=sys.stderr, flush=True)
+    return EXIT_FAILED if errors else EXIT_OK
 
 
 async def _run_emit(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
@@ -882,25 +1313,64 @@ _NO_MANAGER_ERRORS = frozenset(
 )
 
 
+class ManagerGone(Exception):
+    """The manager left the bus and did not come back in time."""
+
+
+def event_json(member: str, body: list[Any]) -> dict[str, Any] | None:
+    """A manager signal as ``events --json`` prints it (None: not an event)."""
+    if member in _JOB_SIGNAL_EVENTS:
+        job, instance, env = body
+        return {
+            "type": "event",
+            "event": _JOB_SIGNAL_EVENTS[member],
+            "env": {**env, "JOB": job, "INSTANCE": instance},
+        }
+    if member == "EventEmitted":
+        name, env = body
+        return {"type": "event", "event": name, "env": dict(env)}
+    return None
+
+
 async def _run_events(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
-    printer = EventPrinter(lambda line: _print(out, line))
+    show = EventPrinter(lambda line: _print(out, line), json=args.json)
     # Signals that arrive while the states are read are held back and printed after them.
     held: list[tuple[str, list[Any]]] = []
     holding = True
+    import time
+
+    gone_since: list[float | None] = [None]
 
     def on_signal(member: str, body: list[Any]) -> None:
         if holding:
             held.append((member, body))
         else:
-            printer(member, body)
+            show(member, body)
+
+    def on_owner(owner: str) -> None:
+        gone_since[0] = None if owner else time.monotonic()
+        raise _Decided  # wakes the loop below, which looks at the time
 
     if args.follow:
-        await client.subscribe(on_signal)
+        await client.subscribe(on_signal, on_owner)
     try:
         rows = sorted(await client.list_jobs(), key=lambda r: (r.job, r.instance))
         for info in await client.describe(rows, sources=False):
-            _print(out, format_snapshot(info))
-    except DBusError as e:
+            if args.json:
+                _json(
+                    out,
+                    {
+                        "type": "state",
+                        "job": info.job,
+                        "instance": info.instance,
+                        "goal": info.goal,
+                        "state": info.state,
+                        "pid": info.main_pid,
+                    },
+                )
+            else:
+                _print(out, format_snapshot(info))
+    except ErrorReply as e:
         if not args.follow or e.type not in _NO_MANAGER_ERRORS:
             raise
         # Following before the manager runs is fine: its events will come once it does.
@@ -913,12 +1383,189 @@ async def _run_events(client: ManagerClient, args: argparse.Namespace, out: Text
     if not args.follow:
         return EXIT_OK
     for member, body in held:
-        printer(member, body)
+        show(member, body)
     holding = False
-    # Until interrupted: the manager may come and go, and the match rule outlives it. Only the
-    # bus itself going away ends this, and _client_main reports it.
-    await client.bus.wait_for_disconnect()
-    raise EOFError
+    # Until interrupted, the reader goes away (BrokenPipeError), the bus goes away (EOFError),
+    # or the manager leaves it for longer than a re-exec takes (ManagerGone).
+    while True:
+        since = gone_since[0]
+        left = None if since is None else since + MANAGER_GONE_GRACE - time.monotonic()
+        if left is not None and left <= 0:
+            raise ManagerGone(f"{MANAGER_BUS_NAME} left the bus")
+        await _watch(client, left, _pipe_fd(out))
+
+
+def _pipe_fd(out: TextIO) -> int | None:
+    """``out``'s descriptor if it is a pipe (whose reader may go away), else None."""
+    import stat
+
+    try:
+        fd = out.fileno()
+        return fd if stat.S_ISFIFO(os.fstat(fd).st_mode) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+async def _run_log(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
+    from busmgr.logsink import log_name
+
+    await client.get_job(args.job)  # UnknownJob
+    instance = args.instance or ""
+    if args.env:
+        path = await client.get_instance(args.job, dict(args.env))
+        instance = str((await client.get_all(path, "org.busmgr.Instance1")).get("Instance", ""))
+    directory = str((await client.manager_properties()).get("LogDirectory", ""))
+    if not directory:
+        raise ErrorReply(ERROR_PREFIX + "UnknownJob", "the manager keeps no job logs")
+    path_ = Path(directory) / log_name(args.job, instance)
+    from busmgr.logview import follow, last_lines, log_files
+
+    if not log_files(path_) and not args.follow:
+        print(f"{PROG}: {describe_action(args)}: no output logged yet ({path_})", file=sys.stderr)
+        return EXIT_FAILED
+    unreadable = [f for f in log_files(path_) if not os.access(f, os.R_OK)]
+    if unreadable:
+        print(f"{PROG}: {describe_action(args)}: cannot read {unreadable[0]}", file=sys.stderr)
+        return EXIT_FAILED
+    binary = out.buffer if hasattr(out, "buffer") else None
+
+    def write(data: bytes) -> None:
+        if binary is not None:
+            out.flush()
+            binary.write(data)
+            binary.flush()
+        else:
+            out.write(data.decode(errors="replace"))
+            out.flush()
+
+    lines = last_lines(path_, args.lines)
+    if lines:
+        write(b"\n".join(lines) + b"\n")
+    if args.follow:
+        if not path_.parent.is_dir():
+            where = path_.parent
+            print(f"{PROG}: {describe_action(args)}: no log directory {where}", file=sys.stderr)
+            return EXIT_FAILED
+
+        def ready() -> None:
+            if not log_files(path_):
+                print(
+                    f"{PROG}: {describe_action(args)}: no output yet; waiting for it",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        follow(path_, write, hangup_fd=_pipe_fd(out), on_ready=ready)
+    return EXIT_OK
+
+
+async def _graph_jobs_from_manager(client: ManagerClient) -> list[Any]:
+    from busmgr.config import ExprError, parse_event_expr
+    from busmgr.graph import GraphJob
+
+    rows = await client.list_jobs()
+    names = sorted({r.job for r in rows})
+    results = await client.get_all_many([(job_path_for(n), "org.busmgr.Job1") for n in names])
+    jobs = []
+    for name, props in zip(names, results, strict=True):
+        if isinstance(props, ErrorReply):
+            continue
+        exprs = []
+        for key in ("StartOn", "StopOn"):
+            text = str(props.get(key, ""))
+            try:
+                exprs.append(parse_event_expr(text) if text else None)
+            except ExprError:
+                exprs.append(None)
+        jobs.append(
+            GraphJob(
+                name,
+                exprs[0],
+                exprs[1],
+                tuple(props.get("Emits", [])),
+                str(props.get("BusName", "")),
+                bool(props.get("Task", False)),
+                str(props.get("InstanceTemplate", "")),
+            )
+        )
+    return jobs
+
+
+def _graph_jobs_from_files(paths: Sequence[str]) -> tuple[list[Any], list[str]]:
+    from busmgr.config import load_directories, parse_job_file
+    from busmgr.graph import GraphJob
+
+    jobs, problems = [], []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            result = load_directories([path])
+            jobs += [GraphJob.of(c) for c in result.jobs.values()]
+            problems += [str(d) for d in result.diagnostics if d.is_error]
+        else:
+            parsed = parse_job_file(path)
+            problems += [str(d) for d in parsed.diagnostics if d.is_error]
+            if parsed.job is not None:
+                jobs.append(GraphJob.of(parsed.job))
+    return jobs, problems
+
+
+def _write_output(args: argparse.Namespace, out: TextIO, text: str, kind: str) -> int:
+    """``text`` to stdout, or to ``-o FILE`` (rendered by Graphviz for a graph, by suffix)."""
+    target: Path | None = args.output
+    if target is None:
+        out.write(text)
+        out.flush()
+        return EXIT_OK
+    suffix = target.suffix.lower().lstrip(".")
+    if kind == "plot" or suffix in ("dot", "gv", ""):
+        target.write_text(text)
+        return EXIT_OK
+    import shutil
+    import subprocess
+
+    dot = shutil.which("dot")
+    if dot is None:
+        print(
+            f"{PROG}: {args.verb}: Graphviz's `dot` is not installed; "
+            f"write DOT with -o FILE.dot or to stdout",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    done = subprocess.run(
+        [dot, f"-T{suffix}", "-o", str(target)], input=text.encode(), capture_output=True
+    )
+    if done.returncode != 0:
+        print(f"{PROG}: {args.verb}: dot: {one_line(done.stderr.decode())}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _run_graph(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
+    from busmgr.graph import to_dot
+
+    jobs = await _graph_jobs_from_manager(client)
+    return _write_output(args, out, to_dot(jobs), "graph")
+
+
+def _run_graph_offline(args: argparse.Namespace) -> int:
+    from busmgr.graph import to_dot
+
+    jobs, problems = _graph_jobs_from_files(args.paths)
+    for line in problems:
+        print(line, file=sys.stderr)
+    return _write_output(args, sys.stdout, to_dot(jobs), "graph") or (
+        EXIT_FAILED if problems and not jobs else EXIT_OK
+    )
+
+
+async def _run_plot(client: ManagerClient, args: argparse.Namespace, out: TextIO) -> int:
+    import time
+
+    from busmgr.plot import to_svg
+
+    startup, runs = await client.get_timeline()
+    return _write_output(args, out, to_svg(startup, runs, int(time.time() * 1e6)), "plot")
 
 
 _RUNNERS: dict[str, ClientVerb] = {
@@ -928,30 +1575,68 @@ _RUNNERS: dict[str, ClientVerb] = {
 }
 
 
-async def _client_main(args: argparse.Namespace) -> int:
-    """Connect, run the verb, and turn every failure into one line on stderr and exit 1."""
-    action = describe_action(args)
-    address: str | BusType = args.bus_address
-    try:
-        bus = await connect(address)
-    except ConnectError as e:
-        print(f"{PROG}: {action}: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    try:
-        return await args.run(ManagerClient(bus), args, sys.stdout)
-    except DBusError as e:
-        print(format_error(action, e), file=sys.stderr)
-        return EXIT_FAILED
-    except TimeoutError:
+def _report(action: str, err: BaseException) -> int | None:
+    """The exit status for a failure of a client verb, after its one line on stderr; None if
+    ``err`` is not a failure we know (it propagates)."""
+    if is_error_reply(err):
+        print(format_error(action, err), file=sys.stderr)
+        return EXIT_USAGE if str(getattr(err, "type", "")) == ERROR_PREFIX + "InvalidArgs" else 1
+    if isinstance(err, TimeoutError):
         print(
             f"{PROG}: {action}: no reply from {MANAGER_BUS_NAME} in {CALL_TIMEOUT:g} seconds",
             file=sys.stderr,
         )
         return EXIT_FAILED
-    except (EOFError, ConnectionError) as e:
-        reason = str(e) or "the bus closed the connection"
+    if isinstance(err, ManagerGone):
+        print(f"{PROG}: {action}: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    if isinstance(err, EOFError | ConnectionError) and not isinstance(err, BrokenPipeError):
+        reason = str(err) or "the bus closed the connection"
         print(f"{PROG}: {action}: lost the connection to the bus: {reason}", file=sys.stderr)
         return EXIT_FAILED
+    return None
+
+
+def _client_main(args: argparse.Namespace) -> int:
+    """Connect, run the verb, and turn every failure into one line on stderr."""
+    action = describe_action(args)
+    address = args.bus_address
+    if not (getattr(args, "light", False) and blocking_supported(address)):
+        import asyncio
+
+        return asyncio.run(_client_main_async(args, action))
+    try:
+        bus = connect_blocking(address)
+    except ConnectError as e:
+        print(f"{PROG}: {action}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        return run_blocking(args.run(ManagerClient(bus), args, sys.stdout))
+    except Exception as e:
+        status = _report(action, e)
+        if status is None:
+            raise
+        return status
+    finally:
+        bus.close()
+
+
+async def _client_main_async(args: argparse.Namespace, action: str) -> int:
+    """:func:`_client_main` over dbus-fast, on an event loop (verbs not marked ``light``)."""
+    import contextlib
+
+    try:
+        bus = await connect(args.bus_address)
+    except ConnectError as e:
+        print(f"{PROG}: {action}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        return await args.run(ManagerClient(bus), args, sys.stdout)
+    except Exception as e:
+        status = _report(action, e)
+        if status is None:
+            raise
+        return status
     finally:
         bus.disconnect()
         with contextlib.suppress(Exception):
@@ -992,8 +1677,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # argparse: --help, --version, usage errors
         return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
     try:
-        if args.kind == "client":
-            return asyncio.run(_client_main(args))
+        if args.kind == "graph" and args.paths:
+            return _run_graph_offline(args)
+        if args.kind in ("client", "graph"):
+            return _client_main(args)
         return args.run(args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

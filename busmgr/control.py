@@ -102,6 +102,8 @@ class Control:
     # ------------------------------------------------------------------ looking up
     def get_class(self, name: str) -> JobClass:
         """The current class of job ``name``; raises ``UnknownJob``."""
+        if not name:
+            raise ManagerError("InvalidArgs", "the job name is empty")
         cls = self.registry.get_class(name)
         if cls is None:
             raise ManagerError("UnknownJob", f'no job named "{name}"')
@@ -283,9 +285,11 @@ class Control:
         reports itself). The instance is looked up afterwards, never
         created, so one that failed and was removed leaves nothing behind.
         """
+        if not bus_name:
+            raise ManagerError("InvalidArgs", "the bus name is empty")
         cls = self.registry.provider(bus_name)
         if cls is None:
-            raise ManagerError("NoProvider", f"no job provides the bus name {bus_name}")
+            raise ManagerError("NoProvider", f'no job provides the bus name "{bus_name}"')
         env = {"NAME": bus_name}
         instance = self.instance_name(cls, env)
         done: asyncio.Future[Block] = self.loop.create_future()

@@ -185,14 +185,32 @@ class Failure:
     signal: int | None = None
     reason: str = ""
 
-    def describe(self) -> str:
-        how = ""
+    @property
+    def how(self) -> str:
+        """``killed by signal KILL``, ``exited with status 1``, or ``""``."""
         if self.signal is not None:
-            how = f" killed by signal {signal_name(self.signal)}"
-        elif self.status is not None:
-            how = f" exited with status {self.status}"
+            return f"killed by signal {signal_name(self.signal)}"
+        if self.status is not None:
+            return f"exited with status {self.status}"
+        return ""
+
+    def describe(self) -> str:
+        how = f" {self.how}" if self.how else ""
         text = f"RESULT=failed PROCESS={self.process}{how}"
         return f"{text}: {self.reason}" if self.reason else text
+
+    def summary(self) -> str:
+        """The reason in a few words, for people: ``respawned too fast (3 in 5s), last: main
+        exited with status 1``, ``lost bus name org.x.Y``, ``main killed by signal KILL``,
+        ``pre-start exited with status 4``, ``not ready after 90s (waited for ...)``."""
+        how = self.how
+        if self.process == "respawn":
+            return f"{self.reason}, last: main {how}" if how else self.reason
+        if self.reason and how:
+            return f"{self.process} {how}: {self.reason}"
+        if self.reason:
+            return self.reason if self.process == "main" else f"{self.process}: {self.reason}"
+        return f"{self.process} {how}" if how else f"{self.process} failed"
 
 
 @dataclass(frozen=True)

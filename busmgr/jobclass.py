@@ -42,6 +42,12 @@ class ConsoleMode(enum.Enum):
     OUTPUT = "output"
 
 
+#: Where a job file's or an imported service's output goes when it says nothing (SPEC §2, as
+#: Upstart >= 1.4): its log file. ``ExecContext()`` itself keeps ``none`` for processes that
+#: are not jobs (the private bus, the session command choose their own).
+DEFAULT_CONSOLE = ConsoleMode.LOG
+
+
 class ExpectMode(enum.Enum):
     """How the main process says it is ready (besides owning a ``dbus`` name)."""
 

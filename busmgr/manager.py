@@ -30,7 +30,7 @@ from busmgr.bus.activation import (
     DbusDaemonActivation,
 )
 from busmgr.bus.auth import CallerPolicy
-from busmgr.bus.face import BusFace, Operations
+from busmgr.bus.face import BusFace, Insight, Operations
 from busmgr.bus.link import BusLink
 from busmgr.bus.names import NameWatcher
 from busmgr.bus.signal_events import SignalEventBridge
@@ -45,6 +45,7 @@ from busmgr.events import Event
 from busmgr.job import Goal, Job, State, TimerHandle
 from busmgr.jobclass import ProcessKind
 from busmgr.joblog import JobLog
+from busmgr.logsink import DEFAULT_ROTATION, LogRotation
 from busmgr.observe import JobObserver, Observers
 from busmgr.options import DesktopOptions, Mode
 from busmgr.readiness import BusNameReadiness
@@ -53,6 +54,7 @@ from busmgr.restore import restorable, restore, take_snapshot
 from busmgr.snapshot import Saved, SavedBus, SavedProcess
 from busmgr.statestore import StateStore, boot_id
 from busmgr.supervisor import Supervisor
+from busmgr.timeline import Timeline
 
 log = logging.getLogger("busmgr")
 
@@ -73,6 +75,12 @@ class ManagerConfig:
     import_services: bool
     environ: Mapping[str, str]
     desktop: DesktopOptions | None = None
+    log_dir: Path | None = None  # None: <state_dir>/log
+    log_rotation: LogRotation = DEFAULT_ROTATION
+
+    @property
+    def job_log_dir(self) -> Path:
+        return self.log_dir or self.state_dir / "log"
 
 
 class _Moved(JobObserver):
@@ -107,8 +115,11 @@ class Manager:
         self.config = config
         self.observers = Observers()
         self.environment = Environment(config.mode, config.environ)
-        self.joblog = JobLog(config.state_dir)
+        self.joblog = JobLog(config.job_log_dir, config.log_rotation)
         self.observers.subscribe(self.joblog)
+        self.timeline = Timeline()
+        self.observers.subscribe(self.timeline)
+        self.config_errors: tuple[str, ...] = ()  # of the last load, FILE:LINE: message
         self.registry = Registry(self, self.observers)
         self.queue = EventQueue(self.loop, self._handle_event, self._event_failed)
         self.supervisor = Supervisor(
@@ -213,6 +224,7 @@ class Manager:
             log.warning("%s", line)
         if self.desktop is not None:
             self.desktop.skipped = catalog.skipped
+        self.config_errors = catalog.errors
         return catalog
 
     async def reload_configuration(self) -> None:
@@ -263,7 +275,8 @@ class Manager:
             self.reexec,
             skipped=lambda: self.desktop.skipped if self.desktop is not None else (),
         )
-        face = BusFace(link, ops, self.supervisor.process_rows)
+        insight = Insight(self.joblog, self.timeline, lambda: self.config_errors)
+        face = BusFace(link, ops, self.supervisor.process_rows, insight)
         face.publish(self.registry.classes.values(), self.registry.jobs())
         # Bus signals some job waits for become ``dbus-signal`` events.
         signals = SignalEventBridge(link, self.queue.emit, names)

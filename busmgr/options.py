@@ -11,10 +11,10 @@ address, or a private bus the manager starts itself.
 
 Defaults are left unresolved on purpose: an empty ``services_dirs`` and a ``None`` ``state_dir``
 mean "the default of the mode" (SPEC §1), which depends on the mode and on the environment the
-manager starts with. :func:`default_services_dirs` and :func:`default_state_dir` compute those
-defaults, so the manager and ``busmgr check`` agree. Paths given on the command line are made
-absolute (never symlink-resolved) when parsed, because the manager may change directory or
-re-execute itself.
+manager starts with. :func:`default_services_dirs`, :func:`default_state_dir` and
+:func:`default_log_dir` compute those defaults, so the manager and ``busmgr check`` agree.
+Paths given on the command line are made absolute (never symlink-resolved) when parsed,
+because the manager may change directory or re-execute itself.
 
 The addresses of the standard buses are resolved here and nowhere else
 (:func:`system_bus_address`, :func:`session_bus_address`).
@@ -30,6 +30,7 @@ from pathlib import Path
 
 SYSTEM_SERVICES_DIR = Path("/etc/busmgr/services.d")
 SYSTEM_STATE_DIR = Path("/var/lib/busmgr")
+SYSTEM_LOG_DIR = Path("/var/log/busmgr")
 DEFAULT_SYSTEM_BUS_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
 
 
@@ -109,6 +110,9 @@ class SessionOptions:
     command: tuple[str, ...] = ()
     desktop: DesktopOptions | None = None
     broker: bool = False
+    log_dir: Path | None = None
+    log_max_bytes: int | None = None
+    log_keep: int | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,9 @@ class DaemonOptions:
     no_import: bool = False
     pidfile: Path | None = None
     state_dir: Path | None = None
+    log_dir: Path | None = None
+    log_max_bytes: int | None = None
+    log_keep: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, Mode):
@@ -161,3 +168,12 @@ def default_state_dir(mode: Mode, environ: Mapping[str, str]) -> Path:
     if mode is Mode.SYSTEM:
         return SYSTEM_STATE_DIR
     return _xdg_dir(environ, "XDG_STATE_HOME", ".local/state") / "busmgr"
+
+
+def default_log_dir(mode: Mode, environ: Mapping[str, str], state_dir: Path | None) -> Path:
+    """The job log directory when no ``--log-dir`` is given: ``log`` in the state directory
+    (``$XDG_STATE_HOME/busmgr/log`` by default), except that system mode with the default
+    state directory logs to ``/var/log/busmgr``."""
+    if mode is Mode.SYSTEM and state_dir is None:
+        return SYSTEM_LOG_DIR
+    return (state_dir or default_state_dir(mode, environ)) / "log"

@@ -35,11 +35,13 @@ from busmgr import process
 from busmgr.bus.link import LinkError
 from busmgr.jobclass import ConsoleMode, ExecContext, JobClass
 from busmgr.keeper import BusKeeper
+from busmgr.logsink import LogRotation
 from busmgr.manager import Manager, ManagerConfig
 from busmgr.options import (
     DaemonOptions,
     Mode,
     SessionOptions,
+    default_log_dir,
     default_services_dirs,
     default_state_dir,
     standard_bus_address,
@@ -92,6 +94,8 @@ def session_plan(opts: SessionOptions, environ: Mapping[str, str]) -> Plan:
         import_services=not opts.no_import,
         environ=dict(environ),
         desktop=opts.desktop,
+        log_dir=opts.log_dir or default_log_dir(mode, environ, opts.state_dir),
+        log_rotation=_rotation(opts),
     )
     return Plan(
         config,
@@ -119,8 +123,18 @@ def daemon_plan(opts: DaemonOptions, environ: Mapping[str, str]) -> Plan:
         state_dir=opts.state_dir or default_state_dir(mode, environ),
         import_services=not opts.no_import and mode is Mode.SESSION,
         environ=dict(environ),
+        log_dir=opts.log_dir or default_log_dir(mode, environ, opts.state_dir),
+        log_rotation=_rotation(opts),
     )
     return Plan(config, address=address, pidfile=opts.pidfile)
+
+
+def _rotation(opts: SessionOptions | DaemonOptions) -> LogRotation:
+    default = LogRotation()
+    return LogRotation(
+        max_bytes=opts.log_max_bytes or default.max_bytes,
+        keep=default.keep if opts.log_keep is None else opts.log_keep,
+    )
 
 
 def run_session(opts: SessionOptions) -> int:
@@ -257,6 +271,9 @@ async def _main(plan: Plan) -> int:
     reexec = saved is not None and saved.manager_pid == os.getpid()
     status = 1
     try:
+        for directory in plan.config.services_dirs:
+            if not directory.is_dir():
+                log.warning("warning: job directory %s does not exist: no jobs from it", directory)
         address = await keeper.start()
         await manager.begin(
             keeper.servicedir, own_servicedir=keeper.private, saved=saved, backend=keeper.backend

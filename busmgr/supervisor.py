@@ -97,6 +97,7 @@ class Supervisor:
         the cgroups go."""
         self.expect.close()
         left = await self.reaper.finish(timeout)
+        self.joblog.close()
         if left:
             log.warning("terminated processes left at exit: %s", " ".join(map(str, left)))
         if self.hierarchy is not None:
@@ -214,13 +215,14 @@ class Supervisor:
         if kind is ProcessKind.MAIN:
             self.expect.before_main(job)
         ctx = cls.context
+        log_fd = self._log_writer(job) if ctx.console is ConsoleMode.LOG else None
         scope = self.scope(job)
         try:
             pid = process.spawn(
                 spec.argv(),
                 full_env,
                 ctx,
-                log_path=str(self.joblog.path(job)) if ctx.console is ConsoleMode.LOG else None,
+                log_fd=log_fd,
                 proc_name=cls.proc_name if kind is ProcessKind.MAIN else None,
                 cgroup=scope.cgroup_dir(),
             )
@@ -230,12 +232,26 @@ class Supervisor:
             if not err.pid:
                 raise process.SpawnError("spawn", str(err)) from None
             pid = err.pid
+        finally:
+            if log_fd is not None:
+                os.close(log_fd)  # the process has its copy; the manager keeps the read end
         self._pid_job[pid] = job
         self.started[pid] = process.proc_start_time(pid)
         scope.adopt(pid)
         self.reaper.watch(pid, self._child_reaped)
         log.debug("%s: spawned %s process %d", job.label, kind.value, pid)
         return pid
+
+    def _log_writer(self, job: Job) -> int:
+        """The write end of a new log pipe for one process of the job (closed here once the
+        process has its copy); a log that cannot be opened fails the spawn."""
+        try:
+            return self.joblog.writer(job)
+        except OSError as err:
+            path = self.joblog.path(job)
+            raise process.SpawnError(
+                f'console log "{path}"', err.strerror or str(err), err.errno or 0
+            ) from None
 
     def kill(self, job: Job, signum: int) -> None:
         """``signum`` to every process of the job; then SIGCONT, as a stopped process acts on
@@ -265,12 +281,15 @@ class Supervisor:
         return rows + [("other", p) for p in scope.pids() if p not in known]
 
     def release(self, job: Job) -> None:
-        """``job`` is at rest: forget its readiness; its scope (and cgroup leaf) go if nothing
-        of it is left."""
+        """``job`` is at rest: forget its readiness; its log pipe, its scope (and cgroup leaf)
+        go if nothing of it is left."""
         self.expect.forget(job)
         self._killing.pop(job, None)
         scope = self._scopes.get(job)
-        if scope is not None and not self.has_processes(job) and scope.release():
+        if job.pids or (scope is not None and scope.alive()):
+            return
+        self.joblog.release(job)
+        if scope is not None and scope.release():
             del self._scopes[job]
 
     # ------------------------------------------------------------------ exits
@@ -278,6 +297,7 @@ class Supervisor:
         self.started.pop(pid, None)
         job = self._pid_job.pop(pid, None)
         if job is not None:
+            self.joblog.drain(job)  # its last words, before anyone quotes the log
             job.process_exited(pid, info.status, info.signal)
             self.expect.main_exited(job, pid, info)
         self._recheck_killed()
@@ -288,6 +308,7 @@ class Supervisor:
         self.started.pop(pid, None)
         job = self._pid_job.pop(pid, None)
         if job is not None:
+            self.joblog.drain(job)
             job.process_exited(pid, info.status, info.signal)
         self.expect.orphan_exited(pid)
         self._recheck_killed()

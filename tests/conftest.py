@@ -39,7 +39,10 @@ from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
+# instance_path is imported here, not in a test's coroutine: a first import (compiled, when
+# bytecode is not cached) would hold the test's event loop.
 from busmgr import MANAGER_BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH
+from busmgr.bus.face import instance_path
 
 HELPERS = Path(__file__).parent / "helpers"
 PYTHON = sys.executable
@@ -226,8 +229,6 @@ class Session:
         return {k: v.value for k, v in body[0].items()}
 
     async def instance(self, job: str, instance: str = "") -> dict[str, Any]:
-        from busmgr.bus.face import instance_path
-
         return await self.props(instance_path(job, instance))
 
     async def wait_running(self, job: str, instance: str = "") -> dict[str, Any]:

@@ -707,6 +707,6 @@ async def test_installed_dconf_service_is_activated_and_supervised(
         )
         assert status == 0, err
         line = next(ln for ln in out.splitlines() if ln.startswith("ca.desrt.dconf "))
-        assert line.split()[-1] == str(DCONF_SERVICE)
+        assert line.split()[-2] == str(DCONF_SERVICE)  # SOURCE, then RESULT
     finally:
         await stop_session(session)

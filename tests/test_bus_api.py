@@ -304,8 +304,11 @@ def _interfaces(xml: str) -> dict[str, tuple[object, ...]]:
         if iface.name.startswith("org.freedesktop.DBus."):
             continue
         out[iface.name] = (
-            sorted((m.name, m.in_signature, m.out_signature) for m in iface.methods),
-            sorted((s.name, s.signature) for s in iface.signals),
+            sorted(
+                (m.name, tuple((a.name, a.signature) for a in m.in_args + m.out_args))
+                for m in iface.methods
+            ),
+            sorted((s.name, tuple((a.name, a.signature) for a in s.args)) for s in iface.signals),
             sorted((p.name, p.signature, p.access.value) for p in iface.properties),
         )
     return out
@@ -322,6 +325,10 @@ async def test_live_introspection_matches_the_shipped_xml(session: Session) -> N
         )[0]
         live.update(_interfaces(xml))
     assert live == shipped
+    # Every argument has a name: method outputs and signal arguments too.
+    for methods, signals, _props in live.values():
+        for _name, args in [*methods, *signals]:
+            assert all(arg_name for arg_name, _sig in args), (_name, args)
 
 
 async def test_object_paths_are_escaped_like_systemd(session: Session) -> None:

@@ -11,6 +11,12 @@ and marks changed instances, and flushes once per loop turn, in the order things
 (systemd's ``unit_add_to_dbus_queue``). ``PropertiesChanged`` carries the new values of just
 the properties that changed since the last flush.
 
+Beyond the jobs themselves, the face shows what :class:`Insight` offers: the log files
+(:mod:`busmgr.joblog`), the times of :mod:`busmgr.timeline` (``status`` and ``plot``), and the
+problems of the last configuration load (``busmgr reload-configuration``). Times are ``t``,
+microseconds since the epoch, 0 for never (as systemd's timestamps). Every method and signal
+argument is named in the introspection data (:data:`OUT_ARGS`, :data:`SIGNAL_ARGS`).
+
 (No ``from __future__ import annotations`` here: dbus-fast reads the D-Bus signatures from
 the annotations at class creation.)
 """
@@ -18,11 +24,13 @@ the annotations at class creation.)
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from dbus_fast import Message, MessageType
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast import introspection as intr
 from dbus_fast.annotations import (
     DBusBool,
     DBusInt32,
@@ -30,6 +38,7 @@ from dbus_fast.annotations import (
     DBusSignature,
     DBusStr,
     DBusUInt32,
+    DBusUInt64,
 )
 from dbus_fast.errors import DBusError
 from dbus_fast.service import (
@@ -55,10 +64,12 @@ from busmgr.errors import ManagerError
 from busmgr.escape import escape
 from busmgr.events import Event
 from busmgr.job import Job
-from busmgr.jobclass import JobClass, signal_name
+from busmgr.jobclass import ConsoleMode, JobClass, signal_name
+from busmgr.joblog import JobLog
 from busmgr.observe import JobObserver
+from busmgr.timeline import Run, Timeline
 
-__all__ = ["BusFace", "instance_path", "job_path"]
+__all__ = ["BusFace", "Insight", "instance_path", "job_path"]
 
 #: ``(kind, pid)`` of every process of a job (the supervisor's ``process_rows``).
 ProcessRowsOf = Callable[[Job], list[tuple[str, int]]]
@@ -68,6 +79,76 @@ JobRows = Annotated[list[list[str]], DBusSignature("a(ssso)")]
 SkippedRows = Annotated[list[list[str]], DBusSignature("a(sss)")]
 ProcessRows = Annotated[list[list[Any]], DBusSignature("a(su)")]
 StrList = Annotated[list[str], DBusSignature("as")]
+TimelineReply = Annotated[list[Any], DBusSignature("taa{sv}")]
+
+#: Names of the output arguments of every method (dbus-fast names only the inputs).
+OUT_ARGS: dict[str, tuple[str, ...]] = {
+    "ActivateName": ("instance",),
+    "GetJob": ("job",),
+    "ListJobs": ("instances",),
+    "RestartJob": ("instance",),
+    "StartJob": ("instance",),
+    "Start": ("instance",),
+    "Restart": ("instance",),
+    "GetInstance": ("instance",),
+    "GetInstanceByName": ("instance",),
+    "GetTimeline": ("startup", "runs"),
+    "GetEnv": ("value",),
+    "ListEnv": ("env",),
+    "ListSkipped": ("entries",),
+}
+#: Names of the arguments of every signal.
+SIGNAL_ARGS: dict[str, tuple[str, ...]] = {
+    "JobStarting": ("job", "instance", "env"),
+    "JobStarted": ("job", "instance", "env"),
+    "JobStopping": ("job", "instance", "env"),
+    "JobStopped": ("job", "instance", "env"),
+    "EventEmitted": ("name", "env"),
+}
+
+
+def _named(interface: intr.Interface) -> intr.Interface:
+    """``interface`` with its output and signal arguments named (see :data:`OUT_ARGS`)."""
+    for method in interface.methods:
+        for arg, name in zip(method.out_args, OUT_ARGS.get(method.name, ()), strict=False):
+            arg.name = name
+    for sig in interface.signals:
+        for arg, name in zip(sig.args, SIGNAL_ARGS.get(sig.name, ()), strict=False):
+            arg.name = name
+    return interface
+
+
+def usec(wall: float | None) -> int:
+    """Seconds since the epoch -> the ``t`` of a timestamp property (0: never)."""
+    return int(wall * 1_000_000) if wall else 0
+
+
+@dataclass(frozen=True)
+class Insight:
+    """What the face shows beyond the jobs: their logs, their times, the last load's errors
+    (``FILE:LINE: message`` each). Any of them may be missing (a manager without logs...)."""
+
+    joblog: JobLog | None = None
+    timeline: Timeline | None = None
+    config_errors: Callable[[], Sequence[str]] = tuple
+
+
+def run_row(run: Run) -> dict[str, Variant]:
+    """One run of :meth:`Timeline.runs` as the ``a{sv}`` of ``GetTimeline``."""
+    return {
+        "Job": Variant("s", run.job),
+        "Instance": Variant("s", run.instance),
+        "Task": Variant("b", run.task),
+        "Starting": Variant("t", usec(run.starting)),
+        "Running": Variant("t", usec(run.running)),
+        "Stopped": Variant("t", usec(run.stopped)),
+        "State": Variant("s", run.state),
+        "Goal": Variant("s", run.goal),
+        "Result": Variant("s", run.result),
+        "Reason": Variant("s", run.reason),
+        "Failures": Variant("at", [usec(t) for t in run.failures]),
+    }
+
 
 JOB_ROOT = MANAGER_PATH + "/job"
 
@@ -134,10 +215,14 @@ def _variable(control: Control, name: str) -> str:
 class ManagerInterface(ServiceInterface):
     """``org.busmgr.Manager1`` at ``/org/busmgr/Manager1``."""
 
-    def __init__(self, ops: Operations) -> None:
+    def __init__(self, ops: Operations, insight: Insight = Insight()) -> None:
         super().__init__(MANAGER_INTERFACE)
         self._ops = ops
         self._c = ops.control
+        self._insight = insight
+
+    def introspect(self) -> intr.Interface:
+        return _named(super().introspect())
 
     @dbus_method()
     def ListJobs(self) -> JobRows:
@@ -215,6 +300,28 @@ class ManagerInterface(ServiceInterface):
     async def ListEnv(self) -> Env:
         return await self._ops.run("ListEnv", self._c.environment.base)
 
+    @dbus_method()
+    def GetTimeline(self) -> TimelineReply:
+        """When the manager started, and the first run of every instance since then."""
+        timeline = self._insight.timeline
+        if timeline is None:
+            return [0, []]
+        return [usec(timeline.started), [run_row(r) for r in timeline.runs()]]
+
+    @dbus_property(access=PropertyAccess.READ)
+    def LogDirectory(self) -> DBusStr:
+        joblog = self._insight.joblog
+        return str(joblog.directory) if joblog is not None else ""
+
+    @dbus_property(access=PropertyAccess.READ)
+    def ConfigurationErrors(self) -> StrList:
+        return list(self._insight.config_errors())
+
+    @dbus_property(access=PropertyAccess.READ)
+    def StartupTimestamp(self) -> DBusUInt64:
+        timeline = self._insight.timeline
+        return usec(timeline.started) if timeline is not None else 0
+
     @dbus_signal()
     def JobStarting(
         self, job: str, instance: str, env: dict[str, str]
@@ -254,6 +361,25 @@ class JobInterface(ServiceInterface):
         self._ops = ops
         self._c = ops.control
         self.cls = cls
+
+    def introspect(self) -> intr.Interface:
+        return _named(super().introspect())
+
+    @dbus_method()
+    def GetInstance(self, env: Env) -> DBusObjectPath:
+        """The instance ``env`` selects (as ``StopJob`` finds it); ``UnknownInstance``."""
+        inst = _translate_now(lambda: self._c.find_instance(self.cls, self._c.check_env(env)))
+        return instance_path(inst.name, inst.instance)
+
+    @dbus_method()
+    def GetInstanceByName(self, name: DBusStr) -> DBusObjectPath:
+        """The instance called ``name`` (``""`` for a job without ``instance``)."""
+        inst = self._c.registry.instance(self.cls.name, name)
+        if inst is None:
+            raise DBusError(
+                ERROR_PREFIX + "UnknownInstance", f'job {self.cls.name} has no instance "{name}"'
+            )
+        return instance_path(inst.name, inst.instance)
 
     @dbus_method()
     async def Start(self, env: Env, wait: DBusBool) -> DBusObjectPath:
@@ -309,13 +435,22 @@ class JobInterface(ServiceInterface):
     def InstanceTemplate(self) -> DBusStr:
         return self.cls.instance
 
+    @dbus_property(access=PropertyAccess.READ)
+    def Respawn(self) -> DBusBool:
+        return self.cls.respawn.enabled
 
-def instance_properties(job: Job, processes: ProcessRowsOf) -> dict[str, Any]:
+
+def instance_properties(
+    job: Job, processes: ProcessRowsOf, insight: Insight = Insight()
+) -> dict[str, Any]:
     """The current value of every ``Instance1`` property of ``job``."""
     status, signum = job.last_exit
     failure = job.failure
     if failure is not None and (failure.status is not None or failure.signal is not None):
         status, signum = failure.status, failure.signal
+    history = insight.timeline.history(job) if insight.timeline is not None else None
+    last = history.last_failure if history is not None else None
+    logs = insight.joblog is not None and job.jobclass.context.console is ConsoleMode.LOG
     return {
         "Job": job.name,
         "Instance": job.instance,
@@ -330,20 +465,29 @@ def instance_properties(job: Job, processes: ProcessRowsOf) -> dict[str, Any]:
         "BusName": job.jobclass.dbus_name or "",
         "FailureMessage": failure.describe() if failure else "",
         "StatusText": job.status_text,
+        "ResultReason": failure.summary() if failure else "",
+        "LastFailure": last.summary() if last else "",
+        "LastFailureTimestamp": usec(history.last_failure_at) if history else 0,
+        "StateTimestamp": usec(history.state_since) if history else 0,
+        "RunningTimestamp": usec(history.running_since) if history else 0,
+        "Respawns": job.respawns,
+        "LogPath": insight.joblog.path_text(job) if logs and insight.joblog else "",
+        "Source": job.jobclass.source,
     }
 
 
 class InstanceInterface(ServiceInterface):
     """``org.busmgr.Instance1``: one job instance, at ``.../job/<job>/<instance or _>``."""
 
-    def __init__(self, job: Job, processes: ProcessRowsOf) -> None:
+    def __init__(self, job: Job, processes: ProcessRowsOf, insight: Insight = Insight()) -> None:
         super().__init__(INSTANCE_INTERFACE)
         self.job = job
         self._processes = processes
-        self.sent: dict[str, Any] = instance_properties(job, processes)
+        self._insight = insight
+        self.sent: dict[str, Any] = instance_properties(job, processes, insight)
 
     def _p(self, key: str) -> Any:
-        return instance_properties(self.job, self._processes)[key]
+        return instance_properties(self.job, self._processes, self._insight)[key]
 
     @dbus_property(access=PropertyAccess.READ)
     def Job(self) -> DBusStr:
@@ -397,6 +541,43 @@ class InstanceInterface(ServiceInterface):
     def StatusText(self) -> DBusStr:
         return self.job.status_text
 
+    @dbus_property(access=PropertyAccess.READ)
+    def ResultReason(self) -> DBusStr:
+        return self._p("ResultReason")
+
+    @dbus_property(access=PropertyAccess.READ)
+    def LastFailure(self) -> DBusStr:
+        return self._p("LastFailure")
+
+    @dbus_property(access=PropertyAccess.READ)
+    def LastFailureTimestamp(self) -> DBusUInt64:
+        return self._p("LastFailureTimestamp")
+
+    @dbus_property(access=PropertyAccess.READ)
+    def StateTimestamp(self) -> DBusUInt64:
+        return self._p("StateTimestamp")
+
+    @dbus_property(access=PropertyAccess.READ)
+    def RunningTimestamp(self) -> DBusUInt64:
+        return self._p("RunningTimestamp")
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Respawns(self) -> DBusUInt32:
+        return self.job.respawns
+
+    @dbus_property(access=PropertyAccess.READ)
+    def LogPath(self) -> DBusStr:
+        return self._p("LogPath")
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Source(self) -> DBusStr:
+        return self.job.jobclass.source
+
+
+#: Methods a manager that is shutting down still answers (they change nothing).
+_READS = frozenset(
+    {"ListJobs", "GetJob", "GetTimeline", "GetInstance", "GetInstanceByName", "ListSkipped"}
+)
 
 #: Seconds of signal sending per loop turn (see :meth:`BusFace.flush`).
 FLUSH_SLICE = 0.02
@@ -412,12 +593,19 @@ _SIGNALS = {
 class BusFace(JobObserver):
     """Exports the objects on one connection and sends their signals, once per loop turn."""
 
-    def __init__(self, link: BusLink, ops: Operations, processes: ProcessRowsOf) -> None:
+    def __init__(
+        self,
+        link: BusLink,
+        ops: Operations,
+        processes: ProcessRowsOf,
+        insight: Insight = Insight(),
+    ) -> None:
         self._ops = ops
         self._control = ops.control
         self._processes = processes
+        self._insight = insight
         self.link = link
-        self.manager_iface = ManagerInterface(ops)
+        self.manager_iface = ManagerInterface(ops, insight)
         self._jobs: dict[str, JobInterface] = {}
         self._instances: dict[Job, tuple[str, InstanceInterface]] = {}
         self._queue: list[tuple[str, Any]] = []
@@ -458,7 +646,7 @@ class BusFace(JobObserver):
 
     def instance_added(self, job: Job) -> None:
         path = instance_path(job.name, job.instance)
-        iface = InstanceInterface(job, self._processes)
+        iface = InstanceInterface(job, self._processes, self._insight)
         self._instances[job] = (path, iface)
         self.link.export(path, iface)
 
@@ -509,7 +697,7 @@ class BusFace(JobObserver):
                 if entry is None:
                     continue
                 iface = entry[1]
-                now = instance_properties(item, self._processes)
+                now = instance_properties(item, self._processes, self._insight)
                 diff = {k: v for k, v in now.items() if iface.sent.get(k) != v}
                 iface.sent = now
                 if diff:
@@ -548,7 +736,7 @@ class BusFace(JobObserver):
         if (
             self._control.shutting_down
             and msg.interface in (MANAGER_INTERFACE, JOB_INTERFACE)
-            and msg.member not in ("ListJobs", "GetJob", "ListSkipped")
+            and msg.member not in _READS
         ):
             return Message.new_error(
                 msg, ERROR_PREFIX + "ShuttingDown", "the manager is shutting down"

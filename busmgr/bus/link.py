@@ -22,11 +22,20 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface
 
+from busmgr.bus.address import ConnectError, describe_address
 from busmgr.bus.transport import harden
 
 log = logging.getLogger("busmgr")
 
-__all__ = ["DBUS", "DBUS_PATH", "BusLink", "ConnectError", "LinkError", "connect"]
+__all__ = [
+    "DBUS",
+    "DBUS_PATH",
+    "BusLink",
+    "ConnectError",
+    "LinkError",
+    "connect",
+    "describe_address",
+]
 
 DBUS = "org.freedesktop.DBus"
 DBUS_PATH = "/org/freedesktop/DBus"
@@ -34,26 +43,8 @@ DBUS_PATH = "/org/freedesktop/DBus"
 Handler = Callable[[Message], Message | bool | None]
 
 
-class ConnectError(Exception):
-    """The bus could not be reached; ``str()`` is one line naming the address and the reason."""
-
-    def __init__(self, address: str | BusType, reason: str) -> None:
-        super().__init__(f"cannot connect to {describe_address(address)}: {reason}")
-        self.address = address
-        self.reason = reason
-
-
 class LinkError(Exception):
     """The manager cannot use its bus (connect, or own a name): one line, for the user."""
-
-
-def describe_address(address: str | BusType) -> str:
-    """A human phrase for ``address``, as used in error messages."""
-    if isinstance(address, BusType):
-        if address is BusType.SESSION:
-            return "the session bus (DBUS_SESSION_BUS_ADDRESS is not set)"
-        return "the system bus"
-    return address
 
 
 async def connect(address: str | BusType) -> MessageBus:

@@ -34,6 +34,7 @@ from busmgr.config.keyfile import read_key_file
 from busmgr.config.parser import ParseResult, Trust, read_text
 from busmgr.config.stanzas import bus_name_problem
 from busmgr.jobclass import (
+    DEFAULT_CONSOLE,
     ExecContext,
     JobClass,
     Origin,
@@ -75,7 +76,7 @@ def parse_service_file(text: str, path: str) -> ParseResult:
         origin=Origin.DBUS_SERVICE,
         dbus_name=name,
         processes={ProcessKind.MAIN: ProcessSpec(command, script=False, line=exec_line)},
-        context=ExecContext(setuid=user),
+        context=ExecContext(setuid=user, console=DEFAULT_CONSOLE),
         systemd_service=keys.get("SystemdService", ("", 0))[0] or None,
         activated_by=(activation_match(name),),
     )

@@ -23,7 +23,7 @@ from busmgr.config.diagnostics import Diagnostic, has_errors, sort_key
 from busmgr.config.files import run_steps
 from busmgr.config.lexer import iter_lex
 from busmgr.config.stanzas import Draft, StanzaError, apply_stanza
-from busmgr.jobclass import JobClass, Origin
+from busmgr.jobclass import DEFAULT_CONSOLE, ExecContext, JobClass, Origin
 
 JOB_SUFFIX = ".conf"
 #: The largest configuration file busmgr reads (real job files are a few KiB).
@@ -81,7 +81,13 @@ def parse_job_steps(text: str, *, name: str, path: str) -> Generator[None, None,
     if len(text) > MAX_FILE_SIZE:
         message = f"larger than {MAX_FILE_SIZE // 1024} KiB: not a job file"
         return ParseResult(None, (Diagnostic(path, 0, message),))
-    draft = Draft(path, JobClass(name=name, source=path, origin=Origin.FILE))
+    job = JobClass(
+        name=name,
+        source=path,
+        origin=Origin.FILE,
+        context=ExecContext(console=DEFAULT_CONSOLE),
+    )
+    draft = Draft(path, job)
     for count, item in enumerate(iter_lex(text, path), start=1):
         if isinstance(item, Diagnostic):
             draft.diagnostics.append(item)

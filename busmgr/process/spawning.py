@@ -8,8 +8,9 @@ pid never existed for anyone else, and the loop cannot run between the fork and 
 
 Every process is the leader of a new session and process group (``setsid``), so a job's
 processes can be signalled as a group and found again by session id when there is no cgroup;
-its stdin is ``/dev/null``; stdout and stderr are ``/dev/null``, the job's log file (opened
-by the manager, appended to, created ``0640`` with its parent directories) or the manager's own.
+its stdin is ``/dev/null``; stdout and stderr are ``/dev/null``, the job's log (the write end of
+a pipe the manager reads, or a file opened by the manager, appended to, created ``0640`` with
+its parent directories) or the manager's own.
 Signal dispositions and the signal mask are reset to the defaults, and no descriptor other than
 0, 1, 2 and ``pass_fds`` survives into the new program.
 
@@ -149,6 +150,7 @@ def spawn(
     ctx: ExecContext,
     *,
     log_path: str | None = None,
+    log_fd: int | None = None,
     proc_name: str | None = None,
     pass_fds: tuple[int, ...] = (),
     cgroup: str | None = None,
@@ -166,8 +168,10 @@ def spawn(
     ``ctx``): stay in the manager's session and process group and inherit its stdin, so an
     interactive command keeps its terminal, as under ``dbus-run-session``.
 
-    ``log_path`` is where stdout and stderr go with ``console log`` (required then, ignored
-    otherwise). ``pass_fds`` are descriptors the program inherits at the same numbers.
+    With ``console log``, stdout and stderr go to ``log_fd`` (a descriptor the caller keeps,
+    the write end of the manager's log pipe), else to the file ``log_path`` (one of them is
+    required then; both are ignored otherwise). ``pass_fds`` are descriptors the program
+    inherits at the same numbers.
     ``cgroup`` is a cgroup v2 directory the process is born in (before its first instruction,
     on either path; see "Cgroups" above).
     Raises :class:`SpawnError`, after which no process is left behind. The caller must
@@ -185,9 +189,12 @@ def spawn(
             link_dir, exec_path = _name_link(argv[0], environ, ctx.chdir, proc_name)
         null_fd = _open_high(DEV_NULL, os.O_RDWR)
         if ctx.console is ConsoleMode.LOG:
-            if log_path is None:
+            if log_fd is not None:
+                out_fd = fcntl.fcntl(log_fd, fcntl.F_DUPFD_CLOEXEC, 3)
+            elif log_path is None:
                 raise SpawnError("console log", "no log file given")
-            out_fd = _open_log(log_path)
+            else:
+                out_fd = _open_log(log_path)
         elif ctx.console is ConsoleMode.NONE:
             out_fd = null_fd
         if foreground:
