@@ -1,13 +1,18 @@
 """The catalog: every job class the manager should know, loaded from its directories.
 
-:func:`load_catalog` reads the job directories (and, in session mode, imports the installed
-D-Bus ``.service`` files) and returns a :class:`Catalog` value; it logs nothing and changes
-nothing, so the caller decides what to report and what to install.
+:func:`load_catalog` reads the job directories (and, unless told not to, imports the installed
+D-Bus ``.service`` files: session services in session mode, system services in system mode)
+and returns a :class:`Catalog` value; it logs nothing and changes nothing, so the caller
+decides what to report and what to install.
 
-Rules (SPEC §1, §2):
+Rules (SPEC §1, §2, §4):
 
 * a job file wins over an imported ``.service`` file for the same job name or bus name; an
-  imported file for a name the manager owns itself is skipped;
+  imported file for a name the manager owns itself is skipped; an imported file that only
+  systemd can start (``Exec=/bin/false``) makes no job and is listed in ``skipped``;
+* every systemd unit an imported file names (``SystemdService=``) maps to its bus name, even
+  when a job file provides that name instead, so a bus daemon's activation request for the
+  unit reaches the job that provides the name; a job's own ``unit`` stanza maps too, and wins;
 * system mode refuses a file (job file or import) that root does not own or that others may
   write, and a directory likewise: root would run what it says. The opened file is judged
   (``fstat``), so it cannot be swapped between the check and the read;
@@ -22,10 +27,17 @@ import os
 import stat
 import time
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from busmgr.config import import_steps, load_steps, run_steps, xdg_service_dirs
+from busmgr.config import (
+    SYSTEM_SERVICE_DIRS,
+    Skipped,
+    import_steps,
+    load_steps,
+    run_steps,
+    xdg_service_dirs,
+)
 from busmgr.jobclass import JobClass
 from busmgr.options import Mode
 
@@ -35,6 +47,7 @@ __all__ = [
     "catalog_steps",
     "load_catalog",
     "load_catalog_sliced",
+    "service_dirs",
     "unsafe_file",
 ]
 
@@ -48,13 +61,17 @@ class Catalog:
 
     ``classes`` are the jobs to install, by name (kept previous definitions included);
     ``failed`` the names whose file was broken or refused; ``kept`` those of them that keep
-    their previous definition; ``diagnostics`` every problem met, as ``FILE:LINE: message``.
+    their previous definition; ``diagnostics`` every problem met, as ``FILE:LINE: message``;
+    ``skipped`` the imported files that make no job, with the reason; ``units`` every systemd
+    unit name known to stand for a bus name (unit -> bus name).
     """
 
     classes: dict[str, JobClass]
     failed: frozenset[str] = frozenset()
     kept: frozenset[str] = frozenset()
     diagnostics: tuple[str, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    units: Mapping[str, str] = field(default_factory=dict)
 
 
 def _unsafe_stat(what: str, st: os.stat_result) -> str | None:
@@ -82,15 +99,28 @@ def unsafe_file(path: str, st: os.stat_result) -> str | None:
 
 @dataclass(frozen=True)
 class Sources:
-    """Where a manager's jobs come from: its job directories, and (session mode, when asked)
-    the installed D-Bus ``.service`` files of ``environ``'s data directories, except those for
-    ``reserved_bus_names`` (names the manager owns itself)."""
+    """Where a manager's jobs come from: its job directories, and (when asked) the installed
+    D-Bus ``.service`` files, except those for ``reserved_bus_names`` (names the manager owns
+    itself). ``import_dirs`` are where those files are; empty means the mode's standard
+    directories (:func:`service_dirs`)."""
 
     services_dirs: tuple[Path, ...]
     mode: Mode
     import_services: bool
     environ: Mapping[str, str]
     reserved_bus_names: frozenset[str] = frozenset()
+    import_dirs: tuple[Path, ...] = ()
+
+
+def service_dirs(sources: Sources) -> tuple[Path, ...]:
+    """Where the installed D-Bus services of ``sources`` are: ``import_dirs`` if given, else
+    dbus-daemon's standard system service directories (system mode) or the XDG data
+    directories' ``dbus-1/services`` (session mode)."""
+    if sources.import_dirs:
+        return sources.import_dirs
+    if sources.mode is Mode.SYSTEM:
+        return SYSTEM_SERVICE_DIRS
+    return tuple(xdg_service_dirs(sources.environ))
 
 
 def catalog_steps(
@@ -103,23 +133,35 @@ def catalog_steps(
     classes = dict(result.jobs)
     failed = set(result.failed)
     diags = [str(d) for d in result.diagnostics]
-    if sources.import_services and sources.mode is Mode.SESSION:
-        imported = yield from import_steps(xdg_service_dirs(sources.environ), trust)
+    units: dict[str, str] = {}
+    skipped: list[Skipped] = []
+    if sources.import_services:
+        system = sources.mode is Mode.SYSTEM
+        imported = yield from import_steps(service_dirs(sources), trust, system=system)
         diags += [str(d) for d in imported.diagnostics]
         provided = {c.dbus_name for c in classes.values() if c.dbus_name}
+        reserved = sources.reserved_bus_names
         for cls in imported.jobs.values():
-            if cls.dbus_name in provided or cls.dbus_name in sources.reserved_bus_names:
+            units.update(dict.fromkeys(cls.units, cls.dbus_name or ""))
+            if cls.dbus_name in provided or cls.dbus_name in reserved:
                 continue
             if cls.name in classes or cls.name in failed:
                 continue
             classes[cls.name] = cls
+        for skip in imported.skipped:
+            units.update(dict.fromkeys(skip.units, skip.bus_name))
+            if skip.bus_name not in provided and skip.bus_name not in reserved:
+                skipped.append(skip)
     kept = set()
     for name in sorted(failed):
         if previous and name not in classes and name in previous:
             classes[name] = previous[name]
             kept.add(name)
             diags.append(f"{name}: keeping its previous definition")
-    return Catalog(classes, frozenset(failed), frozenset(kept), tuple(diags))
+    for cls in classes.values():
+        if cls.dbus_name:
+            units.update(dict.fromkeys(cls.units, cls.dbus_name))
+    return Catalog(classes, frozenset(failed), frozenset(kept), tuple(diags), tuple(skipped), units)
 
 
 def load_catalog(sources: Sources, previous: Mapping[str, JobClass] | None = None) -> Catalog:

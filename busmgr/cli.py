@@ -460,6 +460,16 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
         action="store_true",
         help="do not import the D-Bus activation files of $XDG_DATA_DIRS/dbus-1/services",
     )
+    group.add_argument(
+        "--import-dir",
+        dest="import_dirs",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="import the D-Bus activation files of DIR (repeatable; default: "
+        "$XDG_DATA_DIRS/dbus-1/services, system mode dbus-daemon's system-services directories)",
+    )
     group.add_argument("--pidfile", type=Path, metavar="PATH", help="write the manager's pid here")
     group.add_argument(
         "--state-dir",
@@ -505,10 +515,46 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
         "daemon",
         "run the manager on an existing bus",
         "Run the manager in the foreground on an existing bus, owning org.busmgr.Manager1.\n"
-        "--system is system mode: the caller uid checks and the job file ownership checks.",
+        "--system is system mode: the caller uid checks and the job file ownership checks,\n"
+        "and the installed system services (dbus-1/system-services) run as jobs.\n"
+        "With --launch-bus the manager starts the bus itself (dbus-daemon, with the machine's\n"
+        "own configuration) as its supervised child and is its activator: for machines\n"
+        "without systemd.",
         "examples:\n  busmgr daemon --session --services-dir ~/.config/busmgr/services.d\n"
-        "  busmgr daemon --system --pidfile /run/busmgr.pid",
+        "  busmgr daemon --system --pidfile /run/busmgr.pid\n"
+        "  busmgr daemon --system --launch-bus --pidfile /run/busmgr.pid",
         [manager_options],
+    )
+    launch = p.add_argument_group("launching the bus")
+    launch.add_argument(
+        "--launch-bus",
+        action="store_true",
+        help="start the bus (dbus-daemon) as the manager's child and be its activator",
+    )
+    launch.add_argument(
+        "--bus-config",
+        type=Path,
+        metavar="FILE",
+        help="the launched bus's configuration (default: /usr/share/dbus-1/system.conf, "
+        "or session.conf)",
+    )
+    p.add_argument(
+        "--activation-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the D-Bus activation files of the jobs go (default: system mode "
+        "/run/busmgr/system-services, session $XDG_RUNTIME_DIR/dbus-1/services)",
+    )
+    p.add_argument(
+        "--print-address",
+        action="store_true",
+        help="print the bus address as the first line of stdout once the manager is ready",
+    )
+    p.add_argument(
+        "--address-file",
+        type=Path,
+        metavar="PATH",
+        help="write the bus address to PATH once the manager is ready",
     )
     which = p.add_argument_group("bus (one is required)").add_mutually_exclusive_group(
         required=True
@@ -552,6 +598,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             args.bus_address = resolve_address(args.address, args.session, args.system, os.environ)
         except BusSelectionError as e:
             verb_parser.error(str(e))
+    if args.verb == "daemon":
+        try:
+            daemon_options(args)
+        except ValueError as e:
+            verb_parser.error(str(e))
     return args
 
 
@@ -565,6 +616,7 @@ def session_options(args: argparse.Namespace) -> SessionOptions:
         state_dir=_absolute(args.state_dir),
         address_file=_absolute(args.address_file),
         command=tuple(args.command),
+        import_dirs=tuple(d.absolute() for d in args.import_dirs),
     )
 
 
@@ -577,6 +629,12 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
         no_import=args.no_import,
         pidfile=_absolute(args.pidfile),
         state_dir=_absolute(args.state_dir),
+        launch_bus=args.launch_bus,
+        bus_config=_absolute(args.bus_config),
+        activation_dir=_absolute(args.activation_dir),
+        import_dirs=tuple(d.absolute() for d in args.import_dirs),
+        print_address=args.print_address,
+        address_file=_absolute(args.address_file),
     )
 
 

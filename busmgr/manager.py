@@ -21,7 +21,7 @@ from pathlib import Path
 
 from busmgr import MANAGER_BUS_NAME
 from busmgr.bus.activation import SYSTEMD, ActivationRequests, DbusDaemonActivation
-from busmgr.bus.auth import CallerPolicy
+from busmgr.bus.auth import CallerGate, CallerPolicy
 from busmgr.bus.face import BusFace, Operations
 from busmgr.bus.link import BusLink
 from busmgr.bus.names import NameWatcher
@@ -58,6 +58,7 @@ class ManagerConfig:
     state_dir: Path
     import_services: bool
     environ: Mapping[str, str]
+    import_dirs: tuple[Path, ...] = ()  # installed D-Bus services (empty: the mode's standard)
 
 
 class _ClassFollower(JobObserver):
@@ -103,7 +104,9 @@ class Manager:
             config.import_services,
             config.environ,
             frozenset({SYSTEMD, MANAGER_BUS_NAME}),
+            config.import_dirs,
         )
+        self.catalog = Catalog({})
         self.link = BusLink()
         self.activation: DbusDaemonActivation | None = None
         self.names: NameWatcher | None = None
@@ -164,6 +167,9 @@ class Manager:
         catalog = await load_catalog_sliced(self.sources, self.registry.classes)
         for line in catalog.diagnostics:
             log.warning("%s", line)
+        for skipped in catalog.skipped:
+            log.info("%s", skipped)
+        self.catalog = catalog
         return catalog
 
     async def reload_configuration(self) -> None:
@@ -184,7 +190,9 @@ class Manager:
         """Write the activation files and follow the provided names (after every load)."""
         classes = list(self.registry.classes.values())
         if self.activation is not None:
-            await self.activation.write_service_files(classes)
+            await self.activation.write_service_files(
+                classes, self.catalog.units, self.catalog.skipped
+            )
         if self.names is not None:
             # Follow every provided name now: a start later finds its owner known already.
             for cls in classes:
@@ -201,9 +209,10 @@ class Manager:
         self.environment.bus_address = address
         names = self.names = NameWatcher(link, self.bus_names.owner_changed)
         self.bus_names.attach(names)
-        ops = Operations(
-            self.control, CallerPolicy(self.config.mode, names), self.reload_configuration
-        )
+        policy = CallerPolicy(self.config.mode, names)
+        # Before any handler that acts on a method call: every call to every name we own.
+        link.add_handler(CallerGate(link, policy))
+        ops = Operations(self.control, policy, self.reload_configuration)
         face = BusFace(link, ops, self.supervisor.process_rows)
         face.publish(self.registry.classes.values(), self.registry.jobs())
         self.observers.subscribe(face)

@@ -4,8 +4,9 @@ Both commands become one :class:`Plan` (a frozen value: the mode, the directorie
 what to print, the session command) and run the same code path, :func:`run`:
 
 1. set up the process (its name, the pidfile, reaping, cgroups, signal handlers);
-2. start the private bus (``session``), connect, own the names, load the jobs, emit
-   ``startup``, print the address, start the session command;
+2. start the private bus (``session``) or launch the mode's bus (``daemon --launch-bus``,
+   :mod:`busmgr.bus.launch`), connect, own the names, load the jobs, emit ``startup``, print
+   the address, start the session command;
 3. wait for SIGTERM/SIGINT (or the command's exit, or ``EndSession``, or a fatal error), then
    stop every job in reverse start order, close the bus, stop the private bus, and make sure no
    child outlives the manager.
@@ -31,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from busmgr import process
-from busmgr.bus.daemon import PrivateBus, start_private_bus
+from busmgr.bus.daemon import start_private_bus
+from busmgr.bus.launch import BusLauncher, DbusDaemonLauncher, RunningBus
 from busmgr.bus.link import LinkError
 from busmgr.jobclass import ConsoleMode, ExecContext, JobClass
 from busmgr.manager import Manager, ManagerConfig
@@ -39,6 +41,7 @@ from busmgr.options import (
     DaemonOptions,
     Mode,
     SessionOptions,
+    default_activation_dir,
     default_services_dirs,
     default_state_dir,
     standard_bus_address,
@@ -61,7 +64,9 @@ class PlanError(Exception):
 class Plan:
     """Everything one manager process does, resolved (no defaults left open).
 
-    ``address`` is the bus to connect to; None with ``private_bus`` (the session's own).
+    ``address`` is the bus to connect to; None with ``private_bus`` (the session's own) or a
+    ``launcher`` (the bus the manager launches). ``activation_dir`` is where the activation
+    files of the jobs go on an existing bus (None: none are written).
     """
 
     config: ManagerConfig
@@ -71,6 +76,8 @@ class Plan:
     address_file: Path | None = None
     pidfile: Path | None = None
     command: tuple[str, ...] = ()
+    launcher: BusLauncher | None = None
+    activation_dir: Path | None = None
 
 
 def session_plan(opts: SessionOptions, environ: Mapping[str, str]) -> Plan:
@@ -82,6 +89,7 @@ def session_plan(opts: SessionOptions, environ: Mapping[str, str]) -> Plan:
         state_dir=opts.state_dir or default_state_dir(mode, environ),
         import_services=not opts.no_import,
         environ=dict(environ),
+        import_dirs=opts.import_dirs,
     )
     return Plan(
         config,
@@ -93,23 +101,68 @@ def session_plan(opts: SessionOptions, environ: Mapping[str, str]) -> Plan:
     )
 
 
-def daemon_plan(opts: DaemonOptions, environ: Mapping[str, str]) -> Plan:
-    """``busmgr daemon``: an existing bus. Raises :class:`PlanError` when there is none."""
+def daemon_plan(
+    opts: DaemonOptions, environ: Mapping[str, str], *, systemd_runs: bool = False
+) -> Plan:
+    """``busmgr daemon``: an existing bus, or the mode's bus launched by the manager. Raises
+    :class:`PlanError` when there is none.
+
+    In system mode the installed system services are imported, unless ``systemd_runs`` (it
+    is the machine's service manager and starts them itself) and no ``--import-dir`` asks
+    for them."""
     mode = opts.mode
-    address = opts.address or standard_bus_address(mode, environ)
-    if address is None:
-        raise PlanError(
-            "no session bus: DBUS_SESSION_BUS_ADDRESS is not set "
-            "(give --address, or run `busmgr session` for a private bus)"
-        )
+    activation_dir = opts.activation_dir or default_activation_dir(mode, environ)
+    launcher: BusLauncher | None = None
+    address = None
+    if opts.launch_bus:
+        launcher = _launcher(opts, activation_dir, environ)
+    else:
+        address = opts.address or standard_bus_address(mode, environ)
+        if address is None:
+            raise PlanError(
+                "no session bus: DBUS_SESSION_BUS_ADDRESS is not set "
+                "(give --address, or run `busmgr session` for a private bus)"
+            )
+    leave_to_systemd = mode is Mode.SYSTEM and systemd_runs and not opts.import_dirs
     config = ManagerConfig(
         mode=mode,
         services_dirs=opts.services_dirs or default_services_dirs(mode, environ),
         state_dir=opts.state_dir or default_state_dir(mode, environ),
-        import_services=not opts.no_import and mode is Mode.SESSION,
+        import_services=not opts.no_import and not leave_to_systemd,
         environ=dict(environ),
+        import_dirs=opts.import_dirs,
     )
-    return Plan(config, address=address, pidfile=opts.pidfile)
+    return Plan(
+        config,
+        address=address,
+        pidfile=opts.pidfile,
+        launcher=launcher,
+        activation_dir=activation_dir,
+        print_address=opts.print_address,
+        address_file=opts.address_file,
+    )
+
+
+def _launcher(
+    opts: DaemonOptions, activation_dir: Path | None, environ: Mapping[str, str]
+) -> BusLauncher:
+    """How ``--launch-bus`` starts the mode's bus (see :mod:`busmgr.bus.launch`): the system
+    bus where its configuration says; a user's bus at ``$XDG_RUNTIME_DIR/bus``, where
+    ``sd_bus``, GDBus and libdbus look for it."""
+    listen = None
+    if opts.mode is Mode.SESSION:
+        runtime = environ.get("XDG_RUNTIME_DIR", "")
+        if not os.path.isabs(runtime) or activation_dir is None:
+            raise PlanError("--session --launch-bus needs XDG_RUNTIME_DIR (where the bus listens)")
+        listen = f"unix:path={Path(runtime) / 'bus'}"
+    if activation_dir is None:
+        raise PlanError("--launch-bus needs a directory for its activation files")
+    return DbusDaemonLauncher(opts.mode, activation_dir, opts.bus_config, listen)
+
+
+def systemd_runs() -> bool:
+    """Whether systemd is this machine's service manager (``sd_booted()``)."""
+    return os.path.isdir("/run/systemd/system")
 
 
 def run_session(opts: SessionOptions) -> int:
@@ -120,7 +173,7 @@ def run_session(opts: SessionOptions) -> int:
 def run_daemon(opts: DaemonOptions) -> int:
     """``busmgr daemon``: the manager on an existing bus."""
     try:
-        plan = daemon_plan(opts, os.environ)
+        plan = daemon_plan(opts, os.environ, systemd_runs=systemd_runs())
     except PlanError as err:
         print(f"busmgr: {err}", file=sys.stderr)
         return 1
@@ -192,11 +245,6 @@ def _exit_code(info: process.ExitInfo) -> int:
     return info.status or 0
 
 
-def _helper_dir(environ: Mapping[str, str]) -> Path | None:
-    runtime = environ.get("XDG_RUNTIME_DIR")
-    return Path(runtime) / "dbus-1" / "services" if runtime else None
-
-
 # ============================================================================ the run
 def _watch_loop(loop: asyncio.AbstractEventLoop, environ: Mapping[str, str]) -> None:
     """``BUSMGR_LOOP_DEBUG=SECONDS`` (a debug option, off by default): asyncio's debug mode,
@@ -219,24 +267,33 @@ async def _main(plan: Plan) -> int:
         loop.add_signal_handler(signum, manager.request_shutdown, 0)
     loop.add_signal_handler(signal.SIGHUP, manager.request_reload)
     manager.link.on_lost = lambda: manager.fatal("lost the connection to the bus")
-    private_bus: PrivateBus | None = None
+    private_bus: RunningBus | None = None
     bus_exit: asyncio.Future[process.ExitInfo] = loop.create_future()
     status = 1
+    bus_name = "the private dbus-daemon" if plan.private_bus else "the bus daemon"
+
+    def bus_died(f: asyncio.Future[process.ExitInfo]) -> None:
+        manager.fatal(f"{bus_name} {f.result().describe()}")
+
+    def watch_bus(pid: int) -> None:
+        manager.supervisor.reaper.watch(
+            pid, lambda _p, info: bus_exit.done() or bus_exit.set_result(info)
+        )
+
     try:
         if plan.private_bus:
-            private_bus = await start_private_bus(
-                dict(plan.config.environ),
-                watch=lambda pid: manager.supervisor.reaper.watch(
-                    pid, lambda _p, info: bus_exit.done() or bus_exit.set_result(info)
-                ),
-            )
+            private_bus = await start_private_bus(dict(plan.config.environ), watch=watch_bus)
             plan = replace(plan, address=private_bus.address)
+        elif plan.launcher is not None:
+            private_bus = await plan.launcher.launch(plan.config.environ, watch_bus)
+            plan = replace(plan, address=private_bus.address)
+            log.info("launched the bus: %s (pid %d)", private_bus.address, private_bus.pid)
         if plan.address is None:  # a daemon plan always has one; a session plan has it now
             raise PlanError("no bus address")
         await manager.connect(plan.address)
         await manager.begin(
-            private_bus.servicedir if private_bus else _helper_dir(plan.config.environ),
-            own_servicedir=private_bus is not None,
+            private_bus.servicedir if private_bus else plan.activation_dir,
+            own_servicedir=plan.private_bus,
         )
         if plan.print_address:
             print(plan.address, flush=True)
@@ -244,9 +301,7 @@ async def _main(plan: Plan) -> int:
             _write_atomically(plan.address_file, plan.address + "\n")
         if plan.command:
             _start_command(manager, plan.command)
-        bus_exit.add_done_callback(
-            lambda f: manager.fatal(f"the private dbus-daemon {f.result().describe()}")
-        )
+        bus_exit.add_done_callback(bus_died)
         await manager.stopped
         clean = await manager.stop_everything()
         status = manager.exit_status if clean or manager.exit_status else 1
@@ -257,6 +312,7 @@ async def _main(plan: Plan) -> int:
         manager.control.shutting_down = True
         await manager.close()
         if private_bus is not None:
+            bus_exit.remove_done_callback(bus_died)  # the manager stops the bus itself now
             await _stop_private_bus(private_bus, bus_exit)
         if plan.address_file is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -276,7 +332,7 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
-async def _stop_private_bus(bus: PrivateBus, bus_exit: asyncio.Future[process.ExitInfo]) -> None:
+async def _stop_private_bus(bus: RunningBus, bus_exit: asyncio.Future[process.ExitInfo]) -> None:
     if not bus_exit.done():
         process.kill_pid(bus.pid, signal.SIGTERM)
         with contextlib.suppress(asyncio.TimeoutError):

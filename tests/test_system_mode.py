@@ -143,7 +143,7 @@ async def test_only_root_may_control_jobs_but_anyone_may_look(manager: str) -> N
         *busctl(manager, "StartJob", "sa{ss}b", "web", "0", "true", user="nobody")
     )
     assert rc != 0
-    assert "only root may control jobs" in err and "uid 65534" in err
+    assert "only root may control busmgr" in err and "uid 65534" in err
     rc, out, err = await run(*busctl(manager, "ListJobs", user="nobody"))
     assert rc == 0 and '"web" "" "waiting"' in out, err
     rc, out, err = await run(*busctl(manager, "StartJob", "sa{ss}b", "web", "0", "true"))

@@ -70,6 +70,9 @@ def parse_job(text: str, *, name: str, path: str) -> ParseResult:
             apply_stanza(draft, line)
         except StanzaError as exc:
             draft.diagnostics.append(Diagnostic(path, line.line, exc.message))
+    if draft.job.units and not draft.job.dbus_name:
+        line = draft.seen.get("unit", 0)
+        draft.warn(line, '"unit" without "dbus NAME": no activation request can start this job')
     diagnostics = tuple(sorted(draft.diagnostics, key=sort_key))
     return ParseResult(None if has_errors(diagnostics) else draft.job, diagnostics)
 

@@ -12,13 +12,16 @@ Invariants:
 
 * A handler either changes the draft or raises, never both: all checks come before the first
   ``draft.set*`` call, so a rejected stanza leaves no trace in the job.
-* Every value stored is validated (ranges, signal names, users and groups that exist now,
-  capability names, bus name syntax), so run-time code never re-checks it.
+* Every value stored is validated (ranges, signal names, capability names, bus name and unit
+  name syntax), so run-time code never re-checks it. Users and groups are the exception: one
+  that does not exist yet is a warning (packages create their users when they are installed),
+  and a start fails with a clear error while it is missing.
 * Single-valued stanzas given twice: the last wins (Upstart's rule) with a warning; the main
   process or a hook given twice is an error. ``env``, ``export``, ``emits``, ``normal exit``
   and ``caps keep`` accumulate.
-* Upstart stanzas busmgr does not implement (``apparmor``, ``cgroup``, ``console owner``) are
-  accepted with a warning naming them, so real Upstart job files load unchanged.
+* Upstart stanzas busmgr does not implement (``apparmor``, ``cgroup``, ``console owner``, and
+  ChromeOS Upstart's ``tmpfiles``) are accepted with a warning naming them, so real Upstart job
+  files load unchanged.
 """
 
 from __future__ import annotations
@@ -160,7 +163,10 @@ def _seconds(text: str, what: str, *, positive: bool = False) -> float:
     return value
 
 
-def _signal(text: str, what: str) -> int:
+def _signal(text: str, what: str, *, zero: bool = False) -> int:
+    """A signal name or number; with ``zero``, also ``0`` (Upstart accepts it: no signal)."""
+    if zero and text.strip() in ("0", "00", "000"):
+        return 0
     signum = parse_signal(text)
     if signum is None:
         raise StanzaError(f'unknown signal "{text}" in "{what}"')
@@ -306,6 +312,39 @@ def stanza_dbus(draft: Draft, line: LogicalLine) -> None:
     draft.set(dbus_name=name, activated_by=(activation_match(name),))
 
 
+# systemd's unit names (systemd.unit(5)): at most 255 characters of [A-Za-z0-9:_.\-@]; the
+# ones a bus daemon's activation request can name are services.
+_UNIT = re.compile(r"[A-Za-z0-9:_.\\@-]+\.service\Z")
+UNIT_NAME_MAX = 255
+
+
+def unit_name_problem(unit: str) -> str | None:
+    """Why ``unit`` is not a systemd service unit name (``upower.service``), or None."""
+    if len(unit) > UNIT_NAME_MAX:
+        return f"a unit name has at most {UNIT_NAME_MAX} characters"
+    if not unit.endswith(".service"):
+        if "." in unit:
+            return "a bus daemon only asks for services (NAME.service)"
+        return f'a bus daemon only asks for services (did you mean "{unit}.service"?)'
+    if not _UNIT.match(unit) or unit.startswith(("@", ".")) or unit == ".service":
+        return "a unit name is made of [A-Za-z0-9:_.\\@-] and ends in .service"
+    return None
+
+
+def stanza_unit(draft: Draft, line: LogicalLine) -> None:
+    """``unit NAME.service...``: the systemd units this job stands for. A bus daemon that
+    activates through systemd asks for a unit (``SystemdService=`` of the installed D-Bus
+    ``.service`` file); the request reaches the job that declares it."""
+    units = _args(line, 1, "unit NAME.service...", minimum=1)
+    for unit in units:
+        problem = unit_name_problem(unit)
+        if problem is not None:
+            raise StanzaError(f'bad unit name "{unit}": {problem}')
+    new = [u for u in dict.fromkeys(units) if u not in draft.job.units]
+    draft.seen.setdefault("unit", line.line)
+    draft.set(units=(*draft.job.units, *new))
+
+
 def stanza_instance(draft: Draft, line: LogicalLine) -> None:
     (template,) = _args(line, 1, "instance NAME-TEMPLATE", count=1)
     if not template:
@@ -399,7 +438,8 @@ def stanza_reload(draft: Draft, line: LogicalLine) -> None:
     usage = "reload signal SIGNAL"
     _sub(line, ("signal",), usage)
     (value,) = _args(line, 2, usage, count=1)
-    signum = _signal(value, "reload signal")
+    # Upstart accepts 0: a reload then only checks that the main process is there.
+    signum = _signal(value, "reload signal", zero=True)
     draft.once("reload signal", line.line)
     draft.set(reload_signal=signum)
 
@@ -426,15 +466,44 @@ def stanza_export(draft: Draft, line: LogicalLine) -> None:
     draft.set(export=(*draft.job.export, *new))
 
 
+_ID_MAX = 2**32 - 2  # (uid_t) -1 means "no change" to setuid(2) and friends
+
+
+def _credential(draft: Draft, line: LogicalLine, kind: str, name: str, exists: bool) -> None:
+    """Check a ``setuid``/``setgid`` value: a bad one is an error; one that does not exist
+    yet only a warning (it is looked up again at every start, which fails while it is
+    missing)."""
+    if not name or "\0" in name or ":" in name or (name.isdigit() and int(name) > _ID_MAX):
+        raise StanzaError(f'{kind}: bad {"user" if kind == "setuid" else "group"} "{name}"')
+    if not exists:
+        what = "user" if kind == "setuid" else "group"
+        draft.warn(
+            line.line,
+            f'{kind}: no such {what} "{name}" (yet): the job fails to start until it exists',
+        )
+
+
 def stanza_setuid(draft: Draft, line: LogicalLine) -> None:
     (user,) = _args(line, 1, "setuid USER", count=1)
+    _credential(draft, line, "setuid", user, _user_exists(user))
+    draft.once("setuid", line.line)
+    draft.set_context(setuid=user)
+
+
+def _user_exists(user: str) -> bool:
     try:
         pwd.getpwnam(user)
     except KeyError:
-        if not (user.isdigit() and _uid_exists(int(user))):
-            raise StanzaError(f'setuid: no such user "{user}"') from None
-    draft.once("setuid", line.line)
-    draft.set_context(setuid=user)
+        return user.isdigit() and _uid_exists(int(user))
+    return True
+
+
+def _group_exists(group: str) -> bool:
+    try:
+        grp.getgrnam(group)
+    except KeyError:
+        return group.isdigit() and _gid_exists(int(group))
+    return True
 
 
 def _uid_exists(uid: int) -> bool:
@@ -455,11 +524,7 @@ def _gid_exists(gid: int) -> bool:
 
 def stanza_setgid(draft: Draft, line: LogicalLine) -> None:
     (group,) = _args(line, 1, "setgid GROUP", count=1)
-    try:
-        grp.getgrnam(group)
-    except KeyError:
-        if not (group.isdigit() and _gid_exists(int(group))):
-            raise StanzaError(f'setgid: no such group "{group}"') from None
+    _credential(draft, line, "setgid", group, _group_exists(group))
     draft.once("setgid", line.line)
     draft.set_context(setgid=group)
 
@@ -659,6 +724,7 @@ STANZAS: Mapping[str, Handler] = {
     "stop": stanza_on,
     "emits": stanza_emits,
     "dbus": stanza_dbus,
+    "unit": stanza_unit,
     "instance": stanza_instance,
     # readiness and lifetime
     "expect": stanza_expect,
@@ -690,6 +756,7 @@ STANZAS: Mapping[str, Handler] = {
     # Upstart stanzas busmgr accepts and ignores
     "apparmor": stanza_unsupported,
     "cgroup": stanza_unsupported,
+    "tmpfiles": stanza_unsupported,  # ChromeOS Upstart
 }
 
 
