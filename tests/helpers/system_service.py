@@ -29,11 +29,11 @@ INTERFACE = "org.busmgr.Test"
 
 class Test(dbus.service.Object):
     @dbus.service.method(INTERFACE, in_signature="", out_signature="uuauu")
-    def Whoami(self):  # noqa: N802 - a D-Bus method name
+    def Whoami(self):
         return os.getuid(), os.getgid(), sorted(os.getgroups()), os.getpid()
 
     @dbus.service.method(INTERFACE, in_signature="s", out_signature="s")
-    def Getenv(self, key):  # noqa: N802 - a D-Bus method name
+    def Getenv(self, key):
         return os.environ.get(key, "")
 
 
