@@ -309,7 +309,7 @@ class DbusDaemonActivation:
             log.warning(
                 "activation environment: %s not taken from UpdateActivationEnvironment: on the "
                 "system bus only root may set them, with SetEnvironment on %s",
-                ", ".join(refused),
+                ", ".join(sorted(refused)),
                 SYSTEMD,
             )
         if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
