@@ -272,8 +272,15 @@ async def _main(plan: Plan) -> int:
     status = 1
     bus_name = "the private dbus-daemon" if plan.private_bus else "the bus daemon"
 
+    stop_signals: set[int] = set()  # what the manager sent the bus to stop it
+
     def bus_died(f: asyncio.Future[process.ExitInfo]) -> None:
-        manager.fatal(f"{bus_name} {f.result().describe()}")
+        info = f.result()
+        if info.signal in stop_signals or (
+            stop_signals and info.signal is None and info.status == 0
+        ):
+            return  # the manager stopped it
+        manager.fatal(f"{bus_name} {info.describe()}")
 
     def watch_bus(pid: int) -> None:
         manager.supervisor.reaper.watch(
@@ -312,8 +319,7 @@ async def _main(plan: Plan) -> int:
         manager.control.shutting_down = True
         await manager.close()
         if private_bus is not None:
-            bus_exit.remove_done_callback(bus_died)  # the manager stops the bus itself now
-            await _stop_private_bus(private_bus, bus_exit)
+            await _stop_private_bus(private_bus, bus_exit, stop_signals)
         if plan.address_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 plan.address_file.unlink()
@@ -332,12 +338,17 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
-async def _stop_private_bus(bus: RunningBus, bus_exit: asyncio.Future[process.ExitInfo]) -> None:
+async def _stop_private_bus(
+    bus: RunningBus, bus_exit: asyncio.Future[process.ExitInfo], sent: set[int]
+) -> None:
+    """TERM, then KILL after :data:`BUS_STOP_TIMEOUT`; ``sent`` gets each signal first."""
     if not bus_exit.done():
+        sent.add(signal.SIGTERM)
         process.kill_pid(bus.pid, signal.SIGTERM)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(bus_exit), BUS_STOP_TIMEOUT)
         if not bus_exit.done():
+            sent.add(signal.SIGKILL)
             process.kill_pid(bus.pid, signal.SIGKILL)
             await bus_exit
     bus.remove()
