@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup deps run test lint bench check clean
+.PHONY: setup deps run test lint bench check clean install uninstall
 
 setup: deps $(STAMP)
 
@@ -48,3 +48,55 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# ---------------------------------------------------------------------------- install
+# `make install [PREFIX=/usr/local] [DESTDIR=]`: the busmgr command (with its Python package,
+# through pip, by PYTHON_INSTALL), the systemd units, the init script of this machine's init
+# system (INIT=openrc|sysvinit|none), the D-Bus policy files, the interface XML, the README.
+# `make uninstall` with the same variables removes them. Packagers add PIP_ARGS=--no-deps.
+PREFIX         ?= /usr/local
+DESTDIR        ?=
+BINDIR         ?= $(PREFIX)/bin
+DATADIR        ?= $(PREFIX)/share
+DOCDIR         ?= $(DATADIR)/doc/busmgr
+SYSCONFDIR     ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR        ?= $(PREFIX)/lib/systemd/system
+USERUNITDIR    ?= $(PREFIX)/lib/systemd/user
+INTERFACESDIR  ?= $(DATADIR)/dbus-1/interfaces
+# dbus-daemon reads /usr/share/dbus-1/system.d and /etc/dbus-1/system.d only.
+DBUSPOLICYDIR  ?= $(if $(filter /usr,$(PREFIX)),$(DATADIR)/dbus-1/system.d,/etc/dbus-1/system.d)
+INITDIR        ?= /etc/init.d
+INIT           ?= $(shell command -v openrc-run >/dev/null 2>&1 && echo openrc || echo sysvinit)
+PYTHON_INSTALL ?= python3
+PIP_ARGS       ?=
+POLICIES        = org.busmgr.Manager1.conf busmgr-activation.conf
+BIN_SED         = sed 's|/usr/bin/busmgr|$(BINDIR)/busmgr|g'
+
+install:
+	$(PYTHON_INSTALL) -m pip install --quiet --no-warn-script-location --ignore-installed \
+		--root "$(DESTDIR)/" \
+		--prefix "$(PREFIX)" $(PIP_ARGS) .
+	install -d "$(DESTDIR)$(UNITDIR)" "$(DESTDIR)$(USERUNITDIR)" "$(DESTDIR)$(INTERFACESDIR)" \
+		"$(DESTDIR)$(DBUSPOLICYDIR)" "$(DESTDIR)$(DOCDIR)" "$(DESTDIR)$(SYSCONFDIR)/busmgr/services.d"
+	$(BIN_SED) systemd-units/busmgr.service > "$(DESTDIR)$(UNITDIR)/busmgr.service"
+	$(BIN_SED) systemd-units/busmgr-session.service > "$(DESTDIR)$(USERUNITDIR)/busmgr-session.service"
+	chmod 644 "$(DESTDIR)$(UNITDIR)/busmgr.service" "$(DESTDIR)$(USERUNITDIR)/busmgr-session.service"
+	for f in $(POLICIES); do install -m 644 dbus-policy/$$f "$(DESTDIR)$(DBUSPOLICYDIR)/$$f"; done
+	install -m 644 docs/org.busmgr.Manager1.xml "$(DESTDIR)$(INTERFACESDIR)/"
+	install -m 644 README.md "$(DESTDIR)$(DOCDIR)/"
+	if [ "$(INIT)" != none ]; then \
+		install -d "$(DESTDIR)$(INITDIR)" && \
+		$(BIN_SED) init/$(INIT)/busmgr > "$(DESTDIR)$(INITDIR)/busmgr" && \
+		chmod 755 "$(DESTDIR)$(INITDIR)/busmgr"; fi
+
+uninstall:
+	rm -f "$(DESTDIR)$(BINDIR)/busmgr" "$(DESTDIR)$(UNITDIR)/busmgr.service" \
+		"$(DESTDIR)$(USERUNITDIR)/busmgr-session.service" \
+		"$(DESTDIR)$(INTERFACESDIR)/org.busmgr.Manager1.xml" "$(DESTDIR)$(DOCDIR)/README.md"
+	for f in $(POLICIES); do rm -f "$(DESTDIR)$(DBUSPOLICYDIR)/$$f" \
+		"$(DESTDIR)$(DATADIR)/dbus-1/system.d/$$f"; done
+	rm -rf "$(DESTDIR)$(DATADIR)/busmgr" $(wildcard $(DESTDIR)$(PREFIX)/lib/python3*/*-packages/busmgr) \
+		$(wildcard $(DESTDIR)$(PREFIX)/lib/python3*/*-packages/busmgr-*.dist-info)
+	if [ "$(INIT)" != none ]; then rm -f "$(DESTDIR)$(INITDIR)/busmgr"; fi
+	-rmdir "$(DESTDIR)$(DOCDIR)" "$(DESTDIR)$(SYSCONFDIR)/busmgr/services.d" \
+		"$(DESTDIR)$(SYSCONFDIR)/busmgr" 2>/dev/null
