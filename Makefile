@@ -50,10 +50,13 @@ clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 
 # ---------------------------------------------------------------------------- install
-# `make install [PREFIX=/usr/local] [DESTDIR=]`: the busmgr command (with its Python package,
-# through pip, by PYTHON_INSTALL), the systemd units, the init script of this machine's init
-# system (INIT=openrc|sysvinit|none), the D-Bus policy files, the interface XML, the README.
-# `make uninstall` with the same variables removes them. Packagers add PIP_ARGS=--no-deps.
+# `make install [PREFIX=/usr/local] [DESTDIR=]`: the busmgr command, its Python package (into
+# the library directory of PYTHON_INSTALL, the interpreter that will run it: with a dedicated
+# virtualenv, `PYTHON_INSTALL=/opt/busmgr/bin/python`), the systemd units, the init script of
+# this machine's init system (INIT=openrc|sysvinit|none), the D-Bus policy files, the interface
+# XML and the README. `make uninstall` with the same variables removes them. The Python
+# dependencies (dbus-fast, psutil, python-prctl) are the interpreter's to have. `pip install .`
+# (the wheel) is the other way in: the same files as data files of the prefix.
 PREFIX         ?= /usr/local
 DESTDIR        ?=
 BINDIR         ?= $(PREFIX)/bin
@@ -68,16 +71,21 @@ DBUSPOLICYDIR  ?= $(if $(filter /usr,$(PREFIX)),$(DATADIR)/dbus-1/system.d,/etc/
 INITDIR        ?= /etc/init.d
 INIT           ?= $(shell command -v openrc-run >/dev/null 2>&1 && echo openrc || echo sysvinit)
 PYTHON_INSTALL ?= python3
-PIP_ARGS       ?=
+PYTHON_EXE     ?= $(shell $(PYTHON_INSTALL) -c 'import sys; print(sys.executable)')
+PYTHONDIR      ?= $(shell $(PYTHON_INSTALL) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 POLICIES        = org.busmgr.Manager1.conf busmgr-activation.conf
 BIN_SED         = sed 's|/usr/bin/busmgr|$(BINDIR)/busmgr|g'
 
 install:
-	$(PYTHON_INSTALL) -m pip install --quiet --no-warn-script-location --ignore-installed \
-		--root "$(DESTDIR)/" \
-		--prefix "$(PREFIX)" $(PIP_ARGS) .
-	install -d "$(DESTDIR)$(UNITDIR)" "$(DESTDIR)$(USERUNITDIR)" "$(DESTDIR)$(INTERFACESDIR)" \
-		"$(DESTDIR)$(DBUSPOLICYDIR)" "$(DESTDIR)$(DOCDIR)" "$(DESTDIR)$(SYSCONFDIR)/busmgr/services.d"
+	@test -n "$(PYTHON_EXE)" -a -n "$(PYTHONDIR)" || { echo "no $(PYTHON_INSTALL) to install for" >&2; exit 1; }
+	find busmgr -name '*.py' ! -path '*/__pycache__/*' -exec install -D -m 644 {} "$(DESTDIR)$(PYTHONDIR)/{}" \;
+	install -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(UNITDIR)" "$(DESTDIR)$(USERUNITDIR)" \
+		"$(DESTDIR)$(INTERFACESDIR)" "$(DESTDIR)$(DBUSPOLICYDIR)" "$(DESTDIR)$(DOCDIR)" \
+		"$(DESTDIR)$(SYSCONFDIR)/busmgr/services.d"
+	printf '%s\n' '#!$(PYTHON_EXE)' '"""busmgr, as installed by make install."""' 'import sys' \
+		'if "$(PYTHONDIR)" not in sys.path:' '    sys.path.insert(0, "$(PYTHONDIR)")' \
+		'from busmgr.cli import main' 'sys.exit(main())' > "$(DESTDIR)$(BINDIR)/busmgr"
+	chmod 755 "$(DESTDIR)$(BINDIR)/busmgr"
 	$(BIN_SED) systemd-units/busmgr.service > "$(DESTDIR)$(UNITDIR)/busmgr.service"
 	$(BIN_SED) systemd-units/busmgr-session.service > "$(DESTDIR)$(USERUNITDIR)/busmgr-session.service"
 	chmod 644 "$(DESTDIR)$(UNITDIR)/busmgr.service" "$(DESTDIR)$(USERUNITDIR)/busmgr-session.service"
@@ -90,13 +98,11 @@ install:
 		chmod 755 "$(DESTDIR)$(INITDIR)/busmgr"; fi
 
 uninstall:
+	rm -rf "$(DESTDIR)$(PYTHONDIR)/busmgr"
 	rm -f "$(DESTDIR)$(BINDIR)/busmgr" "$(DESTDIR)$(UNITDIR)/busmgr.service" \
 		"$(DESTDIR)$(USERUNITDIR)/busmgr-session.service" \
 		"$(DESTDIR)$(INTERFACESDIR)/org.busmgr.Manager1.xml" "$(DESTDIR)$(DOCDIR)/README.md"
-	for f in $(POLICIES); do rm -f "$(DESTDIR)$(DBUSPOLICYDIR)/$$f" \
-		"$(DESTDIR)$(DATADIR)/dbus-1/system.d/$$f"; done
-	rm -rf "$(DESTDIR)$(DATADIR)/busmgr" $(wildcard $(DESTDIR)$(PREFIX)/lib/python3*/*-packages/busmgr) \
-		$(wildcard $(DESTDIR)$(PREFIX)/lib/python3*/*-packages/busmgr-*.dist-info)
+	for f in $(POLICIES); do rm -f "$(DESTDIR)$(DBUSPOLICYDIR)/$$f"; done
 	if [ "$(INIT)" != none ]; then rm -f "$(DESTDIR)$(INITDIR)/busmgr"; fi
 	-rmdir "$(DESTDIR)$(DOCDIR)" "$(DESTDIR)$(SYSCONFDIR)/busmgr/services.d" \
 		"$(DESTDIR)$(SYSCONFDIR)/busmgr" 2>/dev/null

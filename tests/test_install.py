@@ -1,12 +1,13 @@
-"""``make install`` / ``make uninstall`` (issue 11): every file where it belongs, units that
-``systemd-analyze verify`` accepts, an installed ``busmgr`` that runs, and the sysvinit script
-starting and stopping busmgr with the system bus it launches.
+"""``make install`` / ``make uninstall`` and the wheel (issue 11): every file where it
+belongs, units that ``systemd-analyze verify`` accepts, an installed ``busmgr`` that runs from
+the installed package, and the sysvinit script starting and stopping busmgr with the system
+bus it launches.
 
-One installation into a ``DESTDIR`` serves the module (the wheel is built without an isolated
-build environment, by the test virtualenv's pip, and without dependencies: they are the
-virtualenv's). The init script runs for real, with ``/etc/default/busmgr`` replaced by a file
-that points it at the installed ``busmgr`` and at a bus of the test's own (see
-:mod:`sysbus`), so nothing of the machine's is touched.
+One installation into a ``DESTDIR`` serves the module, for the test virtualenv's interpreter
+(``PYTHON_INSTALL``: the package goes to its library directory, under ``DESTDIR``). The init
+script runs for real, with ``/etc/default/busmgr`` replaced by a file that points it at the
+installed ``busmgr`` and at a bus of the test's own (see :mod:`sysbus`), so nothing of the
+machine's is touched.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import os
 import shutil
 import stat
 import sys
+import sysconfig
+import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -39,7 +42,7 @@ from sysbus import (
 pytestmark = pytest.mark.integration
 
 MAKE = ["make", "--no-print-directory", "-C", str(REPO)]
-PIP = {"PYTHON_INSTALL": sys.executable, "PIP_ARGS": "--no-deps --no-build-isolation"}
+PYTHONDIR = sysconfig.get_path("purelib")  # where make install puts the package, for us
 
 FILES_UNIT = "usr/lib/systemd/system/busmgr.service"
 #: Every file `make install PREFIX=/usr INIT=sysvinit` puts in place (Python files aside).
@@ -51,15 +54,13 @@ FILES = {
     "usr/share/dbus-1/system.d/busmgr-activation.conf": 0o644,
     "usr/share/dbus-1/interfaces/org.busmgr.Manager1.xml": 0o644,
     "usr/share/doc/busmgr/README.md": 0o644,
-    "usr/share/busmgr/init/openrc/busmgr": 0o755,
-    "usr/share/busmgr/init/sysvinit/busmgr": 0o755,
     "etc/init.d/busmgr": 0o755,
 }
 
 
 def make_vars(destdir: Path, prefix: str = "/usr", init: str = "sysvinit") -> list[str]:
     return [f"DESTDIR={destdir}", f"PREFIX={prefix}", f"INIT={init}",
-            *(f"{k}={v}" for k, v in PIP.items())]  # fmt: skip
+            f"PYTHON_INSTALL={sys.executable}"]  # fmt: skip
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -75,8 +76,7 @@ async def installed() -> AsyncIterator[Path]:
 
 
 def site_packages(dest: Path) -> Path:
-    (found,) = dest.glob("usr/lib/python3*/*-packages")
-    return found
+    return dest / PYTHONDIR.lstrip("/")
 
 
 async def test_every_file_is_in_place(installed: Path) -> None:
@@ -85,7 +85,11 @@ async def test_every_file_is_in_place(installed: Path) -> None:
         assert path.is_file(), name
         assert stat.S_IMODE(path.stat().st_mode) == mode, name
     assert (installed / "etc/busmgr/services.d").is_dir()
-    assert (site_packages(installed) / "busmgr" / "cli.py").is_file()
+    package = REPO / "busmgr"
+    modules = {p.relative_to(package) for p in package.rglob("*.py")}
+    assert {p.relative_to(site_packages(installed) / "busmgr")
+            for p in (site_packages(installed) / "busmgr").rglob("*.py")} == modules  # fmt: skip
+    assert (installed / "usr/bin/busmgr").read_text().startswith(f"#!{sys.executable}\n")
     unit = (installed / FILES_UNIT).read_text()
     assert "ExecStart=/usr/bin/busmgr daemon --system" in unit
     assert "Delegate=yes" in unit and "KillMode=mixed" in unit
@@ -185,6 +189,30 @@ async def test_the_sysvinit_script_starts_and_stops_busmgr_and_its_bus(installed
         assert (rc, out.strip()) == (3, "busmgr is not running")
     finally:
         shutil.rmtree(top, ignore_errors=True)
+
+
+async def test_the_wheel_carries_the_same_files_as_data(tmp_path: Path) -> None:
+    rc, out, err = await run(
+        sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+        "--wheel-dir", str(tmp_path), str(REPO),
+    )  # fmt: skip
+    assert rc == 0, out + err
+    (wheel,) = tmp_path.glob("busmgr-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    data = "busmgr-0.1.0.data/data/"
+    for name in (
+        "share/dbus-1/interfaces/org.busmgr.Manager1.xml",
+        "share/dbus-1/system.d/org.busmgr.Manager1.conf",
+        "share/dbus-1/system.d/busmgr-activation.conf",
+        "lib/systemd/system/busmgr.service",
+        "lib/systemd/user/busmgr-session.service",
+        "share/busmgr/init/openrc/busmgr",
+        "share/busmgr/init/sysvinit/busmgr",
+        "share/doc/busmgr/README.md",
+    ):
+        assert data + name in names, name
+    entry_points = zipfile.ZipFile(wheel).read("busmgr-0.1.0.dist-info/entry_points.txt")
+    assert b"busmgr = busmgr.cli:main" in entry_points
 
 
 async def test_uninstall_removes_every_file(installed: Path) -> None:
