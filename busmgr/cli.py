@@ -458,7 +458,8 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
     group.add_argument(
         "--no-import",
         action="store_true",
-        help="do not import the D-Bus activation files of $XDG_DATA_DIRS/dbus-1/services",
+        help="do not import the installed D-Bus activation files "
+        "($XDG_DATA_DIRS/dbus-1/services; system mode dbus-1/system-services)",
     )
     group.add_argument(
         "--import-dir",
