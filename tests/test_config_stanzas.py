@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from busmgr.config import Severity, parse_job, parse_job_file
-from busmgr.config.stanzas import STANZAS, oom_adj_to_score
+from busmgr.config.stanzas import STANZAS, oom_adj_to_score, unit_name_problem
 from busmgr.jobclass import (
     ConsoleMode,
     EnvEntry,
@@ -27,6 +29,7 @@ from busmgr.jobclass import (
     ProcessKind,
     ProcessSpec,
     RespawnPolicy,
+    parse_signal,
 )
 
 USER = pwd.getpwuid(os.getuid()).pw_name
@@ -585,3 +588,14 @@ def test_parser_never_raises_on_garbage() -> None:
         text = "".join(rng.choice(FUZZ_ALPHABET) for _ in range(rng.randint(0, 50)))
         result = parse(text)
         assert (result.job is None) == bool(result.errors)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_any_signal_or_unit_text_is_a_value_or_a_clear_refusal(text: str) -> None:
+    signum = parse_signal(text)
+    assert signum is None or signum in signal.valid_signals()
+    problem = unit_name_problem(text)
+    assert problem is None or problem
+    result = parse(f"dbus a.b\nunit {text!r}\nreload signal {text!r}\nsetuid {text!r}\n")
+    assert (result.job is None) == bool(result.errors)

@@ -159,12 +159,14 @@ def parse_service_file(text: str, path: str, *, system: bool = False) -> ParseRe
 
 
 def _user_exists(user: str) -> bool:
+    """Whether ``user`` (a name or a uid) exists; a nonsense value (a NUL, a uid of 5,000
+    digits) does not."""
     try:
-        if user.isdigit():
+        if user.isascii() and user.isdigit():
             pwd.getpwuid(int(user))
         else:
             pwd.getpwnam(user)
-    except (KeyError, OverflowError):
+    except (KeyError, OverflowError, ValueError):
         return False
     return True
 

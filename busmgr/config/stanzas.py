@@ -467,15 +467,27 @@ def stanza_export(draft: Draft, line: LogicalLine) -> None:
 
 
 _ID_MAX = 2**32 - 2  # (uid_t) -1 means "no change" to setuid(2) and friends
+_NUMERIC_ID = re.compile(r"[0-9]{1,10}\Z")  # ASCII digits: int() refuses "²" and 5,000 digits
 
 
-def _credential(draft: Draft, line: LogicalLine, kind: str, name: str, exists: bool) -> None:
+def _numeric_id(text: str) -> int | None:
+    """``text`` as a uid/gid number, or None when it is a name (or far too long a number)."""
+    return int(text) if _NUMERIC_ID.match(text) else None
+
+
+def _credential(
+    draft: Draft, line: LogicalLine, kind: str, name: str, exists: Callable[[str], bool]
+) -> None:
     """Check a ``setuid``/``setgid`` value: a bad one is an error; one that does not exist
     yet only a warning (it is looked up again at every start, which fails while it is
     missing)."""
-    if not name or "\0" in name or ":" in name or (name.isdigit() and int(name) > _ID_MAX):
+    number = _numeric_id(name)
+    too_big = (number is not None and number > _ID_MAX) or (
+        name.isascii() and name.isdigit() and number is None
+    )
+    if not name or "\0" in name or ":" in name or too_big:
         raise StanzaError(f'{kind}: bad {"user" if kind == "setuid" else "group"} "{name}"')
-    if not exists:
+    if not exists(name):
         what = "user" if kind == "setuid" else "group"
         draft.warn(
             line.line,
@@ -485,7 +497,7 @@ def _credential(draft: Draft, line: LogicalLine, kind: str, name: str, exists: b
 
 def stanza_setuid(draft: Draft, line: LogicalLine) -> None:
     (user,) = _args(line, 1, "setuid USER", count=1)
-    _credential(draft, line, "setuid", user, _user_exists(user))
+    _credential(draft, line, "setuid", user, _user_exists)
     draft.once("setuid", line.line)
     draft.set_context(setuid=user)
 
@@ -494,7 +506,8 @@ def _user_exists(user: str) -> bool:
     try:
         pwd.getpwnam(user)
     except KeyError:
-        return user.isdigit() and _uid_exists(int(user))
+        number = _numeric_id(user)
+        return number is not None and _uid_exists(number)
     return True
 
 
@@ -502,7 +515,8 @@ def _group_exists(group: str) -> bool:
     try:
         grp.getgrnam(group)
     except KeyError:
-        return group.isdigit() and _gid_exists(int(group))
+        number = _numeric_id(group)
+        return number is not None and _gid_exists(number)
     return True
 
 
@@ -524,7 +538,7 @@ def _gid_exists(gid: int) -> bool:
 
 def stanza_setgid(draft: Draft, line: LogicalLine) -> None:
     (group,) = _args(line, 1, "setgid GROUP", count=1)
-    _credential(draft, line, "setgid", group, _group_exists(group))
+    _credential(draft, line, "setgid", group, _group_exists)
     draft.once("setgid", line.line)
     draft.set_context(setgid=group)
 

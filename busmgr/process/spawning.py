@@ -471,14 +471,15 @@ def _dup_onto(fd: int, target: int) -> None:  # pragma: no cover - runs in the c
 
 def _getpw(name: str) -> pwd.struct_passwd:
     try:
-        return pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
+        numeric = name.isascii() and name.isdigit()  # int() refuses "²", isdigit() does not
+        return pwd.getpwuid(int(name)) if numeric else pwd.getpwnam(name)
     except KeyError:
         raise LookupError("no such user") from None
 
 
 def _getgr(name: str) -> int:
     try:
-        return int(name) if name.isdigit() else grp.getgrnam(name).gr_gid
+        return int(name) if name.isascii() and name.isdigit() else grp.getgrnam(name).gr_gid
     except KeyError:
         raise LookupError("no such group") from None
 
