@@ -244,3 +244,17 @@ def test_xdg_service_dirs_from_environment() -> None:
 
 def test_xdg_service_dirs_without_home() -> None:
     assert xdg_service_dirs({"XDG_DATA_DIRS": "/x"}) == [Path("/x/dbus-1/services")]
+
+
+def test_busmgr_check_judges_a_system_service_file_by_its_directory(tmp_path: Path) -> None:
+    from busmgr.config import check_paths
+
+    system = tmp_path / "system-services"
+    no_user = write(system, "org.x.A.service", "org.x.A", "/usr/bin/a")
+    placeholder = write(system, "org.x.B.service", "org.x.B", "/bin/false", "root", "b.service")
+    session = write(tmp_path / "services", "org.x.C.service", "org.x.C", "/usr/bin/c")
+    assert [str(d) for d in check_paths([no_user, placeholder, session])] == [
+        f"{no_user}: a system service needs User= (the user it runs as)",
+        f"{placeholder}: warning: skipped: org.x.B: Exec=/bin/false: a placeholder for a "
+        "service only systemd starts (SystemdService=b.service)",
+    ]
