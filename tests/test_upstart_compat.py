@@ -60,12 +60,12 @@ async def test_a_missing_user_or_group_is_a_clear_failure_at_start(
 async def test_numeric_reload_signals_reach_the_process(session: Session, job: str) -> None:
     await session.start(job)
     pid = (await session.instance(job))["MainPID"]
+    mark = session.signals.mark()
     await session.call("ReloadJob", "sa{ss}", [job, {}])
     if job == "zero-reload":  # signal 0 only checks that the process is there
         assert (await session.instance(job))["MainPID"] == pid
         await session.stop(job)
     else:  # sleep dies of a real-time signal it does not handle
-        mark = session.signals.mark()
         _, body = await session.signals.wait_for(
             lambda m, b: m == "JobStopped" and b[0] == job, start=mark
         )
