@@ -59,6 +59,7 @@ class ManagerConfig:
     import_services: bool
     environ: Mapping[str, str]
     import_dirs: tuple[Path, ...] = ()  # installed D-Bus services (empty: the mode's standard)
+    claim_systemd1: bool = True  # False where systemd runs the machine: the name is its
 
 
 class _ClassFollower(JobObserver):
@@ -242,6 +243,7 @@ class Manager:
                 self.link.address,
                 servicedir,
                 remove_on_close=not own_servicedir,
+                claim=self.config.claim_systemd1,
             )
             await self.activation.start()
             await self._refresh_activation()

@@ -107,9 +107,10 @@ def daemon_plan(
     """``busmgr daemon``: an existing bus, or the mode's bus launched by the manager. Raises
     :class:`PlanError` when there is none.
 
-    In system mode the installed system services are imported, unless ``systemd_runs`` (it
-    is the machine's service manager and starts them itself) and no ``--import-dir`` asks
-    for them."""
+    When ``systemd_runs`` the machine, busmgr on an existing bus never claims
+    ``org.freedesktop.systemd1`` (systemd would own it any moment: its bus connection may
+    come up after busmgr's), and in system mode it leaves the installed system services to
+    systemd unless an ``--import-dir`` asks for them."""
     mode = opts.mode
     activation_dir = opts.activation_dir or default_activation_dir(mode, environ)
     launcher: BusLauncher | None = None
@@ -123,7 +124,8 @@ def daemon_plan(
                 "no session bus: DBUS_SESSION_BUS_ADDRESS is not set "
                 "(give --address, or run `busmgr session` for a private bus)"
             )
-    leave_to_systemd = mode is Mode.SYSTEM and systemd_runs and not opts.import_dirs
+    beside_systemd = systemd_runs and not opts.launch_bus  # on the bus systemd activates for
+    leave_to_systemd = mode is Mode.SYSTEM and beside_systemd and not opts.import_dirs
     config = ManagerConfig(
         mode=mode,
         services_dirs=opts.services_dirs or default_services_dirs(mode, environ),
@@ -131,6 +133,7 @@ def daemon_plan(
         import_services=not opts.no_import and not leave_to_systemd,
         environ=dict(environ),
         import_dirs=opts.import_dirs,
+        claim_systemd1=not beside_systemd,
     )
     return Plan(
         config,

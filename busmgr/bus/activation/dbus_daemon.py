@@ -163,6 +163,7 @@ class DbusDaemonActivation:
         servicedir: Path | None,
         *,
         remove_on_close: bool = True,
+        claim: bool = True,
     ) -> None:
         self._link = link
         self._requests = requests
@@ -170,6 +171,7 @@ class DbusDaemonActivation:
         self._address = address
         self.servicedir = servicedir
         self.remove_on_close = remove_on_close
+        self.claim = claim
         self.mode = "none"
         self.system = environment.mode is Mode.SYSTEM
         self._units: dict[str, str] = {}  # unit -> bus name
@@ -180,8 +182,9 @@ class DbusDaemonActivation:
     async def start(self) -> str:
         """Choose the mode; returns it (``activator`` or ``helper``). Call once, after the
         manager owns its own name. Never fails because the name is refused: says why, in one
-        line, and uses helper mode."""
-        refused = await self._link.try_own(SYSTEMD)
+        line, and uses helper mode. Without ``claim`` (systemd runs the machine, and would own
+        the name any moment) it does not even try."""
+        refused = await self._link.try_own(SYSTEMD) if self.claim else "systemd runs this machine"
         self.mode = ACTIVATOR if refused is None else HELPER
         if refused is None:
             log.info("D-Bus activation: activator mode (busmgr owns %s)", SYSTEMD)
