@@ -184,11 +184,16 @@ class DbusDaemonActivation:
         manager owns its own name. Never fails because the name is refused: says why, in one
         line, and uses helper mode. Without ``claim`` (systemd runs the machine, and would own
         the name any moment) it does not even try."""
-        refused = await self._link.try_own(SYSTEMD) if self.claim else "systemd runs this machine"
-        self.mode = ACTIVATOR if refused is None else HELPER
-        if refused is None:
+        if not self.claim:
+            self.mode = HELPER
+            log.info(
+                "D-Bus activation: helper mode (%s is systemd's: it runs this machine)", SYSTEMD
+            )
+        elif (refused := await self._link.try_own(SYSTEMD)) is None:
+            self.mode = ACTIVATOR
             log.info("D-Bus activation: activator mode (busmgr owns %s)", SYSTEMD)
         else:
+            self.mode = HELPER
             log.info("D-Bus activation: helper mode (cannot own %s: %s)", SYSTEMD, refused)
         self._link.add_handler(self._on_message)
         return self.mode
@@ -204,7 +209,8 @@ class DbusDaemonActivation:
         skipped: Iterable[Skipped] = (),
     ) -> None:
         """Bring the service files in line with ``classes`` (one per provided bus name), then
-        ``ReloadConfig`` once if anything changed. On return the daemon knows every name.
+        ``ReloadConfig`` once if anything changed. On return the daemon knows every name (if it
+        reads ``servicedir``: :meth:`_check_daemon_reads` warns when it does not).
 
         ``aliases`` map further units to bus names (the catalog's: installed files' and ``unit``
         stanzas'); ``skipped`` are the installed files that make no job (their units and names
