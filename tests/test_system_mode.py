@@ -5,8 +5,9 @@ anyone may look (SPEC §4, issue 10 item 6).
 The bus here lets everyone send anything (no policy file stands in the way), so every call
 reaches the manager and every refusal seen is the manager's own. A client run as ``nobody``
 (``setpriv``, then ``helpers/every_method.py`` on the system's python) tries every method of
-every object the manager exports, under both names it owns (``org.busmgr.Manager1``, and ``org.freedesktop.systemd1`` in activator
-mode, whose ``SetEnvironment`` would change what root's jobs run), and changes nothing.
+every object the manager exports, under both names it owns (``org.busmgr.Manager1``, and
+``org.freedesktop.systemd1`` in activator mode, whose ``SetEnvironment`` would change what
+root's jobs run), and changes nothing.
 """
 
 from __future__ import annotations
