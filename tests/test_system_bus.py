@@ -112,6 +112,11 @@ class World:
             interface=MANAGER_INTERFACE,
         )
 
+    async def running(self, bus_name: str) -> None:
+        """Return once busmgr counts the provider of ``bus_name`` running (a caller of the
+        service may have its reply a moment before busmgr heard the name was owned)."""
+        await self.manager_call("ActivateName", "s", [bus_name])
+
     async def instance(self, job: str) -> dict[str, Any]:
         body = await self.call(
             MANAGER_BUS_NAME,
@@ -206,6 +211,7 @@ async def test_an_installed_service_runs_as_its_user_with_the_bus_environment(
     uid, gid, groups, pid = await world.call(name, "Whoami")
     assert (uid, gid) == (65534, 65534)
     assert groups == sorted(os.getgrouplist("nobody", 65534))  # the user's groups, not root's
+    await world.running(name)
     props = await world.instance(name)
     assert props["State"] == "running" and props["MainPID"] == pid
     address = world.bus.address
@@ -233,6 +239,7 @@ async def test_polkitd_is_activated_through_its_installed_file(world: World) -> 
         interface="org.freedesktop.DBus.Properties",
     )
     assert reply[0].value == "js"
+    await world.running(POLKIT)
     props = await world.instance(POLKIT)
     assert props["State"] == "running"
     # polkitd's file says User=root; polkitd then drops to its own user.
