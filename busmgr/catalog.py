@@ -1,13 +1,18 @@
 """The catalog: every job class the manager should know, loaded from its directories.
 
-:func:`load_catalog` reads the job directories (and, in session mode, imports the installed
-D-Bus ``.service`` files) and returns a :class:`Catalog` value; it logs nothing and changes
-nothing, so the caller decides what to report and what to install.
+:func:`load_catalog` reads the job directories (and, unless told not to, imports the installed
+D-Bus ``.service`` files: session services in session mode, system services in system mode)
+and returns a :class:`Catalog` value; it logs nothing and changes nothing, so the caller
+decides what to report and what to install.
 
-Rules (SPEC §1, §2):
+Rules (SPEC §1, §2, §4):
 
 * a job file wins over an imported ``.service`` file for the same job name or bus name; an
-  imported file for a name the manager owns itself is skipped;
+  imported file for a name the manager owns itself is skipped; an imported file that only
+  systemd can start (``Exec=/bin/false``) makes no job and is listed in ``skipped``;
+* every systemd unit an imported file names (``SystemdService=``) maps to its bus name, even
+  when a job file provides that name instead, so a bus daemon's activation request for the
+  unit reaches the job that provides the name; a job's own ``unit`` stanza maps too, and wins;
 * a desktop session (``autostart``) also imports the XDG autostart entries
   (:mod:`busmgr.config.desktop`); a job file of the same name (``autostart-ID``) wins, and the
   entries that are not jobs are listed in ``skipped`` with the reason;
@@ -25,10 +30,11 @@ import os
 import stat
 import time
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from busmgr.config import (
+    SYSTEM_SERVICE_DIRS,
     AutostartContext,
     Skipped,
     autostart_dirs,
@@ -47,6 +53,7 @@ __all__ = [
     "catalog_steps",
     "load_catalog",
     "load_catalog_sliced",
+    "service_dirs",
     "unsafe_file",
 ]
 
@@ -61,9 +68,10 @@ class Catalog:
     ``classes`` are the jobs to install, by name (kept previous definitions included);
     ``failed`` the names whose file was broken or refused; ``kept`` those of them that keep
     their previous definition; ``diagnostics`` every problem met, as ``FILE:LINE: message``;
-    ``skipped`` the autostart entries that are not jobs, each with its reason.
-    ``errors`` those of them that are errors in job files (the user's own configuration: a
-    broken installed ``.service`` file is only reported in ``diagnostics``).
+    ``skipped`` the imported files and autostart entries that make no job, each with its
+    reason; ``errors`` the diagnostics that are errors in job files (the user's own
+    configuration: a broken installed ``.service`` file is only reported in ``diagnostics``);
+    ``units`` every systemd unit name known to stand for a bus name (unit -> bus name).
     """
 
     classes: dict[str, JobClass]
@@ -72,6 +80,7 @@ class Catalog:
     diagnostics: tuple[str, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     errors: tuple[str, ...] = ()
+    units: Mapping[str, str] = field(default_factory=dict)
 
 
 def _unsafe_stat(what: str, st: os.stat_result) -> str | None:
@@ -99,11 +108,11 @@ def unsafe_file(path: str, st: os.stat_result) -> str | None:
 
 @dataclass(frozen=True)
 class Sources:
-    """Where a manager's jobs come from: its job directories, and (session mode, when asked)
-    the installed D-Bus ``.service`` files of ``environ``'s data directories, except those for
-    ``reserved_bus_names`` (names the manager owns itself); and (session mode, a desktop
-    session: ``autostart``) the XDG autostart entries of ``environ``'s configuration
-    directories."""
+    """Where a manager's jobs come from: its job directories, and (when asked) the installed
+    D-Bus ``.service`` files, except those for ``reserved_bus_names`` (names the manager owns
+    itself); and (session mode, a desktop session: ``autostart``) the XDG autostart entries of
+    ``environ``'s configuration directories. ``import_dirs`` are where the ``.service`` files
+    are; empty means the mode's standard directories (:func:`service_dirs`)."""
 
     services_dirs: tuple[Path, ...]
     mode: Mode
@@ -111,6 +120,18 @@ class Sources:
     environ: Mapping[str, str]
     reserved_bus_names: frozenset[str] = frozenset()
     autostart: bool = False
+    import_dirs: tuple[Path, ...] = ()
+
+
+def service_dirs(sources: Sources) -> tuple[Path, ...]:
+    """Where the installed D-Bus services of ``sources`` are: ``import_dirs`` if given, else
+    dbus-daemon's standard system service directories (system mode) or the XDG data
+    directories' ``dbus-1/services`` (session mode)."""
+    if sources.import_dirs:
+        return sources.import_dirs
+    if sources.mode is Mode.SYSTEM:
+        return SYSTEM_SERVICE_DIRS
+    return tuple(xdg_service_dirs(sources.environ))
 
 
 def catalog_steps(
@@ -124,17 +145,25 @@ def catalog_steps(
     failed = set(result.failed)
     diags = [str(d) for d in result.diagnostics]
     errors = tuple(str(d) for d in result.diagnostics if d.is_error)
-    if sources.import_services and sources.mode is Mode.SESSION:
-        imported = yield from import_steps(xdg_service_dirs(sources.environ), trust)
+    units: dict[str, str] = {}
+    skipped: list[Skipped] = []
+    if sources.import_services:
+        system = sources.mode is Mode.SYSTEM
+        imported = yield from import_steps(service_dirs(sources), trust, system=system)
         diags += [str(d) for d in imported.diagnostics]
         provided = {c.dbus_name for c in classes.values() if c.dbus_name}
+        reserved = sources.reserved_bus_names
         for cls in imported.jobs.values():
-            if cls.dbus_name in provided or cls.dbus_name in sources.reserved_bus_names:
+            units.update(dict.fromkeys(cls.units, cls.dbus_name or ""))
+            if cls.dbus_name in provided or cls.dbus_name in reserved:
                 continue
             if cls.name in classes or cls.name in failed:
                 continue
             classes[cls.name] = cls
-    skipped: list[Skipped] = []
+        for skip in imported.skipped:
+            units.update(dict.fromkeys(skip.units, skip.bus_name))
+            if skip.bus_name not in provided and skip.bus_name not in reserved:
+                skipped.append(skip)
     if sources.autostart and sources.mode is Mode.SESSION:
         context = AutostartContext.from_environ(sources.environ)
         entries = yield from autostart_steps(autostart_dirs(sources.environ), context, trust)
@@ -153,8 +182,17 @@ def catalog_steps(
             classes[name] = previous[name]
             kept.add(name)
             diags.append(f"{name}: keeping its previous definition")
+    for cls in classes.values():
+        if cls.dbus_name:
+            units.update(dict.fromkeys(cls.units, cls.dbus_name))
     return Catalog(
-        classes, frozenset(failed), frozenset(kept), tuple(diags), tuple(skipped), errors
+        classes,
+        frozenset(failed),
+        frozenset(kept),
+        tuple(diags),
+        skipped=tuple(skipped),
+        errors=errors,
+        units=units,
     )
 
 

@@ -728,7 +728,18 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
     group.add_argument(
         "--no-import",
         action="store_true",
-        help="do not import the D-Bus activation files of $XDG_DATA_DIRS/dbus-1/services",
+        help="do not import the installed D-Bus activation files "
+        "($XDG_DATA_DIRS/dbus-1/services; system mode dbus-1/system-services)",
+    )
+    group.add_argument(
+        "--import-dir",
+        dest="import_dirs",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="import the D-Bus activation files of DIR (repeatable; default: "
+        "$XDG_DATA_DIRS/dbus-1/services, system mode dbus-daemon's system-services directories)",
     )
     group.add_argument("--pidfile", type=Path, metavar="PATH", help="write the manager's pid here")
     group.add_argument(
@@ -819,10 +830,46 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
         "daemon",
         "run the manager on an existing bus",
         "Run the manager in the foreground on an existing bus, owning org.busmgr.Manager1.\n"
-        "--system is system mode: the caller uid checks and the job file ownership checks.",
+        "--system is system mode: the caller uid checks and the job file ownership checks,\n"
+        "and the installed system services (dbus-1/system-services) run as jobs.\n"
+        "With --launch-bus the manager starts the bus itself (dbus-daemon, with the machine's\n"
+        "own configuration) as its supervised child and is its activator: for machines\n"
+        "without systemd.",
         "examples:\n  busmgr daemon --session --services-dir ~/.config/busmgr/services.d\n"
-        "  busmgr daemon --system --pidfile /run/busmgr.pid",
+        "  busmgr daemon --system --pidfile /run/busmgr.pid\n"
+        "  busmgr daemon --system --launch-bus --pidfile /run/busmgr.pid",
         [manager_options],
+    )
+    launch = p.add_argument_group("launching the bus")
+    launch.add_argument(
+        "--launch-bus",
+        action="store_true",
+        help="start the bus (dbus-daemon) as the manager's child and be its activator",
+    )
+    launch.add_argument(
+        "--bus-config",
+        type=Path,
+        metavar="FILE",
+        help="the launched bus's configuration (default: /usr/share/dbus-1/system.conf, "
+        "or session.conf)",
+    )
+    p.add_argument(
+        "--activation-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the D-Bus activation files of the jobs go (default: system mode "
+        "/run/busmgr/system-services, session $XDG_RUNTIME_DIR/dbus-1/services)",
+    )
+    p.add_argument(
+        "--print-address",
+        action="store_true",
+        help="print the bus address as the first line of stdout once the manager is ready",
+    )
+    p.add_argument(
+        "--address-file",
+        type=Path,
+        metavar="PATH",
+        help="write the bus address to PATH once the manager is ready",
     )
     which = p.add_argument_group("bus (one is required)").add_mutually_exclusive_group(
         required=True
@@ -875,6 +922,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             verb_parser.error(str(e))
     if args.verb == "session" and args.phase_timeout is not None and args.desktop is None:
         verb_parser.error("--phase-timeout is for a desktop session: give --desktop NAME")
+    if args.verb == "daemon":
+        try:
+            daemon_options(args)
+        except ValueError as e:
+            verb_parser.error(str(e))
     return args
 
 
@@ -912,6 +964,7 @@ def session_options(args: argparse.Namespace) -> SessionOptions:
         log_dir=_absolute(args.log_dir),
         log_max_bytes=args.log_size,
         log_keep=args.log_keep,
+        import_dirs=tuple(d.absolute() for d in args.import_dirs),
     )
 
 
@@ -927,6 +980,12 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
         log_dir=_absolute(args.log_dir),
         log_max_bytes=args.log_size,
         log_keep=args.log_keep,
+        launch_bus=args.launch_bus,
+        bus_config=_absolute(args.bus_config),
+        activation_dir=_absolute(args.activation_dir),
+        import_dirs=tuple(d.absolute() for d in args.import_dirs),
+        print_address=args.print_address,
+        address_file=_absolute(args.address_file),
     )
 
 

@@ -17,9 +17,9 @@ phase (``start on desktop-delay PHASE=P DELAY=N``, which the autostart importer 
 ``X-GNOME-Autostart-Delay``); a delayed start holds no phase back.
 
 Autostart entries are jobs (:mod:`busmgr.config.desktop` makes them, the catalog loads them),
-started by these events like any job: this room starts nothing itself and holds no job. It
-keeps the autostart entries of the last load that are not jobs (:attr:`skipped`), for
-``busmgr list``. The environment is read at each emission, so what an early phase sets
+started by these events like any job: this room starts nothing itself and holds no job (the
+entries that are not jobs are the catalog's ``skipped``, which ``busmgr list`` shows). The
+environment is read at each emission, so what an early phase sets
 (``dbus-update-activation-environment DISPLAY=:1`` by a display server) reaches the later
 events and the jobs they start.
 
@@ -34,7 +34,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
-from busmgr.config.desktop import DELAY_EVENT, PHASE_EVENT, PHASES, START_EVENT, Skipped
+from busmgr.config.desktop import DELAY_EVENT, PHASE_EVENT, PHASES, START_EVENT
 from busmgr.control import Control
 from busmgr.eventqueue import Block
 from busmgr.events import Event
@@ -81,7 +81,6 @@ class DesktopSession:
     def __init__(self, control: Control, options: DesktopOptions) -> None:
         self._control = control
         self.options = options
-        self.skipped: tuple[Skipped, ...] = ()
         self._task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
 

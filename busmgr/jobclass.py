@@ -4,8 +4,10 @@ Invariants:
 
 * Only :mod:`busmgr.config` builds a :class:`JobClass`; everything here is immutable, so a running
   :class:`busmgr.job.Job` can hold its class while a reload parses a new one beside it.
-* Every value is already validated: signal numbers are real signals, users and groups were
-  resolvable when the file was parsed, numbers are in range. Run-time code never re-checks syntax.
+* Every value is already validated: signal numbers are real signals (or 0, where a stanza allows
+  it), numbers are in range. Users and groups are names or numbers that may not exist yet
+  (packages create their users when they are installed): a start looks them up and fails
+  clearly while they are missing. Run-time code never re-checks syntax.
 * Event expressions are trees of :class:`EventMatch` leaves joined by :class:`EventOp` nodes;
   matching them (and the "every operand of an ``and`` again" re-arming rule) is
   :mod:`busmgr.events`' business, not this module's.
@@ -87,14 +89,26 @@ def signal_name(signum: int) -> str:
         return str(signum)
 
 
+_NUMBER = re.compile(r"[0-9]{1,3}\Z")
+_REALTIME = re.compile(r"SIGRT(MIN|MAX)(?:([+-])([0-9]{1,2}))?\Z")
+
+
 def parse_signal(text: str) -> int | None:
-    """A signal given as ``TERM``, ``SIGTERM``, ``term`` or a number; None when it is not one."""
+    """A signal given as ``TERM``, ``SIGTERM``, ``term``, ``RTMIN+3`` or a number (any signal
+    the kernel knows, as Upstart accepts them); None when it is not one. Signal 0 is not a
+    signal here: the stanzas that allow it say so themselves."""
     word = text.strip().upper()
     num = decimal(word)
     if num is not None:
-        return num if num in {int(s) for s in signal.Signals} else None
+        return num if num in signal.valid_signals() else None
     if not word.startswith("SIG"):
         word = "SIG" + word
+    realtime = _REALTIME.match(word)
+    if realtime is not None:
+        base, sign, offset = realtime.groups()
+        num = int(signal.SIGRTMIN if base == "MIN" else signal.SIGRTMAX)
+        num += (1 if sign == "+" else -1) * int(offset or 0)
+        return num if signal.SIGRTMIN <= num <= signal.SIGRTMAX else None
     member = signal.Signals.__members__.get(word)
     return int(member) if member is not None else None
 
@@ -330,6 +344,9 @@ class JobClass:
     context: ExecContext = ExecContext()
     proc_name: str | None = None
     systemd_service: str | None = None  # SystemdService= of an imported .service file
+    # The systemd unit names this job stands for (``unit`` stanza, an imported file's
+    # SystemdService=): a bus daemon's activation request naming one of them starts this job.
+    units: tuple[str, ...] = ()
     # Where ``start on`` / ``stop on`` were written (0: not given, or not from a file), so
     # checks across jobs can point at the offending stanza.
     start_on_line: int = 0

@@ -12,6 +12,10 @@ Policy (the reliability issue): losing the bus never stops a job by itself.
   ``dbus`` jobs lost their names with the old bus: they count as failed, and respawn applies.
   A bus that keeps dying (more than :data:`RESTARTS` times in :data:`RESTART_WINDOW` seconds)
   stops the manager.
+* ``busmgr daemon --launch-bus`` (the mode's bus, launched by busmgr from the machine's
+  configuration, :mod:`busmgr.bus.launch`): the same as a private bus. The launcher starts it
+  again where the configuration says it listens, so clients and jobs find it at the same
+  address; the activation files stay in their directory.
 
 Invariant: at most one recovery runs at a time, and none once the manager is stopping.
 """
@@ -33,9 +37,11 @@ from busmgr.bus.activation import (
     BackendFactory,
     BrokerActivation,
 )
+from busmgr.bus.address import without_guid
 from busmgr.bus.broker_launch import LaunchedBroker, launch_broker
 from busmgr.bus.broker_policy import session_policy
 from busmgr.bus.daemon import PrivateBus, start_private_bus
+from busmgr.bus.launch import BusLauncher, LaunchedBus
 from busmgr.bus.link import BusLink, LinkError
 from busmgr.environment import Environment
 from busmgr.manager import Manager
@@ -53,7 +59,8 @@ STOP_TIMEOUT = 5.0  # seconds the private bus has between TERM and KILL
 
 
 class BusKeeper:
-    """The manager's bus: ``address`` (an existing bus) or a private one (``address`` None)."""
+    """The manager's bus: ``address`` (an existing bus), the bus ``launcher`` starts, or else
+    a private one (``address`` None)."""
 
     def __init__(
         self,
@@ -64,16 +71,21 @@ class BusKeeper:
         saved: SavedBus | None = None,
         *,
         broker: bool = False,
+        launcher: BusLauncher | None = None,
     ) -> None:
         self.manager = manager
         self._saved = None if broker else saved  # a broker dies with its controller
         self.broker = broker
         self.loop = manager.loop
         self.address = address
-        self.private = address is None
+        self.launcher = launcher
+        # The session's own bus (its own activation directory, gone with it); a launched bus
+        # is restarted the same way, but its activation directory is the machine's.
+        self.private = address is None and launcher is None
+        self.owns_bus = address is None
         self.environ = dict(environ)
         self._helper_dir = helper_dir
-        self.bus: PrivateBus | LaunchedBroker | None = None
+        self.bus: PrivateBus | LaunchedBroker | LaunchedBus | None = None
         self._bus_exit: asyncio.Future[process.ExitInfo | None] | None = None
         self._restarts: list[float] = []
         self._recovering: asyncio.Task[None] | None = None
@@ -105,13 +117,14 @@ class BusKeeper:
 
     @property
     def servicedir(self) -> Path | None:
-        """Where activation files go: the private bus's own directory, else the helper's."""
+        """Where activation files go: the private or launched bus's directory, else the
+        helper's."""
         return self.bus.servicedir if self.bus is not None else self._helper_dir
 
     async def start(self) -> str:
         """Start the private bus (if any) and connect; returns the bus address. Raises
         ``LinkError``, ``SpawnError`` or ``OSError`` with one line."""
-        if self.private and not self._take_back():
+        if self.owns_bus and not self._take_back():
             saved = Path(self._saved.directory) if self._saved is not None else None
             await self._start_bus(saved if saved is not None and saved.is_dir() else None)
         if self.address is None:
@@ -130,13 +143,20 @@ class BusKeeper:
             return False
         alive = process.proc_start_time(saved.process.pid) == saved.process.started
         directory = Path(saved.directory)
-        if not (alive and saved.process.started and (directory / "bus").exists()):
+        if not (alive and saved.process.started):
             return False
-        self.bus = PrivateBus(saved.address, saved.process.pid, directory, directory / "services")
-        self.address = saved.address
+        if self.launcher is not None:
+            self.bus = self.launcher.taken_back(saved.address, saved.process.pid)
+        elif (directory / "bus").exists():
+            self.bus = PrivateBus(
+                saved.address, saved.process.pid, directory, directory / "services"
+            )
+        else:
+            return False
+        self.address = without_guid(saved.address)
         self._started = saved.process.started
         self._watch_bus(saved.process.pid)
-        log.info("using the private bus left running at %s", saved.address)
+        log.info("using the bus left running at %s", saved.address)
         return True
 
     def _watch_bus(self, pid: int) -> None:
@@ -151,8 +171,14 @@ class BusKeeper:
         if self.broker:
             await self._start_broker()
             return
+        if self.launcher is not None:
+            launched = await self.launcher.launch(self.environ, self._watch_bus)
+            self.bus, self.address = launched, without_guid(launched.address)
+            self._started = process.proc_start_time(launched.pid)
+            log.info("launched the bus: %s (pid %d)", self.address, launched.pid)
+            return
         bus = await start_private_bus(self.environ, watch=self._watch_bus, directory=directory)
-        self.bus, self.address = bus, bus.address
+        self.bus, self.address = bus, without_guid(bus.address)
         self._started = process.proc_start_time(bus.pid)
 
     async def _start_broker(self) -> None:
@@ -173,7 +199,7 @@ class BusKeeper:
         if old is not None:
             bus.directory = old.directory  # the directory is the first broker's: removed at the end
         exited.add_done_callback(self._bus_exited)
-        self.bus, self.address = bus, bus.address
+        self.bus, self.address = bus, without_guid(bus.address)
         self._started = process.proc_start_time(bus.pid)
         self.manager.reexec_refusal = (
             "not re-executing with --broker: dbus-broker exits when its launcher's controller "
@@ -183,13 +209,13 @@ class BusKeeper:
     def record(self) -> SavedBus | None:
         """The private bus, for the state store (None on someone else's bus, or a broker:
         it does not outlive its launcher)."""
-        if self.bus is None or self.address is None or isinstance(self.bus, LaunchedBroker):
+        bus = self.bus
+        if bus is None or self.address is None or isinstance(bus, LaunchedBroker):
             return None
-        if self.bus.directory is None:
+        directory = bus.servicedir if isinstance(bus, LaunchedBus) else bus.directory
+        if directory is None:
             return None
-        return SavedBus(
-            SavedProcess(self.bus.pid, self._started), self.address, str(self.bus.directory)
-        )
+        return SavedBus(SavedProcess(bus.pid, self._started), self.address, str(directory))
 
     # ------------------------------------------------------------------ losses
     def _stopping(self) -> bool:
@@ -203,12 +229,11 @@ class BusKeeper:
         info = fut.result()
         how = info.describe() if info is not None else "exited"
         name = self.bus.name if isinstance(self.bus, LaunchedBroker) else "dbus-daemon"
+        name = f"the private {name}" if self.private else f"the {name} busmgr launched"
         if len(self._restarts) > RESTARTS:
-            self.manager.fatal(
-                f"the private {name} {how}, {RESTARTS} restarts in {RESTART_WINDOW:g}s"
-            )
+            self.manager.fatal(f"{name} {how}, {RESTARTS} restarts in {RESTART_WINDOW:g}s")
             return
-        log.warning("the private %s %s; starting it again at %s", name, how, self.address)
+        log.warning("%s %s; starting it again at %s", name, how, self.address)
         self._recover()
 
     def _lost(self) -> None:
@@ -224,8 +249,9 @@ class BusKeeper:
         delay = FIRST_DELAY
         while not self._stopping():
             try:
-                if self.private and self._bus_exit is not None and self._bus_exit.done():
-                    directory = self.bus.directory if self.bus is not None else None
+                if self.owns_bus and self._bus_exit is not None and self._bus_exit.done():
+                    bus = self.bus
+                    directory = bus.directory if isinstance(bus, PrivateBus) else None
                     await self._start_bus(directory)
                 if self.address is None:
                     raise LinkError("no bus address")

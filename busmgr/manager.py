@@ -29,7 +29,7 @@ from busmgr.bus.activation import (
     BackendFactory,
     DbusDaemonActivation,
 )
-from busmgr.bus.auth import CallerPolicy
+from busmgr.bus.auth import CallerGate, CallerPolicy
 from busmgr.bus.face import BusFace, Insight, Operations
 from busmgr.bus.link import BusLink
 from busmgr.bus.names import NameWatcher
@@ -77,6 +77,8 @@ class ManagerConfig:
     desktop: DesktopOptions | None = None
     log_dir: Path | None = None  # None: <state_dir>/log
     log_rotation: LogRotation = DEFAULT_ROTATION
+    import_dirs: tuple[Path, ...] = ()  # installed D-Bus services (empty: the mode's standard)
+    claim_systemd1: bool = True  # False where systemd runs the machine: it owns systemd1
 
     @property
     def job_log_dir(self) -> Path:
@@ -146,7 +148,9 @@ class Manager:
             config.environ,
             frozenset({SYSTEMD, MANAGER_BUS_NAME}),
             autostart=self.desktop is not None,
+            import_dirs=config.import_dirs,
         )
+        self.catalog = Catalog({})
         self.link = BusLink()
         self._bus_observers: list[JobObserver] = []
         # What to do when the bus connection is lost (the runtime's policy: reconnect, or
@@ -222,9 +226,10 @@ class Manager:
         catalog = await load_catalog_sliced(self.sources, self.registry.classes)
         for line in catalog.diagnostics:
             log.warning("%s", line)
-        if self.desktop is not None:
-            self.desktop.skipped = catalog.skipped
         self.config_errors = catalog.errors
+        for skipped in catalog.skipped:
+            log.info("%s", skipped)
+        self.catalog = catalog
         return catalog
 
     async def reload_configuration(self) -> None:
@@ -245,7 +250,7 @@ class Manager:
         """Write the activation files and follow the provided names (after every load)."""
         classes = list(self.registry.classes.values())
         if self.activation is not None:
-            await self.activation.refresh(classes)
+            await self.activation.refresh(classes, self.catalog.units, self.catalog.skipped)
         if self.names is not None:
             # Follow every provided name now: a start later finds its owner known already.
             for cls in classes:
@@ -268,12 +273,15 @@ class Manager:
         self.environment.bus_address = address
         names = self.names = NameWatcher(link, self._owner_changed)
         self.bus_names.attach(names)
+        policy = CallerPolicy(self.config.mode, names)
+        # Before any handler that acts on a method call: every call to every name we own.
+        link.add_handler(CallerGate(link, policy))
         ops = Operations(
             self.control,
-            CallerPolicy(self.config.mode, names),
+            policy,
             self.reload_configuration,
             self.reexec,
-            skipped=lambda: self.desktop.skipped if self.desktop is not None else (),
+            skipped=lambda: self.catalog.skipped,
         )
         insight = Insight(self.joblog, self.timeline, lambda: self.config_errors)
         face = BusFace(link, ops, self.supervisor.process_rows, insight)
@@ -316,6 +324,7 @@ class Manager:
                 link.address,
                 servicedir,
                 remove_on_close=not own_servicedir,
+                claim=self.config.claim_systemd1,
             )
         await self.activation.start()
         await self._refresh_activation()

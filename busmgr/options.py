@@ -32,6 +32,9 @@ SYSTEM_SERVICES_DIR = Path("/etc/busmgr/services.d")
 SYSTEM_STATE_DIR = Path("/var/lib/busmgr")
 SYSTEM_LOG_DIR = Path("/var/log/busmgr")
 DEFAULT_SYSTEM_BUS_ADDRESS = "unix:path=/run/dbus/system_bus_socket"
+#: Where busmgr writes the D-Bus activation files of its jobs on the system bus; the shipped
+#: policy ``dbus-policy/busmgr-activation.conf`` makes the bus read it.
+SYSTEM_ACTIVATION_DIR = Path("/run/busmgr/system-services")
 
 
 class Mode(enum.Enum):
@@ -113,6 +116,7 @@ class SessionOptions:
     log_dir: Path | None = None
     log_max_bytes: int | None = None
     log_keep: int | None = None
+    import_dirs: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,10 @@ class DaemonOptions:
 
     ``mode`` is session or system mode; ``address`` is the bus to use, or None for the mode's
     standard bus (:func:`standard_bus_address`). ``--address ADDR`` alone is session mode on
-    that bus.
+    that bus. With ``launch_bus`` the manager starts the mode's bus itself (from the machine's
+    configuration, or ``bus_config``) and is its activator. ``activation_dir`` is where the
+    activation files of the jobs go (None: :func:`default_activation_dir`); ``import_dirs``
+    where the installed D-Bus services are (empty: the mode's standard directories).
     """
 
     mode: Mode
@@ -133,12 +140,22 @@ class DaemonOptions:
     log_dir: Path | None = None
     log_max_bytes: int | None = None
     log_keep: int | None = None
+    launch_bus: bool = False
+    bus_config: Path | None = None
+    activation_dir: Path | None = None
+    import_dirs: tuple[Path, ...] = ()
+    print_address: bool = False
+    address_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, Mode):
             raise ValueError(f"mode must be a Mode, not {self.mode!r}")
         if self.address is not None and not self.address:
             raise ValueError("an explicit bus address cannot be empty")
+        if self.launch_bus and self.address is not None:
+            raise ValueError("--launch-bus starts the bus itself: it takes no --address")
+        if self.bus_config is not None and not self.launch_bus:
+            raise ValueError("--bus-config is the configuration of a bus busmgr launches")
 
 
 def _xdg_dir(environ: Mapping[str, str], variable: str, fallback: str) -> Path:
@@ -161,6 +178,16 @@ def default_services_dirs(mode: Mode, environ: Mapping[str, str]) -> tuple[Path,
     if mode is Mode.SYSTEM:
         return (SYSTEM_SERVICES_DIR,)
     return (xdg_config_home(environ) / "busmgr" / "services.d",)
+
+
+def default_activation_dir(mode: Mode, environ: Mapping[str, str]) -> Path | None:
+    """Where activation files of the jobs go on the mode's standard bus: the system bus reads
+    :data:`SYSTEM_ACTIVATION_DIR` (with busmgr's policy file installed); a session bus reads
+    ``$XDG_RUNTIME_DIR/dbus-1/services`` (None when that is not set)."""
+    if mode is Mode.SYSTEM:
+        return SYSTEM_ACTIVATION_DIR
+    runtime = environ.get("XDG_RUNTIME_DIR", "")
+    return Path(runtime) / "dbus-1" / "services" if os.path.isabs(runtime) else None
 
 
 def default_state_dir(mode: Mode, environ: Mapping[str, str]) -> Path:

@@ -4,8 +4,9 @@ Both commands become one :class:`Plan` (a frozen value: the mode, the directorie
 what to print, the session command) and run the same code path, :func:`run`:
 
 1. set up the process (its name, the pidfile, reaping, cgroups, signal handlers);
-2. start the private bus (``session``), connect, own the names, load the jobs, emit
-   ``startup``, print the address, start the session command;
+2. start the private bus (``session``) or launch the mode's bus (``daemon --launch-bus``,
+   :mod:`busmgr.bus.launch`), connect, own the names, load the jobs, emit ``startup``, print
+   the address, start the session command;
 3. wait for SIGTERM/SIGINT (or the command's exit, or ``EndSession``, or a fatal error), then
    stop every job in reverse start order, close the bus, stop the private bus, and make sure no
    child outlives the manager.
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from busmgr import process
+from busmgr.bus.launch import BusLauncher, DbusDaemonLauncher
 from busmgr.bus.link import LinkError
 from busmgr.jobclass import ConsoleMode, ExecContext, JobClass
 from busmgr.keeper import BusKeeper
@@ -41,6 +43,7 @@ from busmgr.options import (
     DaemonOptions,
     Mode,
     SessionOptions,
+    default_activation_dir,
     default_log_dir,
     default_services_dirs,
     default_state_dir,
@@ -65,7 +68,9 @@ class PlanError(Exception):
 class Plan:
     """Everything one manager process does, resolved (no defaults left open).
 
-    ``address`` is the bus to connect to; None with ``private_bus`` (the session's own).
+    ``address`` is the bus to connect to; None with ``private_bus`` (the session's own) or a
+    ``launcher`` (the bus the manager launches). ``activation_dir`` is where the activation
+    files of the jobs go on a bus that is not the session's own (None: none are written).
     ``broker``: the private bus is a dbus-broker busmgr launches (and activates for), not a
     dbus-daemon.
     """
@@ -78,7 +83,8 @@ class Plan:
     pidfile: Path | None = None
     command: tuple[str, ...] = ()
     broker: bool = False
-    broker: bool = False
+    launcher: BusLauncher | None = None
+    activation_dir: Path | None = None
 
 
 def session_plan(opts: SessionOptions, environ: Mapping[str, str]) -> Plan:
@@ -96,6 +102,7 @@ def session_plan(opts: SessionOptions, environ: Mapping[str, str]) -> Plan:
         desktop=opts.desktop,
         log_dir=opts.log_dir or default_log_dir(mode, environ, opts.state_dir),
         log_rotation=_rotation(opts),
+        import_dirs=opts.import_dirs,
     )
     return Plan(
         config,
@@ -108,25 +115,73 @@ def session_plan(opts: SessionOptions, environ: Mapping[str, str]) -> Plan:
     )
 
 
-def daemon_plan(opts: DaemonOptions, environ: Mapping[str, str]) -> Plan:
-    """``busmgr daemon``: an existing bus. Raises :class:`PlanError` when there is none."""
+def daemon_plan(
+    opts: DaemonOptions, environ: Mapping[str, str], *, systemd_runs: bool = False
+) -> Plan:
+    """``busmgr daemon``: an existing bus, or the mode's bus launched by the manager. Raises
+    :class:`PlanError` when there is none.
+
+    When ``systemd_runs`` the machine, busmgr on an existing bus never claims
+    ``org.freedesktop.systemd1`` (systemd would own it any moment: its bus connection may
+    come up after busmgr's), and in system mode it leaves the installed system services to
+    systemd unless an ``--import-dir`` asks for them."""
     mode = opts.mode
-    address = opts.address or standard_bus_address(mode, environ)
-    if address is None:
-        raise PlanError(
-            "no session bus: DBUS_SESSION_BUS_ADDRESS is not set "
-            "(give --address, or run `busmgr session` for a private bus)"
-        )
+    activation_dir = opts.activation_dir or default_activation_dir(mode, environ)
+    launcher: BusLauncher | None = None
+    address = None
+    if opts.launch_bus:
+        launcher = _launcher(opts, activation_dir, environ)
+    else:
+        address = opts.address or standard_bus_address(mode, environ)
+        if address is None:
+            raise PlanError(
+                "no session bus: DBUS_SESSION_BUS_ADDRESS is not set "
+                "(give --address, or run `busmgr session` for a private bus)"
+            )
+    beside_systemd = systemd_runs and not opts.launch_bus  # on the bus systemd activates for
+    leave_to_systemd = mode is Mode.SYSTEM and beside_systemd and not opts.import_dirs
     config = ManagerConfig(
         mode=mode,
         services_dirs=opts.services_dirs or default_services_dirs(mode, environ),
         state_dir=opts.state_dir or default_state_dir(mode, environ),
-        import_services=not opts.no_import and mode is Mode.SESSION,
+        import_services=not opts.no_import and not leave_to_systemd,
         environ=dict(environ),
         log_dir=opts.log_dir or default_log_dir(mode, environ, opts.state_dir),
         log_rotation=_rotation(opts),
+        import_dirs=opts.import_dirs,
+        claim_systemd1=not beside_systemd,
     )
-    return Plan(config, address=address, pidfile=opts.pidfile)
+    return Plan(
+        config,
+        address=address,
+        pidfile=opts.pidfile,
+        launcher=launcher,
+        activation_dir=activation_dir,
+        print_address=opts.print_address,
+        address_file=opts.address_file,
+    )
+
+
+def _launcher(
+    opts: DaemonOptions, activation_dir: Path | None, environ: Mapping[str, str]
+) -> BusLauncher:
+    """How ``--launch-bus`` starts the mode's bus (see :mod:`busmgr.bus.launch`): the system
+    bus where its configuration says; a user's bus at ``$XDG_RUNTIME_DIR/bus``, where
+    ``sd_bus``, GDBus and libdbus look for it."""
+    listen = None
+    if opts.mode is Mode.SESSION:
+        runtime = environ.get("XDG_RUNTIME_DIR", "")
+        if not os.path.isabs(runtime) or activation_dir is None:
+            raise PlanError("--session --launch-bus needs XDG_RUNTIME_DIR (where the bus listens)")
+        listen = f"unix:path={Path(runtime) / 'bus'}"
+    if activation_dir is None:
+        raise PlanError("--launch-bus needs a directory for its activation files")
+    return DbusDaemonLauncher(opts.mode, activation_dir, opts.bus_config, listen)
+
+
+def systemd_runs() -> bool:
+    """Whether systemd is this machine's service manager (``sd_booted()``)."""
+    return os.path.isdir("/run/systemd/system")
 
 
 def _rotation(opts: SessionOptions | DaemonOptions) -> LogRotation:
@@ -145,7 +200,7 @@ def run_session(opts: SessionOptions) -> int:
 def run_daemon(opts: DaemonOptions) -> int:
     """``busmgr daemon``: the manager on an existing bus."""
     try:
-        plan = daemon_plan(opts, os.environ)
+        plan = daemon_plan(opts, os.environ, systemd_runs=systemd_runs())
     except PlanError as err:
         print(f"busmgr: {err}", file=sys.stderr)
         return 1
@@ -217,11 +272,6 @@ def _exit_code(info: process.ExitInfo) -> int:
     return info.status or 0
 
 
-def _helper_dir(environ: Mapping[str, str]) -> Path | None:
-    runtime = environ.get("XDG_RUNTIME_DIR")
-    return Path(runtime) / "dbus-1" / "services" if runtime else None
-
-
 # ============================================================================ the run
 def _watch_loop(loop: asyncio.AbstractEventLoop, environ: Mapping[str, str]) -> None:
     """``BUSMGR_LOOP_DEBUG=SECONDS`` (a debug option, off by default): asyncio's debug mode,
@@ -261,9 +311,10 @@ async def _main(plan: Plan) -> int:
         manager,
         None if plan.private_bus else plan.address,
         plan.config.environ,
-        _helper_dir(plan.config.environ),
+        plan.activation_dir,
         saved.bus if saved else None,
         broker=plan.broker,
+        launcher=plan.launcher,
     )
     if plan.address_file is not None:
         address_file = plan.address_file

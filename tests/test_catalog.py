@@ -78,3 +78,50 @@ def test_a_broken_file_keeps_the_previous_definition(tmp_path: Path) -> None:
     assert any(":2: " in line for line in catalog.diagnostics)  # FILE:LINE of the problem
     fresh = load([d])
     assert fresh.classes == {} and fresh.kept == frozenset()
+
+
+def service(
+    directory: Path, bus_name: str, command: str, unit: str = "", mode: int = 0o644
+) -> Path:
+    text = f"[D-BUS Service]\nName={bus_name}\nExec={command}\nUser=root\n"
+    text += f"SystemdService={unit}\n" if unit else ""
+    return write(directory, f"{bus_name}.service", text, mode)
+
+
+def test_system_mode_imports_system_services_and_maps_their_units(tmp_path: Path) -> None:
+    jobs, installed = tmp_path / "jobs", tmp_path / "system-services"
+    write(jobs, "power.conf", "dbus org.x.Power\nunit power-extra.service\nexec /bin/mine\n")
+    service(installed, "org.x.Power", "/usr/bin/powerd", "power.service")  # the job wins
+    service(installed, "org.x.Kit", "/usr/bin/kitd", "kit.service")
+    service(installed, "org.x.Host", "/bin/false", "dbus-org.x.Host.service")
+    service(installed, "org.freedesktop.systemd1", "/bin/false")  # a name busmgr owns
+    service(installed, "org.x.Loose", "/usr/bin/loose", mode=0o666)
+    sources = Sources(
+        (jobs,),
+        Mode.SYSTEM,
+        True,
+        {},
+        frozenset({"org.freedesktop.systemd1"}),
+        import_dirs=(installed,),
+    )
+    catalog = load_catalog(sources)
+    assert sorted(catalog.classes) == ["org.x.Kit", "power"]
+    assert catalog.classes["org.x.Kit"].context.setuid == "root"
+    assert catalog.units == {
+        "power.service": "org.x.Power",  # the installed file's unit reaches the job file
+        "power-extra.service": "org.x.Power",
+        "kit.service": "org.x.Kit",
+        "dbus-org.x.Host.service": "org.x.Host",
+    }
+    assert [s.bus_name for s in catalog.skipped] == ["org.x.Host"]
+    assert any("org.x.Loose.service: refused in system mode" in d for d in catalog.diagnostics)
+
+
+def test_session_mode_imports_no_system_services(tmp_path: Path) -> None:
+    installed = tmp_path / "share"
+    service(installed / "dbus-1" / "system-services", "org.x.Kit", "/usr/bin/kitd")
+    service(installed / "dbus-1" / "services", "org.x.Desk", "/usr/bin/deskd")
+    environ = {"XDG_DATA_DIRS": str(installed), "HOME": str(tmp_path)}
+    catalog = load_catalog(Sources((), Mode.SESSION, True, environ))
+    assert sorted(catalog.classes) == ["org.x.Desk"]
+    assert catalog.classes["org.x.Desk"].context.setuid is None  # User= is the system bus's

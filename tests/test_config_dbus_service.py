@@ -5,11 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from busmgr.config import (
+    SYSTEM_SERVICE_DIRS,
     Severity,
     import_service_dirs,
     parse_service_file,
+    skip_reason,
     xdg_service_dirs,
 )
 from busmgr.jobclass import Origin, ProcessKind, ProcessSpec
@@ -49,23 +53,112 @@ def test_user_systemd_service_and_ignored_keys() -> None:
         "[Other Group]\n"
         "Name=ignored.name\n"
     )
-    result = parse_service_file(text, "x.service")
+    result = parse_service_file(text, "x.service", system=True)
     assert result.diagnostics == ()
     job = result.job
     assert job is not None
     assert job.name == "org.freedesktop.UDisks2"
     assert job.context.setuid == "root"
     assert job.systemd_service == "udisks2.service"
+    assert job.units == ("udisks2.service",)
     main = job.main
     assert main is not None
     assert main.argv() == ["/usr/lib/udisks2/udisksd", "--no-debug"]
 
 
-def test_user_is_stored_even_if_unknown() -> None:
+def test_a_system_service_user_that_does_not_exist_yet_is_a_warning() -> None:
     text = "[D-BUS Service]\nName=a.b\nExec=/bin/x\nUser=no-such-user-xyzzy\n"
-    job = parse_service_file(text, "x.service").job
+    result = parse_service_file(text, "x.service", system=True)
+    assert result.job is not None
+    assert result.job.context.setuid == "no-such-user-xyzzy"
+    assert [str(d) for d in result.diagnostics] == [
+        'x.service:4: warning: no such user "no-such-user-xyzzy" (yet): the service fails to '
+        "start until it exists"
+    ]
+
+
+def test_a_system_service_needs_a_user() -> None:
+    result = parse_service_file(
+        "[D-BUS Service]\nName=a.b\nExec=/bin/x\n", "x.service", system=True
+    )
+    assert result.job is None
+    assert [str(d) for d in result.errors] == [
+        "x.service: a system service needs User= (the user it runs as)"
+    ]
+
+
+def test_a_session_service_runs_as_the_session_user_whatever_user_says() -> None:
+    text = "[D-BUS Service]\nName=a.b\nExec=/bin/x\nUser=root\n"
+    result = parse_service_file(text, "x.service")
+    assert result.job is not None
+    assert result.job.context.setuid is None
+
+
+def test_a_bad_systemd_service_is_an_error() -> None:
+    text = "[D-BUS Service]\nName=a.b\nExec=/bin/x\nSystemdService=a b\n"
+    result = parse_service_file(text, "x.service")
+    assert result.job is None
+    assert [d.line for d in result.errors] == [4]
+    assert 'bad SystemdService "a b"' in result.errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("command", "skipped"),
+    [("/bin/false", True), ("/usr/bin/false", True), ("false", True), ("/bin/false --x", True),
+     ("/usr/lib/polkit-1/polkitd --no-debug", False), ("/bin/sh -c 'false'", False)],
+)  # fmt: skip
+def test_skip_reason_names_the_placeholder(command: str, skipped: bool) -> None:
+    text = (
+        f"[D-BUS Service]\nName=org.freedesktop.hostname1\nExec={command}\nUser=root\n"
+        "SystemdService=dbus-org.freedesktop.hostname1.service\n"
+    )
+    job = parse_service_file(text, "x.service", system=True).job
     assert job is not None
-    assert job.context.setuid == "no-such-user-xyzzy"
+    reason = skip_reason(job)
+    if skipped:
+        assert reason == (
+            f"org.freedesktop.hostname1: Exec={command}: a placeholder for a service only "
+            "systemd starts (SystemdService=dbus-org.freedesktop.hostname1.service)"
+        )
+    else:
+        assert reason is None
+
+
+def test_import_lists_skipped_files_with_their_units(tmp_path: Path) -> None:
+    local, share = tmp_path / "local", tmp_path / "share"
+    write(local, "org.x.Host.service", "org.x.Host", "/bin/false", "root", "x-host.service")
+    later = write(share, "org.x.Host.service", "org.x.Host", "/usr/bin/hostd", "root")
+    write(share, "org.x.Power.service", "org.x.Power", "/usr/bin/powerd", "nobody", "p.service")
+    result = import_service_dirs([local, share], system=True)
+    assert sorted(result.jobs) == ["org.x.Power"]
+    assert result.jobs["org.x.Power"].context.setuid == "nobody"
+    assert result.jobs["org.x.Power"].units == ("p.service",)
+    (skip,) = result.skipped
+    assert skip.bus_name == "org.x.Host" and skip.units == ("x-host.service",)
+    assert str(skip).startswith(f"{local / 'org.x.Host.service'}: skipped: org.x.Host: Exec=")
+    assert [(d.path, d.severity) for d in result.diagnostics] == [(str(later), Severity.WARNING)]
+
+
+def test_system_service_dirs_are_dbus_daemons_standard_ones() -> None:
+    assert [str(d) for d in SYSTEM_SERVICE_DIRS] == [
+        "/usr/local/share/dbus-1/system-services",
+        "/usr/share/dbus-1/system-services",
+        "/lib/dbus-1/system-services",
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(list("[]=#\n \tNameExcUsrSytdiv.-/a\u00e9\r\x00")), max_size=200
+    )
+)
+def test_any_text_gives_a_job_or_diagnostics(text: str) -> None:
+    for system in (False, True):
+        result = parse_service_file(text, "f.service", system=system)
+        assert (result.job is None) == any(d.is_error for d in result.diagnostics)
+        if result.job is not None:
+            skip_reason(result.job)
 
 
 @pytest.mark.parametrize(
@@ -98,10 +191,15 @@ def test_duplicate_key_warns_and_last_wins() -> None:
     assert [(d.line, d.severity) for d in result.diagnostics] == [(4, Severity.WARNING)]
 
 
-def write(directory: Path, name: str, bus_name: str, command: str) -> Path:
+def write(
+    directory: Path, name: str, bus_name: str, command: str, user: str = "", unit: str = ""
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
-    path.write_text(f"[D-BUS Service]\nName={bus_name}\nExec={command}\n")
+    text = f"[D-BUS Service]\nName={bus_name}\nExec={command}\n"
+    text += f"User={user}\n" if user else ""
+    text += f"SystemdService={unit}\n" if unit else ""
+    path.write_text(text)
     return path
 
 
@@ -146,3 +244,17 @@ def test_xdg_service_dirs_from_environment() -> None:
 
 def test_xdg_service_dirs_without_home() -> None:
     assert xdg_service_dirs({"XDG_DATA_DIRS": "/x"}) == [Path("/x/dbus-1/services")]
+
+
+def test_busmgr_check_judges_a_system_service_file_by_its_directory(tmp_path: Path) -> None:
+    from busmgr.config import check_paths
+
+    system = tmp_path / "system-services"
+    no_user = write(system, "org.x.A.service", "org.x.A", "/usr/bin/a")
+    placeholder = write(system, "org.x.B.service", "org.x.B", "/bin/false", "root", "b.service")
+    session = write(tmp_path / "services", "org.x.C.service", "org.x.C", "/usr/bin/c")
+    assert [str(d) for d in check_paths([no_user, placeholder, session])] == [
+        f"{no_user}: a system service needs User= (the user it runs as)",
+        f"{placeholder}: warning: skipped: org.x.B: Exec=/bin/false: a placeholder for a "
+        "service only systemd starts (SystemdService=b.service)",
+    ]

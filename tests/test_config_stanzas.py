@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from busmgr.config import Severity, parse_job, parse_job_file
-from busmgr.config.stanzas import STANZAS, oom_adj_to_score
+from busmgr.config.stanzas import STANZAS, oom_adj_to_score, unit_name_problem
 from busmgr.jobclass import (
     ConsoleMode,
     EnvEntry,
@@ -27,6 +29,7 @@ from busmgr.jobclass import (
     ProcessKind,
     ProcessSpec,
     RespawnPolicy,
+    parse_signal,
 )
 
 USER = pwd.getpwuid(os.getuid()).pw_name
@@ -82,6 +85,12 @@ GOOD: list[tuple[str, str, Any]] = [
     ),
     ("dbus system-bus org.freedesktop.UDisks", "dbus_name", "org.freedesktop.UDisks"),
     ("dbus session-bus a_b.c-d._e", "dbus_name", "a_b.c-d._e"),
+    ("dbus a.b\nunit upower.service", "units", ("upower.service",)),
+    (
+        "dbus a.b\nunit a.service dbus-org.x.service\nunit a.service b@i.service",
+        "units",
+        ("a.service", "dbus-org.x.service", "b@i.service"),
+    ),
     ("instance $TTY", "instance", "$TTY"),
     ('instance "${JOB}-$N"', "instance", "${JOB}-$N"),
     # readiness
@@ -110,6 +119,13 @@ GOOD: list[tuple[str, str, Any]] = [
     ("kill timeout 0", "kill_timeout", 0.0),
     ("reload signal USR1", "reload_signal", signal.SIGUSR1),
     ("reload signal SIGUSR2", "reload_signal", signal.SIGUSR2),
+    # Upstart accepts numbers, and 0 (a reload that only checks the main process is there)
+    ("reload signal 0", "reload_signal", 0),
+    ("reload signal 10", "reload_signal", signal.SIGUSR1),
+    ("reload signal 40", "reload_signal", 40),
+    ("kill signal 64", "kill_signal", 64),
+    ("kill signal RTMIN+2", "kill_signal", signal.SIGRTMIN + 2),
+    ("reload signal SIGRTMAX-1", "reload_signal", signal.SIGRTMAX - 1),
     # environment and credentials
     ("env FOO=bar", "env", (EnvEntry("FOO", "bar"),)),
     ('env FOO=""', "env", (EnvEntry("FOO", ""),)),
@@ -122,6 +138,9 @@ GOOD: list[tuple[str, str, Any]] = [
     (f"setuid {USER}", "context.setuid", USER),
     (f"setgid {GROUP}", "context.setgid", GROUP),
     (f"setuid {os.getuid()}", "context.setuid", str(os.getuid())),
+    # a user the package creates when it is installed: a warning, the job loads
+    ("setuid no-such-user-xyzzy", "context.setuid", "no-such-user-xyzzy"),
+    ("setgid no-such-group-xyzzy", "context.setgid", "no-such-group-xyzzy"),
     ("chdir /var/lib/x", "context.chdir", "/var/lib/x"),
     ('chdir "/with space"', "context.chdir", "/with space"),
     ("chroot /srv/root", "context.chroot", "/srv/root"),
@@ -242,6 +261,11 @@ BAD: list[tuple[str, str]] = [
     ("dbus org.2fast.Echo", 'element "2fast" starts with a digit'),
     ("dbus org.ex$ample.Echo", 'element "ex$ample" has characters other than'),
     ("dbus :1.42", "a unique name"),
+    ("unit", '"unit" is incomplete'),
+    ("unit upower", 'bad unit name "upower": a bus daemon only asks for services (did you mean'),
+    ("unit up.socket", 'bad unit name "up.socket": a bus daemon only asks for services'),
+    ("unit 'a b.service'", 'bad unit name "a b.service": a unit name is made of'),
+    ("unit " + "x" * 250 + ".service", "a unit name has at most 255 characters"),
     ("dbus org." + "a" * 260, "at most 255 characters"),
     ("dbus system-bus", 'bad bus name "system-bus"'),
     ("dbus systembus org.a.B", 'unknown bus "systembus" in "dbus" (did you mean "system-bus"?)'),
@@ -283,9 +307,13 @@ BAD: list[tuple[str, str]] = [
     ("env =x", 'bad variable name "" in "env"'),
     ("export", '"export" is incomplete'),
     ("export A-B", 'bad variable name "A-B" in "export"'),
-    ("setuid no-such-user-xyzzy", 'setuid: no such user "no-such-user-xyzzy"'),
-    ("setuid 4000000000", 'setuid: no such user "4000000000"'),
-    ("setgid no-such-group-xyzzy", 'setgid: no such group "no-such-group-xyzzy"'),
+    ("setuid 4294967295", 'setuid: bad user "4294967295"'),
+    ("setuid a:b", 'setuid: bad user "a:b"'),
+    ("setgid 99999999999", 'setgid: bad group "99999999999"'),
+    ("kill signal 65", 'unknown signal "65" in "kill signal"'),
+    ("kill signal RTMAX+1", 'unknown signal "RTMAX+1" in "kill signal"'),
+    ("reload signal -1", 'unknown signal "-1" in "reload signal"'),
+    ("reload signal 00000", 'unknown signal "00000" in "reload signal"'),
     ("setuid", '"setuid" is incomplete'),
     ("chdir", '"chdir" is incomplete'),
     ('chdir ""', '"chdir" needs a directory'),
@@ -344,7 +372,7 @@ def test_bad_stanza(text: str, message: str) -> None:
 
 def test_every_keyword_of_the_table_is_tested() -> None:
     tested = {t.split()[0] for t, _, _ in GOOD} | {t.split()[0] for t, _ in BAD}
-    tested |= {"apparmor", "cgroup"}  # tested below, as warnings
+    tested |= {"apparmor", "cgroup", "tmpfiles"}  # tested below, as warnings
     assert set(STANZAS) <= tested
 
 
@@ -376,6 +404,11 @@ def test_a_rejected_stanza_leaves_no_trace_but_the_error() -> None:
         ("apparmor load /etc/apparmor.d/usr.sbin.cupsd", '"apparmor" is not supported by busmgr'),
         ("apparmor switch /usr/bin/foo", '"apparmor" is not supported by busmgr'),
         ("cgroup memory mem-$JOB", '"cgroup" is not supported by busmgr'),
+        ("tmpfiles /usr/lib/tmpfiles.d/shill.conf", '"tmpfiles" is not supported by busmgr'),
+        ("setuid no-such-user-xyzzy", 'setuid: no such user "no-such-user-xyzzy" (yet)'),
+        ("setuid 4000000000", 'setuid: no such user "4000000000" (yet)'),
+        ("setgid no-such-group-xyzzy", 'setgid: no such group "no-such-group-xyzzy" (yet)'),
+        ("unit a.service", '"unit" without "dbus NAME"'),
         ("console owner", '"console owner" is not supported by busmgr; using "console output"'),
         ("nice 1\nnice 2", '"nice" given again (first on line 1); the last one wins'),
         ("start on a\nstart on b", '"start on" given again (first on line 1)'),
@@ -555,3 +588,14 @@ def test_parser_never_raises_on_garbage() -> None:
         text = "".join(rng.choice(FUZZ_ALPHABET) for _ in range(rng.randint(0, 50)))
         result = parse(text)
         assert (result.job is None) == bool(result.errors)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_any_signal_or_unit_text_is_a_value_or_a_clear_refusal(text: str) -> None:
+    signum = parse_signal(text)
+    assert signum is None or signum in signal.valid_signals()
+    problem = unit_name_problem(text)
+    assert problem is None or problem
+    result = parse(f"dbus a.b\nunit {text!r}\nreload signal {text!r}\nsetuid {text!r}\n")
+    assert (result.job is None) == bool(result.errors)

@@ -202,6 +202,17 @@ async def test_a_dead_private_bus_is_restarted_at_the_same_address(
                          sess.stderr)  # fmt: skip
         assert (await client.instance("plain"))["MainPID"] == plain  # untouched
         assert (await client.instance("named"))["MainPID"] == named_again
+        # The jobs' address names no guid: libdbus (dbus-send here) refuses a server whose
+        # guid is not the address's, and the new daemon has a new one.
+        job_address = psutil.Process(plain).environ()["DBUS_SESSION_BUS_ADDRESS"]
+        assert job_address == sess.address and "guid=" not in job_address
+        ping = await asyncio.create_subprocess_exec(
+            "dbus-send", f"--bus={job_address}", "--print-reply", "--dest=org.freedesktop.DBus",
+            "/org/freedesktop/DBus", "org.freedesktop.DBus.Peer.Ping",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(ping.communicate(), TIMEOUT)
+        assert ping.returncode == 0, err
         log = sess.stderr.read_text()
         assert f"the private {bus} killed by signal KILL; starting it again" in log
         assert "Traceback" not in log

@@ -10,7 +10,7 @@ An address is a D-Bus address string; ``None`` (or dbus-fast's ``BusType.SESSION
 
 from __future__ import annotations
 
-__all__ = ["ConnectError", "describe_address"]
+__all__ = ["ConnectError", "describe_address", "without_guid"]
 
 
 def describe_address(address: object) -> str:
@@ -29,3 +29,16 @@ class ConnectError(Exception):
         super().__init__(f"cannot connect to {describe_address(address)}: {reason}")
         self.address = address
         self.reason = reason
+
+
+def without_guid(address: str) -> str:
+    """``address`` without the ``guid=`` of its entries: the address of a bus the manager
+    starts again where it listened. The restarted daemon has a new guid, and libdbus and
+    sd-bus refuse a server whose guid is not the one the address names, so the address handed
+    to jobs and clients names none."""
+    entries = []
+    for entry in address.split(";"):
+        transport, colon, pairs = entry.partition(":")
+        kept = [p for p in pairs.split(",") if p and not p.startswith("guid=")]
+        entries.append(transport + colon + ",".join(kept))
+    return ";".join(entries)

@@ -115,21 +115,33 @@ class BusLink:
         """Own ``name`` (no queueing). True if we own it. When another connection owns it:
         False, or :class:`LinkError` if ``required``. A refusal by the bus policy is always a
         :class:`LinkError` when ``required``, and False (with its reason logged) otherwise."""
+        reason = await self.try_own(name)
+        if reason is None:
+            return True
+        if required:
+            raise LinkError(f"cannot own {name} on {self.address}: {reason}")
+        log.info("cannot own %s: %s", name, reason)
+        return False
+
+    async def try_own(self, name: str) -> str | None:
+        """Own ``name`` (no queueing): None if we own it now, else why not, in one line (the
+        bus policy's refusal, or that another connection owns it)."""
         bus = self.require()
         try:
             reply = await bus.request_name(name, NameFlag.DO_NOT_QUEUE)
         except DBusError as e:
-            if required:
-                raise LinkError(f"cannot own {name} on {self.address}: {e.text}") from None
-            log.info("cannot own %s: %s", name, e.text)
-            return False
+            return e.text
         if reply in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
-            return True
-        if required:
-            raise LinkError(
-                f"{name} is already owned on {self.address}: is another busmgr running there?"
-            )
-        return False
+            return None
+        return "another connection owns it: is another busmgr running there?"
+
+    def redeliver(self, msg: Message) -> None:
+        """Handle ``msg`` again as if it had just arrived (every handler, then the exported
+        objects): a call that :class:`busmgr.bus.auth.CallerGate` held until its sender was
+        known. dbus-fast has no public way in; ``_process_message`` is the one its reader
+        calls for every message (pinned by the ``dbus-fast<6`` requirement)."""
+        if self.connected:
+            self.require()._process_message(msg)
 
     def export(self, path: str, interface: ServiceInterface) -> None:
         self.require().export(path, interface)

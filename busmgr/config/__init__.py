@@ -13,23 +13,24 @@ and ``busmgr check`` use the same functions, so they always agree about a file.
 from busmgr.config.check import check_paths
 from busmgr.config.checks import BUILTIN_EVENTS, cross_check
 from busmgr.config.dbus_service import (
+    SYSTEM_SERVICE_DIRS,
     import_service_dirs,
     import_steps,
     parse_service_file,
     parse_service_path,
+    skip_reason,
     xdg_service_dirs,
 )
 from busmgr.config.desktop import (
     AutostartContext,
     AutostartImport,
-    Skipped,
     autostart_dirs,
     autostart_steps,
     import_autostart,
 )
 from busmgr.config.diagnostics import Diagnostic, Severity, has_errors
 from busmgr.config.expr import ExprError, parse_event_expr
-from busmgr.config.files import LoadResult, run_steps
+from busmgr.config.files import LoadResult, Skipped, run_steps
 from busmgr.config.loader import load_directories, load_steps
 from busmgr.config.parser import ParseResult, job_name_for, parse_job, parse_job_file
 from busmgr.config.stanzas import STANZAS, bus_name_problem
@@ -37,6 +38,7 @@ from busmgr.config.stanzas import STANZAS, bus_name_problem
 __all__ = [
     "BUILTIN_EVENTS",
     "STANZAS",
+    "SYSTEM_SERVICE_DIRS",
     "AutostartContext",
     "AutostartImport",
     "Diagnostic",
@@ -63,5 +65,6 @@ __all__ = [
     "parse_service_file",
     "parse_service_path",
     "run_steps",
+    "skip_reason",
     "xdg_service_dirs",
 ]

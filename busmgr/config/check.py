@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from busmgr.config.checks import cross_check
-from busmgr.config.dbus_service import SERVICE_SUFFIX, parse_service_path
+from busmgr.config.dbus_service import SERVICE_SUFFIX, parse_service_path, skip_reason
 from busmgr.config.desktop import AUTOSTART_SUFFIX, AutostartContext, parse_autostart_path
-from busmgr.config.diagnostics import Diagnostic
+from busmgr.config.diagnostics import Diagnostic, Severity
 from busmgr.config.files import add_job, config_files
 from busmgr.config.loader import Collector
 from busmgr.config.parser import JOB_SUFFIX, ParseResult, job_name_for, parse_job_file
@@ -26,7 +26,13 @@ __all__ = ["check_paths"]
 
 def _parse_any(path: Path, context: AutostartContext) -> ParseResult:
     if path.name.endswith(SERVICE_SUFFIX):
-        return parse_service_path(path)
+        # A file of a ``system-services`` directory is a system service (User= required).
+        result = parse_service_path(path, system=path.parent.name == "system-services")
+        reason = skip_reason(result.job) if result.job is not None else None
+        if reason is not None:
+            note = Diagnostic(os.fspath(path), 0, f"skipped: {reason}", Severity.WARNING)
+            return ParseResult(None, (*result.diagnostics, note))
+        return result
     if path.name.endswith(AUTOSTART_SUFFIX):
         entry = parse_autostart_path(path, context)
         return ParseResult(entry.job, entry.diagnostics)

@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from busmgr.config.diagnostics import Diagnostic, Severity, has_errors
-from busmgr.config.files import config_files, run_steps
+from busmgr.config.files import Skipped, config_files, run_steps
 from busmgr.config.keyfile import (
     Group,
     parse_boolean,
@@ -186,15 +186,6 @@ class AutostartContext:
             file_exists=os.path.exists,
             read_config=_read_config,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Skipped:
-    """An entry that is not a job: the job it would be, the file, and why not."""
-
-    name: str
-    source: str
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)

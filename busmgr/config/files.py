@@ -19,7 +19,24 @@ from typing import TypeVar
 from busmgr.config.diagnostics import Diagnostic, Severity
 from busmgr.jobclass import JobClass
 
-__all__ = ["LoadResult", "add_job", "config_files", "run_steps"]
+__all__ = ["LoadResult", "Skipped", "add_job", "config_files", "run_steps"]
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A file that is valid but deliberately not made a job: the job it would be (``name``),
+    the file, and why not. An imported D-Bus ``.service`` file that only systemd can start
+    names its ``bus_name`` and the systemd ``units`` it names, so an activation request for
+    one of them can be answered with ``reason``; an autostart entry has neither."""
+
+    name: str
+    source: str
+    reason: str
+    bus_name: str = ""
+    units: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.source}: skipped: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +46,7 @@ class LoadResult:
     jobs: dict[str, JobClass]
     diagnostics: tuple[Diagnostic, ...] = ()
     failed: frozenset[str] = frozenset()  # names whose (winning) file has errors
+    skipped: tuple[Skipped, ...] = ()  # valid files that make no job, with the reason
 
     @property
     def errors(self) -> tuple[Diagnostic, ...]:

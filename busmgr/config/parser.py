@@ -98,6 +98,9 @@ def parse_job_steps(text: str, *, name: str, path: str) -> Generator[None, None,
                 draft.diagnostics.append(Diagnostic(path, item.line, _shorten(exc.message)))
         if count % STEP_LINES == 0:
             yield
+    if draft.units and not (draft.fields.get("dbus_name") or job.dbus_name):
+        line = draft.seen.get("unit", 0)
+        draft.warn(line, '"unit" without "dbus NAME": no activation request can start this job')
     diagnostics = tuple(sorted(draft.diagnostics, key=sort_key))
     return ParseResult(None if has_errors(diagnostics) else draft.build(), diagnostics)
 

@@ -12,13 +12,16 @@ Invariants:
 
 * A handler either changes the draft or raises, never both: all checks come before the first
   ``draft.set*`` call, so a rejected stanza leaves no trace in the job.
-* Every value stored is validated (ranges, signal names, users and groups that exist now,
-  capability names, bus name syntax), so run-time code never re-checks it.
+* Every value stored is validated (ranges, signal names, capability names, bus name and unit
+  name syntax), so run-time code never re-checks it. Users and groups are the exception: one
+  that does not exist yet is a warning (packages create their users when they are installed),
+  and a start fails with a clear error while it is missing.
 * Single-valued stanzas given twice: the last wins (Upstart's rule) with a warning; the main
   process or a hook given twice is an error. ``env``, ``export``, ``emits``, ``normal exit``
   and ``caps keep`` accumulate.
-* Upstart stanzas busmgr does not implement (``apparmor``, ``cgroup``, ``console owner``) are
-  accepted with a warning naming them, so real Upstart job files load unchanged.
+* Upstart stanzas busmgr does not implement (``apparmor``, ``cgroup``, ``console owner``, and
+  ChromeOS Upstart's ``tmpfiles``) are accepted with a warning naming them, so real Upstart job
+  files load unchanged.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ class Draft:
 
     Mutable on purpose (the one mutable object of parsing). Handlers record single values with
     :meth:`set` (and :meth:`set_context`, :meth:`set_respawn`) and append to the accumulating
-    fields (``processes``, ``env``, ``export``, ``emits``, ``normal_codes``,
+    fields (``processes``, ``env``, ``export``, ``units``, ``emits``, ``normal_codes``,
     ``normal_signals``, ``limits``, ``caps``); :meth:`build` makes the frozen
     :class:`JobClass` once, at the end. Every stanza costs constant time (no copy of what
     came before), so parsing is linear in the size of the file. ``seen`` remembers where each
@@ -81,6 +84,7 @@ class Draft:
     processes: dict[ProcessKind, ProcessSpec] = field(default_factory=dict)
     env: list[EnvEntry] = field(default_factory=list)
     export: dict[str, None] = field(default_factory=dict)
+    units: dict[str, None] = field(default_factory=dict)
     emits: dict[str, None] = field(default_factory=dict)
     normal_codes: set[int] = field(default_factory=set)
     normal_signals: set[int] = field(default_factory=set)
@@ -111,6 +115,7 @@ class Draft:
             processes={**base.processes, **self.processes},
             env=(*base.env, *self.env),
             export=(*base.export, *self.export),
+            units=(*base.units, *(u for u in self.units if u not in base.units)),
             emits=(*base.emits, *self.emits),
             normal_exit_codes=base.normal_exit_codes | self.normal_codes,
             normal_exit_signals=base.normal_exit_signals | self.normal_signals,
@@ -201,7 +206,10 @@ def _seconds(text: str, what: str, *, positive: bool = False) -> float:
     return value
 
 
-def _signal(text: str, what: str) -> int:
+def _signal(text: str, what: str, *, zero: bool = False) -> int:
+    """A signal name or number; with ``zero``, also ``0`` (Upstart accepts it: no signal)."""
+    if zero and text.strip() in ("0", "00", "000"):
+        return 0
     signum = parse_signal(text)
     if signum is None:
         raise StanzaError(f'unknown signal "{text}" in "{what}"')
@@ -346,6 +354,38 @@ def stanza_dbus(draft: Draft, line: LogicalLine) -> None:
     draft.set(dbus_name=name, activated_by=(activation_match(name),))
 
 
+# systemd's unit names (systemd.unit(5)): at most 255 characters of [A-Za-z0-9:_.\-@]; the
+# ones a bus daemon's activation request can name are services.
+_UNIT = re.compile(r"[A-Za-z0-9:_.\\@-]+\.service\Z")
+UNIT_NAME_MAX = 255
+
+
+def unit_name_problem(unit: str) -> str | None:
+    """Why ``unit`` is not a systemd service unit name (``upower.service``), or None."""
+    if len(unit) > UNIT_NAME_MAX:
+        return f"a unit name has at most {UNIT_NAME_MAX} characters"
+    if not unit.endswith(".service"):
+        if "." in unit:
+            return "a bus daemon only asks for services (NAME.service)"
+        return f'a bus daemon only asks for services (did you mean "{unit}.service"?)'
+    if not _UNIT.match(unit) or unit.startswith(("@", ".")) or unit == ".service":
+        return "a unit name is made of [A-Za-z0-9:_.\\@-] and ends in .service"
+    return None
+
+
+def stanza_unit(draft: Draft, line: LogicalLine) -> None:
+    """``unit NAME.service...``: the systemd units this job stands for. A bus daemon that
+    activates through systemd asks for a unit (``SystemdService=`` of the installed D-Bus
+    ``.service`` file); the request reaches the job that declares it."""
+    units = _args(line, 1, "unit NAME.service...", minimum=1)
+    for unit in units:
+        problem = unit_name_problem(unit)
+        if problem is not None:
+            raise StanzaError(f'bad unit name "{unit}": {problem}')
+    draft.seen.setdefault("unit", line.line)
+    draft.units.update(dict.fromkeys(units))
+
+
 def stanza_instance(draft: Draft, line: LogicalLine) -> None:
     (template,) = _args(line, 1, "instance NAME-TEMPLATE", count=1)
     if not template:
@@ -437,7 +477,8 @@ def stanza_reload(draft: Draft, line: LogicalLine) -> None:
     usage = "reload signal SIGNAL"
     _sub(line, ("signal",), usage)
     (value,) = _args(line, 2, usage, count=1)
-    signum = _signal(value, "reload signal")
+    # Upstart accepts 0: a reload then only checks that the main process is there.
+    signum = _signal(value, "reload signal", zero=True)
     draft.once("reload signal", line.line)
     draft.set(reload_signal=signum)
 
@@ -463,16 +504,58 @@ def stanza_export(draft: Draft, line: LogicalLine) -> None:
     draft.export.update(dict.fromkeys(names))
 
 
+_ID_MAX = 2**32 - 2  # (uid_t) -1 means "no change" to setuid(2) and friends
+_NUMERIC_ID = re.compile(r"[0-9]{1,10}\Z")  # ASCII digits: int() refuses "²" and 5,000 digits
+
+
+def _numeric_id(text: str) -> int | None:
+    """``text`` as a uid/gid number, or None when it is a name (or far too long a number)."""
+    return int(text) if _NUMERIC_ID.match(text) else None
+
+
+def _credential(
+    draft: Draft, line: LogicalLine, kind: str, name: str, exists: Callable[[str], bool]
+) -> None:
+    """Check a ``setuid``/``setgid`` value: a bad one is an error; one that does not exist
+    yet only a warning (it is looked up again at every start, which fails while it is
+    missing)."""
+    number = _numeric_id(name)
+    too_big = (number is not None and number > _ID_MAX) or (
+        name.isascii() and name.isdigit() and number is None
+    )
+    if not name or "\0" in name or ":" in name or too_big:
+        raise StanzaError(f'{kind}: bad {"user" if kind == "setuid" else "group"} "{name}"')
+    if not exists(name):
+        what = "user" if kind == "setuid" else "group"
+        draft.warn(
+            line.line,
+            f'{kind}: no such {what} "{name}" (yet): the job fails to start until it exists',
+        )
+
+
 def stanza_setuid(draft: Draft, line: LogicalLine) -> None:
     (user,) = _args(line, 1, "setuid USER", count=1)
+    _credential(draft, line, "setuid", user, _user_exists)
+    draft.once("setuid", line.line)
+    draft.set_context(setuid=user)
+
+
+def _user_exists(user: str) -> bool:
     try:
         pwd.getpwnam(user)
     except KeyError:
-        uid = decimal(user)
-        if not (uid is not None and _uid_exists(uid)):
-            raise StanzaError(f'setuid: no such user "{user}"') from None
-    draft.once("setuid", line.line)
-    draft.set_context(setuid=user)
+        number = _numeric_id(user)
+        return number is not None and _uid_exists(number)
+    return True
+
+
+def _group_exists(group: str) -> bool:
+    try:
+        grp.getgrnam(group)
+    except KeyError:
+        number = _numeric_id(group)
+        return number is not None and _gid_exists(number)
+    return True
 
 
 def _uid_exists(uid: int) -> bool:
@@ -493,12 +576,7 @@ def _gid_exists(gid: int) -> bool:
 
 def stanza_setgid(draft: Draft, line: LogicalLine) -> None:
     (group,) = _args(line, 1, "setgid GROUP", count=1)
-    try:
-        grp.getgrnam(group)
-    except KeyError:
-        gid = decimal(group)
-        if not (gid is not None and _gid_exists(gid)):
-            raise StanzaError(f'setgid: no such group "{group}"') from None
+    _credential(draft, line, "setgid", group, _group_exists)
     draft.once("setgid", line.line)
     draft.set_context(setgid=group)
 
@@ -698,6 +776,7 @@ STANZAS: Mapping[str, Handler] = {
     "stop": stanza_on,
     "emits": stanza_emits,
     "dbus": stanza_dbus,
+    "unit": stanza_unit,
     "instance": stanza_instance,
     # readiness and lifetime
     "expect": stanza_expect,
@@ -729,6 +808,7 @@ STANZAS: Mapping[str, Handler] = {
     # Upstart stanzas busmgr accepts and ignores
     "apparmor": stanza_unsupported,
     "cgroup": stanza_unsupported,
+    "tmpfiles": stanza_unsupported,  # ChromeOS Upstart
 }
 
 

@@ -11,11 +11,12 @@ manager knowing which: it gets the pieces every backend needs and returns one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from busmgr.bus.activation.requests import ActivationRequests
 from busmgr.bus.link import BusLink
+from busmgr.config import Skipped
 from busmgr.environment import Environment
 from busmgr.jobclass import JobClass
 
@@ -31,8 +32,16 @@ class ActivationBackend(Protocol):
         """Begin answering the daemon; returns the mode, for the log."""
         ...
 
-    async def refresh(self, classes: list[JobClass]) -> None:
-        """Make the daemon's activatable names exactly those ``classes`` provide."""
+    async def refresh(
+        self,
+        classes: list[JobClass],
+        units: Mapping[str, str],
+        skipped: Iterable[Skipped],
+    ) -> None:
+        """Make the daemon's activatable names exactly those ``classes`` provide. ``units``
+        map further systemd unit names to bus names (a daemon that activates through systemd
+        asks for a unit); ``skipped`` are installed services that make no job, whose names and
+        units are refused with the reason. A backend that never sees units ignores both."""
         ...
 
     def close(self) -> None:

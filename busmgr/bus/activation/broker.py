@@ -48,13 +48,14 @@ import asyncio
 import logging
 import os
 import pwd
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from dbus_fast import Message, MessageType
 
 from busmgr import ERROR_PREFIX, MANAGER_BUS_NAME
 from busmgr.bus.activation.requests import ActivationRequests, Failed
 from busmgr.bus.controller import ControllerConnection, ControllerError
+from busmgr.config import Skipped
 from busmgr.environment import Environment
 from busmgr.escape import escape
 from busmgr.jobclass import JobClass
@@ -143,9 +144,15 @@ class BrokerActivation:
         return self.mode
 
     # ------------------------------------------------------------------ names
-    async def refresh(self, classes: list[JobClass]) -> None:
+    async def refresh(
+        self,
+        classes: list[JobClass],
+        units: Mapping[str, str] | None = None,
+        skipped: Iterable[Skipped] = (),
+    ) -> None:
         """Add the provided names the broker does not know, release those no job provides;
-        on return the broker knows exactly the provided names (a name it refused is logged)."""
+        on return the broker knows exactly the provided names (a name it refused is logged).
+        The broker asks for names, never units: ``units`` and ``skipped`` play no part."""
         wanted: dict[str, int] = {}
         for cls in classes:
             name = cls.dbus_name

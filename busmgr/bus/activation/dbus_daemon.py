@@ -21,7 +21,19 @@ Either way an activation is :meth:`busmgr.control.Control.activate_name`, the pa
 ``ActivateName`` takes too, and the daemon's ``UpdateActivationEnvironment`` (a no-reply
 ``SetEnvironment(as)`` call to the owner of ``org.freedesktop.systemd1``, so activator mode
 only) updates the environment of later activations
-(:meth:`busmgr.environment.Environment.update_activation`).
+(:meth:`busmgr.environment.Environment.update_activation`; in system mode without the variables
+a caller busmgr cannot see must not set). Who may call the environment methods directly is the
+caller policy's business (:mod:`busmgr.bus.auth`: on the system bus, root only).
+
+Units: the daemon asks for the unit a service file names (``SystemdService=``). busmgr's own
+files name ``busmgr-activate-<escaped name>.service``; an installed file names its package's
+unit (``upower.service``), which the catalog maps to the bus name (and a job's ``unit`` stanza
+too). A request for a unit of a file that was skipped (``Exec=/bin/false``) fails at once with
+the reason. If the bus cannot own ``org.freedesktop.systemd1`` (its policy refuses, or a real
+systemd owns it), that is said in one log line and helper mode is used; if the daemon turns out
+not to read the directory the files are written to, a warning says so (activation by bus name
+then cannot reach busmgr's jobs, while ``busmgr activate`` still can). On the system bus a file
+carries ``User=root`` too, which the daemon's setuid launch helper requires in helper mode.
 
 Service files: one ``NAME.service`` per bus name a job provides, in the directory the bridge
 was given (the private bus's service directory, or ``$XDG_RUNTIME_DIR/dbus-1/services``, which
@@ -41,7 +53,7 @@ import logging
 import os
 import shlex
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from dbus_fast import Message, MessageFlag, MessageType
@@ -49,9 +61,11 @@ from dbus_fast import Message, MessageFlag, MessageType
 from busmgr import ERROR_PREFIX
 from busmgr.bus.activation.requests import ActivationRequests, Failed
 from busmgr.bus.link import DBUS, DBUS_PATH, BusLink
+from busmgr.config import Skipped
 from busmgr.environment import Environment
 from busmgr.escape import escape
 from busmgr.jobclass import JobClass
+from busmgr.options import Mode
 
 log = logging.getLogger("busmgr")
 
@@ -73,8 +87,8 @@ def unit_name(bus_name: str) -> str:
     return f"{UNIT_PREFIX}{escape(bus_name)}.service"
 
 
-def service_file_text(bus_name: str, mode: str, address: str) -> str:
-    """The ``NAME.service`` file for ``bus_name`` in ``mode``.
+def service_file_text(bus_name: str, mode: str, address: str, *, system: bool = False) -> str:
+    """The ``NAME.service`` file for ``bus_name`` in ``mode`` (``system``: for the system bus).
 
     Both modes need an ``Exec=`` line (dbus-daemon rejects a file without one); in activator
     mode the daemon never runs it, but the line still works if someone starts it by hand.
@@ -88,6 +102,8 @@ def service_file_text(bus_name: str, mode: str, address: str) -> str:
         f"Name={bus_name}",
         "Exec=" + shlex.join([*helper, bus_name]),
     ]
+    if system:
+        lines.append("User=root")
     if mode == ACTIVATOR:
         lines.append(f"SystemdService={unit_name(bus_name)}")
     return "\n".join(lines) + "\n"
@@ -147,6 +163,7 @@ class DbusDaemonActivation:
         servicedir: Path | None,
         *,
         remove_on_close: bool = True,
+        claim: bool = True,
     ) -> None:
         self._link = link
         self._requests = requests
@@ -154,52 +171,108 @@ class DbusDaemonActivation:
         self._address = address
         self.servicedir = servicedir
         self.remove_on_close = remove_on_close
+        self.claim = claim
         self.mode = "none"
+        self.system = environment.mode is Mode.SYSTEM
         self._units: dict[str, str] = {}  # unit -> bus name
+        self._skipped: dict[str, str] = {}  # unit or bus name -> why no job provides it
         self._written: set[str] = set()  # file names in servicedir
+        self._checked = False  # whether the daemon was seen reading servicedir
 
     async def start(self) -> str:
         """Choose the mode; returns it (``activator`` or ``helper``). Call once, after the
-        manager owns its own name."""
-        self.mode = ACTIVATOR if await self._link.own(SYSTEMD, required=False) else HELPER
-        log.info(
-            "D-Bus activation: %s mode (%s)",
-            self.mode,
-            "busmgr owns " + SYSTEMD if self.mode == ACTIVATOR else SYSTEMD + " has another owner",
-        )
+        manager owns its own name. Never fails because the name is refused: says why, in one
+        line, and uses helper mode. Without ``claim`` (systemd runs the machine, and would own
+        the name any moment) it does not even try."""
+        if not self.claim:
+            self.mode = HELPER
+            log.info(
+                "D-Bus activation: helper mode (%s is systemd's: it runs this machine)", SYSTEMD
+            )
+        elif (refused := await self._link.try_own(SYSTEMD)) is None:
+            self.mode = ACTIVATOR
+            log.info("D-Bus activation: activator mode (busmgr owns %s)", SYSTEMD)
+        else:
+            self.mode = HELPER
+            log.info("D-Bus activation: helper mode (cannot own %s: %s)", SYSTEMD, refused)
         self._link.add_handler(self._on_message)
         return self.mode
 
     # ----------------------------------------------------------- service files
     def service_file_text(self, cls: JobClass) -> str:
-        return service_file_text(cls.dbus_name or "", self.mode, self._address)
+        return service_file_text(cls.dbus_name or "", self.mode, self._address, system=self.system)
 
-    async def write_service_files(self, classes: list[JobClass]) -> None:
+    async def write_service_files(
+        self,
+        classes: list[JobClass],
+        aliases: Mapping[str, str] | None = None,
+        skipped: Iterable[Skipped] = (),
+    ) -> None:
         """Bring the service files in line with ``classes`` (one per provided bus name), then
-        ``ReloadConfig`` once if anything changed. On return the daemon knows every name."""
+        ``ReloadConfig`` once if anything changed. On return the daemon knows every name (if it
+        reads ``servicedir``: :meth:`_check_daemon_reads` warns when it does not).
+
+        ``aliases`` map further units to bus names (the catalog's: installed files' and ``unit``
+        stanzas'); ``skipped`` are the installed files that make no job (their units and names
+        are refused with the reason)."""
         wanted: dict[str, str] = {}
-        units: dict[str, str] = {}
+        units: dict[str, str] = dict(aliases or {})
         for cls in classes:
             if not cls.dbus_name or cls.dbus_name == SYSTEMD:
                 continue
             wanted[f"{cls.dbus_name}.service"] = self.service_file_text(cls)
             units[unit_name(cls.dbus_name)] = cls.dbus_name
+            units.update(dict.fromkeys(cls.units, cls.dbus_name))
         self._units = units
+        self._skipped = {}
+        for skip in skipped:
+            for key in (skip.bus_name, *skip.units):
+                if key:
+                    self._skipped[key] = skip.reason
         if self.servicedir is None:
             return
         changed = publish_files(self.servicedir, wanted, self._written)
         self._written = set(wanted)
         if changed:
             await self._reload_config()
+            await self._check_daemon_reads(wanted)
+
+    async def _check_daemon_reads(self, wanted: Mapping[str, str]) -> None:
+        """Warn once if the daemon knows none of the names just written: it does not read the
+        service directory (the bus's configuration lacks busmgr's activation policy file)."""
+        if self._checked or not wanted:
+            return
+        reply = await self._link.call_daemon("ListActivatableNames")
+        if reply.message_type is not MessageType.METHOD_RETURN or not reply.body:
+            return
+        known = set(reply.body[0])
+        names = [name.removesuffix(".service") for name in wanted]
+        if any(name in known for name in names):
+            self._checked = True
+            return
+        self._checked = True
+        log.warning(
+            "D-Bus activation: the bus does not read %s, so a client's request for a name a "
+            "job provides (%s) cannot reach busmgr; `busmgr activate NAME` still works. Add "
+            "busmgr's activation policy file (dbus-policy/) to the bus, or run busmgr with "
+            "--launch-bus",
+            self.servicedir,
+            ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else ""),
+        )
 
     async def _reload_config(self) -> None:
         reply = await self._link.call_daemon("ReloadConfig")
         if reply.message_type is MessageType.ERROR:
             log.warning("ReloadConfig failed: %s %s", reply.error_name, reply.body)
 
-    async def refresh(self, classes: list[JobClass]) -> None:
+    async def refresh(
+        self,
+        classes: list[JobClass],
+        units: Mapping[str, str],
+        skipped: Iterable[Skipped],
+    ) -> None:
         """The :class:`~busmgr.bus.activation.backend.ActivationBackend` refresh."""
-        await self.write_service_files(classes)
+        await self.write_service_files(classes, units, skipped)
 
     def close(self) -> None:
         """The :class:`~busmgr.bus.activation.backend.ActivationBackend` close."""
@@ -236,15 +309,18 @@ class DbusDaemonActivation:
 
     def _environment_call(self, msg: Message) -> Message | bool:
         """systemd's environment calls; the daemon's ``UpdateActivationEnvironment`` arrives
-        as ``SetEnvironment`` flagged no-reply-expected, which gets no reply."""
+        as ``SetEnvironment`` flagged no-reply-expected, which gets no reply. Only the caller
+        policy's gate let the call get here; what the daemon forwards is not vouched for."""
         body = list(msg.body)
         env = self._environment
+        vouched = msg.sender != DBUS
+        refused: list[str] = []
         if msg.member == "SetEnvironment" and msg.signature == "as":
-            env.update_activation(set_vars=body[0], unset=[])
+            refused = env.update_activation(set_vars=body[0], unset=[], vouched=vouched)
         elif msg.member == "UnsetEnvironment" and msg.signature == "as":
-            env.update_activation(set_vars=[], unset=body[0])
+            env.update_activation(set_vars=[], unset=body[0], vouched=vouched)
         elif msg.member == "UnsetAndSetEnvironment" and msg.signature == "asas":
-            env.update_activation(set_vars=body[1], unset=body[0])
+            refused = env.update_activation(set_vars=body[1], unset=body[0], vouched=vouched)
         else:
             reply = Message.new_error(
                 msg,
@@ -252,6 +328,13 @@ class DbusDaemonActivation:
                 f"{msg.member} does not take ({msg.signature})",
             )
             return True if msg.flags & MessageFlag.NO_REPLY_EXPECTED else reply
+        if refused:
+            log.warning(
+                "activation environment: %s not taken from UpdateActivationEnvironment: on the "
+                "system bus only root may set them, with SetEnvironment on %s",
+                ", ".join(sorted(refused)),
+                SYSTEMD,
+            )
         if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
             return True
         return Message.new_method_return(msg)
@@ -259,11 +342,12 @@ class DbusDaemonActivation:
     def _activate(self, unit: str) -> None:
         """One ``ActivationRequest``: start the job; on failure tell the daemon why."""
         bus_name = self._units.get(unit)
-        if bus_name is None:
-            self._send_failure(
-                unit,
-                Failed(ERROR_PREFIX + "NoProvider", f"no busmgr job provides the unit {unit}"),
+        if bus_name is None or unit in self._skipped:
+            reason = self._skipped.get(unit)
+            message = f"no busmgr job provides the unit {unit}" + (
+                f" (skipped {reason})" if reason else ""
             )
+            self._send_failure(unit, Failed(ERROR_PREFIX + "NoProvider", message))
             return
         self._requests.request(unit, bus_name, lambda failed: self._send_failure(unit, failed))
 
