@@ -40,6 +40,7 @@ from busmgr.options import Mode
 from busmgr.readiness import BusNameReadiness
 from busmgr.registry import Registry
 from busmgr.supervisor import Supervisor
+from busmgr.triggers import Triggers
 
 log = logging.getLogger("busmgr")
 
@@ -97,6 +98,12 @@ class Manager:
             self.request_shutdown,
         )
         self.dispatcher = Dispatcher(self.control, self.observers)
+        # On demand beyond the bus: sockets, files and timers become events.
+        self.triggers = Triggers(
+            self.loop, self.queue.emit, self.registry, self.environment.job_env
+        )
+        self.observers.subscribe(self.triggers)
+        self.supervisor.listen_fds = self.triggers.sockets.listen_fds
         self.sources = Sources(
             config.services_dirs,
             config.mode,
@@ -274,6 +281,7 @@ class Manager:
         return not (job.failure is not None and job.failure.process in ("pre-stop", "post-stop"))
 
     async def close(self) -> None:
+        self.triggers.close()
         self.bus_names.close()
         if self.activation is not None:
             self.activation.remove_service_files()

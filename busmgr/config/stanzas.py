@@ -34,8 +34,10 @@ from dataclasses import dataclass, field, replace
 from busmgr.config.diagnostics import Diagnostic, Severity
 from busmgr.config.expr import ExprError, parse_event_expr
 from busmgr.config.lexer import HOOK_KEYWORDS, LogicalLine
+from busmgr.config.triggers import SOCKET_USAGE, TriggerError, parse_socket, trigger_problem
 from busmgr.jobclass import (
     CAPABILITIES,
+    DBUS_ACTIVATION,
     ConsoleMode,
     EnvEntry,
     ExpectMode,
@@ -46,6 +48,7 @@ from busmgr.jobclass import (
     activation_match,
     is_variable_name,
     parse_signal,
+    socket_match,
 )
 
 
@@ -271,6 +274,9 @@ def stanza_on(draft: Draft, line: LogicalLine) -> None:
         expr = parse_event_expr(text)
     except ExprError as exc:
         raise StanzaError(f'bad "{which} on" expression: {exc.message}') from None
+    problem = trigger_problem(expr)
+    if problem is not None:
+        raise StanzaError(f'bad "{which} on" expression: {problem}')
     draft.once(f"{which} on", line.line)
     if which == "start":
         draft.set(start_on=expr, start_on_line=line.line)
@@ -302,16 +308,46 @@ def stanza_dbus(draft: Draft, line: LogicalLine) -> None:
         raise StanzaError(f'bad bus name "{name}": {problem}')
     draft.once("dbus", line.line)
     # The bus named in Upstart's two-word form is accepted and not kept: a job provides its
-    # name on the bus of the manager that runs it.
-    draft.set(dbus_name=name, activated_by=(activation_match(name),))
+    # name on the bus of the manager that runs it. Its sockets' leaves stay.
+    others = tuple(m for m in draft.job.activated_by if m.name != DBUS_ACTIVATION)
+    draft.set(dbus_name=name, activated_by=(*others, activation_match(name)))
 
 
 def stanza_instance(draft: Draft, line: LogicalLine) -> None:
     (template,) = _args(line, 1, "instance NAME-TEMPLATE", count=1)
     if not template:
         raise StanzaError('"instance" needs a non-empty name template')
+    if draft.job.sockets:
+        raise StanzaError(_SOCKET_INSTANCE.format(line=draft.job.sockets[0].line))
     draft.once("instance", line.line)
     draft.set(instance=template)
+
+
+_SOCKET_INSTANCE = (
+    'a job with "socket" (line {line}) cannot have "instance": one set of listening sockets '
+    "is handed to one process"
+)
+
+
+def stanza_socket(draft: Draft, line: LogicalLine) -> None:
+    args = _args(line, 1, SOCKET_USAGE, minimum=1)
+    try:
+        spec = parse_socket(args, line.line)
+    except TriggerError as err:
+        raise StanzaError(err.message) from None
+    if draft.job.instance:
+        first = draft.seen.get("instance", 0)
+        raise StanzaError(
+            f'a job with "instance" (line {first}) cannot have "socket": one set of listening '
+            "sockets is handed to one process"
+        )
+    for other in draft.job.sockets:
+        if other.key == spec.key:
+            raise StanzaError(f"socket {spec} given twice (first on line {other.line})")
+    draft.set(
+        sockets=(*draft.job.sockets, spec),
+        activated_by=(*draft.job.activated_by, socket_match(spec)),
+    )
 
 
 # -- readiness and lifetime ------------------------------------------------------------------
@@ -660,6 +696,7 @@ STANZAS: Mapping[str, Handler] = {
     "emits": stanza_emits,
     "dbus": stanza_dbus,
     "instance": stanza_instance,
+    "socket": stanza_socket,
     # readiness and lifetime
     "expect": stanza_expect,
     "ready": stanza_ready,
