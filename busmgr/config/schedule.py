@@ -182,12 +182,6 @@ def _weekdays(text: str) -> frozenset[int]:
     return frozenset(days)
 
 
-def _is_weekdays(word: str) -> bool:
-    return all(
-        part.lower() in _WEEKDAY_NAMES for item in word.split(",") for part in item.split("..")
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Calendar:
     """A parsed calendar expression: the values each field allows (None: any).
@@ -328,7 +322,8 @@ def parse_calendar(text: str) -> Calendar:
     if utc:
         words = words[:-1]
     weekdays: frozenset[int] | None = None
-    if words and _is_weekdays(words[0]) and ":" not in words[0]:
+    first = words[0] if words else ""
+    if ":" not in first and "-" not in first and any(c.isalpha() for c in first):
         weekdays = _weekdays(words.pop(0))
     date_word = words.pop(0) if words and "-" in words[0] else None
     time_word = words.pop(0) if words and ":" in words[0] else None

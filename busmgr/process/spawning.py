@@ -339,7 +339,7 @@ def _spawn_posix(
     ``null_fd`` -1 leaves stdin as the manager has it. With ``listen``, the program runs
     through the ``LISTEN_PID`` prelude (see "Socket activation" above)."""
     path = exec_path or _which(argv[0], env, None)
-    actions: list[tuple[int, int, int]] = []
+    actions: list[tuple[int, ...]] = []
     if null_fd >= 0:
         actions.append((os.POSIX_SPAWN_DUP2, null_fd, 0))
     if out_fd >= 0:
@@ -351,7 +351,8 @@ def _spawn_posix(
         spare = _spare_fd(
             listen.fds, pass_fds, (null_fd, out_fd, LISTEN_FDS_START + len(listen.fds))
         )
-        actions += fd_moves(listen.fds, LISTEN_FDS_START, spare)
+        for how, fd, target in fd_moves(listen.fds, LISTEN_FDS_START, spare):
+            actions.append((how, fd, target) if how == os.POSIX_SPAWN_DUP2 else (how, fd))
         argv = [SHELL, "-c", _LISTEN_PRELUDE, path, *argv[1:]]
         path = SHELL
     # dup2 of a descriptor onto itself clears its close-on-exec flag (POSIX 2024, glibc 2.29).
