@@ -48,7 +48,7 @@ def leaf(text: str) -> EventMatch:
     ("args", "spec"),
     [
         (["unix", "/run/app.sock"], SocketSpec(SocketKind.UNIX, path="/run/app.sock")),
-        (["unix", "/run/app.sock", "600"], SocketSpec(SocketKind.UNIX, "/run/app.sock", mode=0o600)),
+        (["unix", "/run/a.sock", "600"], SocketSpec(SocketKind.UNIX, "/run/a.sock", mode=0o600)),
         (["unix", "@busmgr-app"], SocketSpec(SocketKind.UNIX, path="@busmgr-app")),
         (["tcp", "127.0.0.1:8080"], SocketSpec(SocketKind.TCP, host="127.0.0.1", port=8080)),
         (["tcp", "localhost:80"], SocketSpec(SocketKind.TCP, host="127.0.0.1", port=80)),
@@ -206,8 +206,7 @@ def test_file_target_directory_and_name() -> None:
 def test_bad_file_leaf_is_a_file_line_error() -> None:
     _job, diags = parse("exec /a\nstart on startup or file FILE=relative EVENT=created\n")
     assert diags == [
-        'services.d/j.conf:2: bad "start on" expression: FILE "relative": the path must be '
-        "absolute"
+        'services.d/j.conf:2: bad "start on" expression: FILE "relative": the path must be absolute'
     ]
 
 

@@ -65,9 +65,8 @@ def test_sockets_arrive_as_3_and_4_with_listen_env(ctx: ExecContext, tmp_path: P
 
 
 def test_fast_path_missing_program_is_a_spawn_error(tmp_path: Path) -> None:
-    with socket.socket(socket.AF_UNIX) as a:
-        with pytest.raises(SpawnError) as err:
-            spawn(["/nope/daemon"], ENV, ExecContext(), listen=Listen((a.fileno(),), ("x",)))
+    with socket.socket(socket.AF_UNIX) as a, pytest.raises(SpawnError) as err:
+        spawn(["/nope/daemon"], ENV, ExecContext(), listen=Listen((a.fileno(),), ("x",)))
     assert str(err.value) == 'exec "/nope/daemon": No such file or directory'
 
 

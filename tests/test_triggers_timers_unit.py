@@ -44,7 +44,9 @@ def utc(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> float:
 
 
 def show(epoch: float | None) -> str:
-    return "never" if epoch is None else time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(epoch))
+    if epoch is None:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(epoch))
 
 
 def test_weekdays_at_nine(berlin: None) -> None:
