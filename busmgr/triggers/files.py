@@ -350,6 +350,9 @@ class FileBridge:
         if record.mask & _GONE:
             for directory in list(directories):
                 self._forget(directory)
+                # If it is back by the time the watches are set up again, it is new: its
+                # entries are reported as created.
+                self._content.pop(directory, None)
             if not record.mask & kernel.IN_IGNORED and self._inotify is not None:
                 with contextlib.suppress(OSError):
                     self._inotify.rm_watch(record.wd)
