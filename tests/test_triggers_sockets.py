@@ -254,7 +254,7 @@ async def test_the_trigger_limit_stops_a_job_that_never_takes_its_connection(
         await session.emit("probe")  # a round trip: the manager has handled what came before
         starts = [m for m, b in session.signals.items if m == "JobStarting" and b[0] == "broken"]
         assert len(starts) == 20
-        assert "broken: socket activation paused: started 20 times in 2s" in world.stderr()
+        assert "broken: socket activation paused: activated 20 times within 2s" in world.stderr()
         assert (await state(session, "broken"))[0] == "waiting"
     finally:
         writer.close()

@@ -382,8 +382,8 @@ class SocketBridge:
         if len(recent) >= TRIGGER_BURST:
             group.paused = True
             log.error(
-                "%s: socket activation paused: started %d times in %gs without taking the "
-                "waiting connection; the sockets stay open; start the job or reload to resume",
+                "%s: socket activation paused: activated %d times within %gs and a connection "
+                "still waits; the sockets stay open; start the job or reload to resume",
                 group.name,
                 len(recent),
                 TRIGGER_INTERVAL,
