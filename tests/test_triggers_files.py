@@ -104,11 +104,15 @@ async def test_modified_once_per_write_and_deleted(
     await events.wait_for(conf, "deleted")
     write(conf)  # created anew: created is not asked for, the write is
     await events.wait_for(conf, "modified", 2)
+    write(tmp_path / "app.conf.new")
+    os.rename(tmp_path / "app.conf.new", conf)  # replaced atomically: modified
+    await events.wait_for(conf, "modified", 3)
     os.unlink(conf)
     await events.wait_for(conf, "deleted", 2)
     assert events.items == [
         (str(conf), "modified"),
         (str(conf), "deleted"),
+        (str(conf), "modified"),
         (str(conf), "modified"),
         (str(conf), "deleted"),
     ]
@@ -121,9 +125,19 @@ async def test_every_kind_without_event(
     b.update([job(f"file FILE={tmp_path}/f")])
     write(tmp_path / "f")
     await events.wait_for(tmp_path / "f", "modified")
+    os.rename(tmp_path / "f", tmp_path / "g")
+    os.rename(tmp_path / "g", tmp_path / "f")  # moved in: created, and new content
+    await events.wait_for(tmp_path / "f", "modified", 2)
     os.unlink(tmp_path / "f")
-    await events.wait_for(tmp_path / "f", "deleted")
-    assert [kind for _, kind in events.items] == ["created", "modified", "deleted"]
+    await events.wait_for(tmp_path / "f", "deleted", 2)
+    assert [kind for _, kind in events.items] == [
+        "created",
+        "modified",
+        "deleted",
+        "created",
+        "modified",
+        "deleted",
+    ]
 
 
 async def test_nonempty_at_start_and_on_each_new_entry(

@@ -261,12 +261,21 @@ async def test_the_trigger_limit_stops_a_job_that_never_takes_its_connection(
         await writer.wait_closed()
 
 
-async def test_a_reload_keeps_the_sockets(world: World) -> None:
-    session = world.session
-    before = (world.tmp / "echo.sock").stat().st_ino
+async def test_a_reload_keeps_changes_and_drops_sockets(world: World) -> None:
+    session, tmp = world.session, world.tmp
+    before = (tmp / "echo.sock").stat().st_ino
+    proxy = (tmp / "proxy.sock").stat().st_ino
+    assert (tmp / "missing" / "x.sock").exists()  # made when "nodir" started
+    session.write_job(
+        "proxy", f"socket unix {tmp}/proxy.sock 0640\nexec {PROXYD} {tmp}/echo.sock\n"
+    )
+    (session.services / "nodir.conf").unlink()
     await session.call("ReloadConfiguration")
-    assert (world.tmp / "echo.sock").stat().st_ino == before
-    _pid, _names, _fds, line = await ask(world.tmp / "echo.sock", "after-reload")
+    assert (tmp / "echo.sock").stat().st_ino == before  # the same socket, kept open
+    st = (tmp / "proxy.sock").stat()
+    assert (st.st_ino, stat.S_IMODE(st.st_mode)) == (proxy, 0o640)  # kept, new mode
+    assert not (tmp / "missing" / "x.sock").exists()  # no job declares it any more
+    _pid, _names, _fds, line = await ask(tmp / "echo.sock", "after-reload")
     assert line == "after-reload"
 
 

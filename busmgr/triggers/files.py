@@ -12,8 +12,10 @@ and goes through the ordinary event queue. The kinds, from inotify:
 
 * ``created``: an entry was created in, or moved into, the directory (``IN_CREATE``,
   ``IN_MOVED_TO``);
-* ``modified``: a file opened for writing was closed (``IN_CLOSE_WRITE``: once per write,
-  after the writer is done, not once per ``write()``);
+* ``modified``: a file opened for writing was closed (``IN_CLOSE_WRITE``: once per writer,
+  after it is done, not once per ``write()``), or a file was moved onto the name
+  (``IN_MOVED_TO``: how editors and configuration tools replace a file atomically), which is
+  also ``created``;
 * ``deleted``: an entry was deleted or moved away (``IN_DELETE``, ``IN_MOVED_FROM``);
 * ``nonempty`` (``FILE`` is the directory): the directory has entries when its watch begins
   (the manager starts, a reload adds the leaf, the directory appears), and each time an entry
@@ -68,7 +70,7 @@ _CREATED = kernel.IN_CREATE | kernel.IN_MOVED_TO
 _KIND_MASK = {
     "created": _CREATED,
     "nonempty": _CREATED,
-    "modified": kernel.IN_CLOSE_WRITE,
+    "modified": kernel.IN_CLOSE_WRITE | kernel.IN_MOVED_TO,
     "deleted": kernel.IN_DELETE | kernel.IN_MOVED_FROM,
 }
 _SELF = kernel.IN_DELETE_SELF | kernel.IN_MOVE_SELF
@@ -79,14 +81,17 @@ SLICE = 0.02
 _SYNC_ROUNDS = 8
 
 
-def _kind(mask: int) -> str | None:
-    if mask & _CREATED:
-        return "created"
+def _kinds(mask: int) -> tuple[str, ...]:
+    """The kinds of change an inotify record about an entry is."""
+    if mask & kernel.IN_MOVED_TO:
+        return ("created", "modified")
+    if mask & kernel.IN_CREATE:
+        return ("created",)
     if mask & kernel.IN_CLOSE_WRITE:
-        return "modified"
+        return ("modified",)
     if mask & (kernel.IN_DELETE | kernel.IN_MOVED_FROM):
-        return "deleted"
-    return None
+        return ("deleted",)
+    return ()
 
 
 def _nearest(directory: str) -> tuple[str, str] | None:
@@ -362,20 +367,20 @@ class FileBridge:
         except UnicodeDecodeError:
             log.debug("file: a name that is not UTF-8 in %s ignored", sorted(directories))
             return False
-        kind = _kind(record.mask)
+        kinds = _kinds(record.mask)
+        created = "created" in kinds
         resync = False
-        sent: set[tuple[str, str]] = set()
+        found: list[tuple[str, str]] = []
         for directory in sorted(directories):
-            if kind == "created" and name in self._pending.get(directory, ()):
+            if created and name in self._pending.get(directory, ()):
                 resync = True
             for target in self._content.get(directory, ()):
                 if target.nonempty:
-                    found = (directory, "nonempty") if kind == "created" else None
-                elif kind in target.kinds and fnmatchcase(name, target.name):
-                    found = (posixpath.join(directory, name), kind)
-                else:
-                    found = None
-                if found is not None and found not in sent:
-                    sent.add(found)
-                    self._send(*found)
+                    if created:
+                        found.append((directory, "nonempty"))
+                elif fnmatchcase(name, target.name):
+                    path = posixpath.join(directory, name)
+                    found += [(path, kind) for kind in kinds if kind in target.kinds]
+        for path, kind in dict.fromkeys(found):  # once each, in order
+            self._send(path, kind)
         return resync
