@@ -403,3 +403,19 @@ def test_fuzz_job_file_with_triggers(text: str) -> None:
     for prefix in ("start on file ", "stop on timer ", "socket "):
         job, diags = parse(f"exec /bin/true\n{prefix}{text}\n")
         assert job is not None or any(d.startswith("services.d/j.conf:2: ") for d in diags)
+
+
+def test_which_jobs_the_bridges_care_about() -> None:
+    from busmgr.triggers import uses_triggers
+
+    def job(text: str) -> JobClass:
+        parsed, diags = parse(text + "exec /bin/true\n")
+        assert parsed is not None, diags
+        return parsed
+
+    assert uses_triggers(job("socket unix /run/a\n"))
+    assert uses_triggers(job("start on startup or timer EVERY=1s\n"))
+    assert uses_triggers(job("stop on file FILE=/a\n"))
+    assert uses_triggers(job("manual\nstop on timer ON=daily\n"))
+    assert not uses_triggers(job("manual\nstart on timer ON=daily\n"))  # start on is ignored
+    assert not uses_triggers(job("start on startup\nstop on socket\n"))
