@@ -26,6 +26,7 @@ from busmgr.jobclass import (
     literal_pattern,
     socket_match,
 )
+from busmgr.triggers import uses_triggers
 
 PATH = "services.d/j.conf"
 
@@ -406,8 +407,6 @@ def test_fuzz_job_file_with_triggers(text: str) -> None:
 
 
 def test_which_jobs_the_bridges_care_about() -> None:
-    from busmgr.triggers import uses_triggers
-
     def job(text: str) -> JobClass:
         parsed, diags = parse(text + "exec /bin/true\n")
         assert parsed is not None, diags

@@ -215,21 +215,6 @@ class SocketBridge:
         self._groups: dict[str, _Group] = {}
         self._failed: dict[tuple[Key, str], str] = {}  # (key, job) -> the reason last logged
 
-    @property
-    def held(self) -> dict[str, list[str]]:
-        """Job name -> the sockets held for it (as ``unix /path``, ``tcp host:port``)."""
-        out: dict[str, list[str]] = {}
-        for held in self._held.values():
-            out.setdefault(held.owner, []).append(str(held.spec))
-        return out
-
-    def watching(self, name: str) -> bool:
-        """Whether the sockets of job ``name`` are being watched for a connection now."""
-        group = self._groups.get(name)
-        return group is not None and any(
-            self._held[k].watched for k in group.keys if k in self._held
-        )
-
     # ------------------------------------------------------------------ following the jobs
     def update(self, classes: Iterable[JobClass]) -> None:
         """Follow the ``socket`` stanzas of ``classes`` (all the manager's current classes)."""
