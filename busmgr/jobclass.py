@@ -231,6 +231,82 @@ def activation_match(bus_name: str) -> EventMatch:
     return EventMatch(DBUS_ACTIVATION, (EventArg(bus_name, key="NAME"),))
 
 
+#: The event a connection on a job's ``socket`` becomes while the job is down: the job's
+#: ``activated_by`` has one leaf per socket (:func:`socket_match`).
+SOCKET_ACTIVATION = "socket"
+
+
+def literal_pattern(text: str) -> str:
+    """An event operand pattern that matches exactly ``text``: glob characters are put in
+    brackets (``*`` -> ``[*]``) and ``$`` is written ``${}`` (the literal-``$`` escape of
+    :func:`busmgr.events.expand`)."""
+    out = []
+    for char in text:
+        if char in "*?[":
+            out.append(f"[{char}]")
+        elif char == "$":
+            out.append("${}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+class SocketKind(enum.Enum):
+    """``socket unix PATH [MODE]`` or ``socket tcp HOST:PORT``."""
+
+    UNIX = "unix"
+    TCP = "tcp"
+
+
+@dataclass(frozen=True, slots=True)
+class SocketSpec:
+    """One ``socket`` stanza: a listening socket busmgr creates, holds and passes to the job.
+
+    A ``UNIX`` socket has ``path``: absolute, or ``@NAME`` for the abstract namespace, and the
+    ``mode`` its file gets. A ``TCP`` socket has ``host`` (an IPv4 or IPv6 address literal, or
+    ``*`` for every address) and ``port`` (1-65535). ``line`` is where the stanza was written.
+    Two specs with the same :attr:`key` are the same socket (a reload keeps it open).
+    """
+
+    kind: SocketKind
+    path: str = ""
+    host: str = ""
+    port: int = 0
+    mode: int = 0o666
+    line: int = 0
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        """What identifies the socket (its address), whatever the mode or the line."""
+        return (self.kind.value, self.path, self.host, self.port)
+
+    @property
+    def address(self) -> str:
+        """``/run/x.sock``, ``@name``, ``127.0.0.1:80``, ``[::1]:80`` or ``*:80``."""
+        if self.kind is SocketKind.UNIX:
+            return self.path
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.kind.value} {self.address}"
+
+    def event_env(self) -> tuple[tuple[str, str], ...]:
+        """The variables of its :data:`SOCKET_ACTIVATION` event: ``PROTO=unix SOCKET_PATH=...``
+        or ``PROTO=tcp ADDR=... PORT=...`` (the names Upstart's socket bridge used)."""
+        if self.kind is SocketKind.UNIX:
+            return (("PROTO", "unix"), ("SOCKET_PATH", self.path))
+        return (("PROTO", "tcp"), ("ADDR", self.host), ("PORT", str(self.port)))
+
+
+def socket_match(spec: SocketSpec) -> EventMatch:
+    """The ``activated_by`` leaf of a socket: its event, every value matched literally."""
+    return EventMatch(
+        SOCKET_ACTIVATION,
+        tuple(EventArg(literal_pattern(value), key=key) for key, value in spec.event_env()),
+    )
+
+
 def expr_events(expr: EventExpr | None) -> list[EventMatch]:
     """Every leaf of an expression, left to right."""
     if expr is None:
@@ -328,8 +404,11 @@ class JobClass:
     emits: tuple[str, ...] = ()
     dbus_name: str | None = None
     # Events that start the job whatever ``manual`` and ``start on`` say, each on its own:
-    # the D-Bus activation of its bus name (config adds it for every ``dbus NAME``).
+    # the D-Bus activation of its bus name (config adds it for every ``dbus NAME``), and a
+    # connection on one of its sockets (one leaf per ``socket``).
     activated_by: tuple[EventMatch, ...] = ()
+    # ``socket`` stanzas, in the order given: the main process gets them as fds 3, 4, ...
+    sockets: tuple[SocketSpec, ...] = ()
     instance: str = ""
     expect: ExpectMode = ExpectMode.NONE
     ready_timeout: float = 90.0

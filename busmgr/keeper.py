@@ -89,6 +89,10 @@ class BusKeeper:
         self._bus_exit: asyncio.Future[process.ExitInfo | None] | None = None
         self._restarts: list[float] = []
         self._recovering: asyncio.Task[None] | None = None
+        self._closing = False
+        # The newest bus process: set at its spawn, so a stop while a restart is still waiting
+        # for it to listen stops it too (``bus`` is still the dead one then).
+        self._pid = 0
         self._started = 0  # the private bus's start time
         # Called once the manager is back on the bus after a loss (the runtime writes the
         # address file again: what tells a waiting client the session is usable again).
@@ -160,6 +164,7 @@ class BusKeeper:
         return True
 
     def _watch_bus(self, pid: int) -> None:
+        self._pid = pid
         exited: asyncio.Future[process.ExitInfo | None] = self.loop.create_future()
         self._bus_exit = exited
         self.manager.supervisor.watch_exit(
@@ -192,7 +197,7 @@ class BusKeeper:
         bus = await launch_broker(
             self.environ,
             session_policy(os.getuid()),
-            watch=self.manager.supervisor.reaper.watch,
+            watch=self._watch_broker,
             on_exit=lambda _p, info: exited.done() or exited.set_result(info),
             socket_path=old.socket_path if old is not None else None,
         )
@@ -205,6 +210,10 @@ class BusKeeper:
             "not re-executing with --broker: dbus-broker exits when its launcher's controller "
             "connection closes, which an exec does"
         )
+
+    def _watch_broker(self, pid: int, on_exit: process.ExitCallback) -> None:
+        self._pid = pid
+        self.manager.supervisor.reaper.watch(pid, on_exit)
 
     def record(self) -> SavedBus | None:
         """The private bus, for the state store (None on someone else's bus, or a broker:
@@ -219,7 +228,7 @@ class BusKeeper:
 
     # ------------------------------------------------------------------ losses
     def _stopping(self) -> bool:
-        return self.manager.stopped.done()
+        return self._closing or self.manager.stopped.done()
 
     def _bus_exited(self, fut: asyncio.Future[process.ExitInfo | None]) -> None:
         if self._stopping() or fut is not self._bus_exit:
@@ -272,24 +281,25 @@ class BusKeeper:
     async def stop(self, *, keep_bus: bool = False) -> None:
         """Stop recovering, and stop the private bus (TERM, then KILL) and remove its
         directory (``keep_bus``: leave it running, for the manager's next image)."""
+        self._closing = True  # from now on a bus that exits is not started again
         if self._recovering is not None:
             self._recovering.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recovering
         if keep_bus:
             return
-        bus, exited = self.bus, self._bus_exit
-        if bus is None or exited is None:
+        bus, exited, pid = self.bus, self._bus_exit, self._pid
+        if bus is None or exited is None or not pid:
             return
         if isinstance(bus, LaunchedBroker) and not exited.done():
             bus.close()  # the broker exits when its controller goes away
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(exited), STOP_TIMEOUT)
         if not exited.done():
-            process.kill_pid(bus.pid, signal.SIGTERM)
+            process.kill_pid(pid, signal.SIGTERM)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(exited), STOP_TIMEOUT)
             if not exited.done():
-                process.kill_pid(bus.pid, signal.SIGKILL)
+                process.kill_pid(pid, signal.SIGKILL)
                 await exited
         bus.remove()

@@ -55,6 +55,7 @@ from busmgr.snapshot import Saved, SavedBus, SavedProcess
 from busmgr.statestore import StateStore, boot_id
 from busmgr.supervisor import Supervisor
 from busmgr.timeline import Timeline
+from busmgr.triggers import Triggers
 
 log = logging.getLogger("busmgr")
 
@@ -141,6 +142,12 @@ class Manager:
         self.desktop = (
             DesktopSession(self.control, config.desktop) if config.desktop is not None else None
         )
+        # On demand beyond the bus: sockets, files and timers become events.
+        self.triggers = Triggers(
+            self.loop, self.queue.emit, self.registry, self.environment.job_env
+        )
+        self.observers.subscribe(self.triggers)
+        self.supervisor.listen_fds = self.triggers.sockets.listen_fds
         self.sources = Sources(
             config.services_dirs,
             config.mode,
@@ -467,6 +474,7 @@ class Manager:
         unless ``keep_files`` (a re-exec: the next image uses them at once)."""
         if self.desktop is not None:
             self.desktop.close()
+        self.triggers.close()
         self.bus_names.close()
         if self.activation is not None and not keep_files:
             self.activation.close()

@@ -345,6 +345,11 @@ async def _main(plan: Plan) -> int:
     except (process.SpawnError, LinkError, PlanError, OSError) as err:
         print(f"busmgr: {_one_line(err)}", file=sys.stderr)
         status = 1
+    except Exception as err:  # a bug: one line for the user, the traceback in the state dir
+        reporter = _BugReporter(manager)
+        reporter.record("start-up", err)
+        print(f"busmgr: internal error: {err!r} (details in {reporter.path})", file=sys.stderr)
+        status = 1
     finally:
         manager.control.shutting_down = True
         await manager.close()

@@ -14,6 +14,11 @@ scope exists from its first spawn until it is at rest with no process left. Only
 were sent a signal to stop (``_killing``) are rechecked when an orphan is reaped, so reaping
 costs nothing per idle job.
 
+Sockets: ``listen_fds(job)`` (wired by the manager to the socket bridge,
+:mod:`busmgr.triggers.sockets`) gives the listening sockets a job's main process gets by the
+``LISTEN_FDS`` protocol, or None; it may raise ``SpawnError`` (a socket that cannot be opened),
+which fails that start like any other spawn failure.
+
 A manager stranded in a job's cgroup (see :class:`busmgr.process.StrandedError`) is fatal:
 ``on_fatal`` is called with the reason and the spawned pid is still watched.
 """
@@ -64,6 +69,7 @@ class Supervisor:
         self._killing: dict[Job, None] = {}  # insertion-ordered set
         self.started: dict[int, int] = {}  # pid -> start time (ticks since boot), while watched
         self._pidfds: dict[int, int] = {}  # pid -> pidfd, for adopted processes not our children
+        self.listen_fds: Callable[[Job], process.Listen | None] = lambda _job: None
 
     # ------------------------------------------------------------------ life
     def start(
@@ -212,7 +218,9 @@ class Supervisor:
         full_env["BUSMGR_JOB"] = job.name
         full_env["BUSMGR_INSTANCE"] = job.instance
         full_env.update(self.expect.spawn_env(job))
+        listen = None
         if kind is ProcessKind.MAIN:
+            listen = self.listen_fds(job)
             self.expect.before_main(job)
         ctx = cls.context
         log_fd = self._log_writer(job) if ctx.console is ConsoleMode.LOG else None
@@ -225,6 +233,7 @@ class Supervisor:
                 log_fd=log_fd,
                 proc_name=cls.proc_name if kind is ProcessKind.MAIN else None,
                 cgroup=scope.cgroup_dir(),
+                listen=listen,
             )
         except process.StrandedError as err:
             log.critical("%s", err)

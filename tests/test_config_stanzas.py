@@ -29,6 +29,8 @@ from busmgr.jobclass import (
     ProcessKind,
     ProcessSpec,
     RespawnPolicy,
+    SocketKind,
+    SocketSpec,
     parse_signal,
 )
 
@@ -84,6 +86,12 @@ GOOD: list[tuple[str, str, Any]] = [
         (EventMatch("dbus-activation", (EventArg("org.example.Echo", key="NAME"),)),),
     ),
     ("dbus system-bus org.freedesktop.UDisks", "dbus_name", "org.freedesktop.UDisks"),
+    # more in test_triggers_config.py
+    (
+        "socket unix /run/a.sock 0600",
+        "sockets",
+        (SocketSpec(SocketKind.UNIX, path="/run/a.sock", mode=0o600, line=1),),
+    ),
     ("dbus session-bus a_b.c-d._e", "dbus_name", "a_b.c-d._e"),
     ("dbus a.b\nunit upower.service", "units", ("upower.service",)),
     (
@@ -255,6 +263,7 @@ BAD: list[tuple[str, str]] = [
     ("stop on a b=1 c", 'bad "stop on" expression: positional argument "c"'),
     ("emits", '"emits" is incomplete'),
     ("dbus", '"dbus" is incomplete'),
+    ("socket udp 127.0.0.1:53", 'unknown socket kind "udp"'),
     ("dbus Echo", 'bad bus name "Echo": a bus name has at least two elements'),
     ("dbus org..Echo", 'bad bus name "org..Echo": a bus name cannot have empty elements'),
     ("dbus .org.Echo", "cannot have empty elements"),

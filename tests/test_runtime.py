@@ -83,6 +83,39 @@ async def test_start_up_errors_are_one_line_and_exit_1(
     assert "Traceback" not in err
 
 
+async def test_a_bug_during_start_up_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    # A bug (here: loading the jobs raises) once the private bus runs: one line naming the
+    # details file, exit 1, no traceback, and the bus is stopped, never started again.
+    code = (
+        "import sys, busmgr.catalog as c\n"
+        "def boom(*a, **k):\n    raise RuntimeError('planted bug')\n    yield\n"
+        "c.catalog_steps = boom\n"
+        "from busmgr.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, "session", "--no-import", "--print-address",
+        "--state-dir", str(tmp_path / "state"), "--services-dir", str(tmp_path),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)},  # the private bus's directory
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    text = err.decode()
+    assert proc.returncode == 1, text
+    lines = [line for line in text.splitlines() if line.startswith("busmgr: ")]
+    details = tmp_path / "state" / "internal-errors.log"
+    assert lines == [
+        f"busmgr: internal error: RuntimeError('planted bug') (details in {details})"
+    ], text
+    assert "Traceback" not in text and "starting it again" not in text
+    assert "planted bug" in details.read_text()
+    assert "the private dbus-daemon" not in text  # it ran, and was stopped, not lost
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("busmgr-")] == []
+    buses = [p.info["cmdline"] or [] for p in psutil.process_iter(["name", "cmdline"])
+             if p.info["name"] == "dbus-daemon"]  # fmt: skip
+    assert not [argv for argv in buses if str(tmp_path) in " ".join(argv)]
+
+
 async def wait_for_manager(address: str, address_file: Path) -> MessageBus:
     """A new connection to the bus at ``address`` once the manager is back on it: it writes
     its ``address_file`` again then (the test removed it), and owns its name."""

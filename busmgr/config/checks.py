@@ -13,7 +13,8 @@ Model: :func:`cross_check` looks at a set of parsed jobs together and reports
    It is reported once, at the stanza that closes it:
    ``a.conf:3: blocking cycle: a waits for b waits for a``, where line 3 of ``a.conf`` is the
    stanza by which b waits for a;
-3. a WARNING when two jobs provide the same bus name (activation would pick one).
+3. a WARNING when two jobs provide the same bus name (activation would pick one);
+4. an ERROR when two jobs declare the same ``socket`` (only the first, by name, gets it).
 
 Which jobs a ``starting``/``stopping`` match is about comes from its ``JOB`` argument (the
 first positional one, or ``JOB=``): a glob may name several jobs; one with ``$VAR`` cannot be
@@ -46,6 +47,10 @@ BUILTIN_EVENTS: frozenset[str] = frozenset(
         "desktop-phase",
         "desktop-delay",
         "desktop-end",
+        # the on-demand bridges (busmgr.triggers)
+        "socket",
+        "file",
+        "timer",
     }
 )
 
@@ -238,8 +243,26 @@ def _shared_bus_names(jobs: list[JobClass]) -> list[Diagnostic]:
     return out
 
 
+def _shared_sockets(jobs: list[JobClass]) -> list[Diagnostic]:
+    holders: dict[tuple[str, str, str, int], JobClass] = {}
+    out: list[Diagnostic] = []
+    for job in sorted(jobs, key=lambda j: j.name):
+        for spec in job.sockets:
+            first = holders.setdefault(spec.key, job)
+            if first is not job:
+                out.append(
+                    Diagnostic(
+                        job.source or job.name,
+                        spec.line,
+                        f'socket {spec} is also declared by job "{first.name}"',
+                    )
+                )
+    return out
+
+
 def cross_check(jobs: Iterable[JobClass]) -> list[Diagnostic]:
     """Every finding across ``jobs`` (see the module docstring), sorted by file and line."""
     listed = list(jobs)
     found = _unemitted_events(listed) + _blocking_cycles(listed) + _shared_bus_names(listed)
+    found += _shared_sockets(listed)
     return sorted(found, key=sort_key)

@@ -37,8 +37,10 @@ from dataclasses import dataclass, field, replace
 from busmgr.config.diagnostics import Diagnostic, Severity
 from busmgr.config.expr import ExprError, parse_event_expr
 from busmgr.config.lexer import HOOK_KEYWORDS, LogicalLine
+from busmgr.config.triggers import SOCKET_USAGE, TriggerError, parse_socket, trigger_problem
 from busmgr.jobclass import (
     CAPABILITIES,
+    DBUS_ACTIVATION,
     ConsoleMode,
     EnvEntry,
     ExpectMode,
@@ -46,10 +48,12 @@ from busmgr.jobclass import (
     Limit,
     ProcessKind,
     ProcessSpec,
+    SocketSpec,
     activation_match,
     decimal,
     is_variable_name,
     parse_signal,
+    socket_match,
 )
 
 
@@ -67,7 +71,7 @@ class Draft:
 
     Mutable on purpose (the one mutable object of parsing). Handlers record single values with
     :meth:`set` (and :meth:`set_context`, :meth:`set_respawn`) and append to the accumulating
-    fields (``processes``, ``env``, ``export``, ``units``, ``emits``, ``normal_codes``,
+    fields (``processes``, ``env``, ``export``, ``units``, ``sockets``, ``emits``, ``normal_codes``,
     ``normal_signals``, ``limits``, ``caps``); :meth:`build` makes the frozen
     :class:`JobClass` once, at the end. Every stanza costs constant time (no copy of what
     came before), so parsing is linear in the size of the file. ``seen`` remembers where each
@@ -85,6 +89,7 @@ class Draft:
     env: list[EnvEntry] = field(default_factory=list)
     export: dict[str, None] = field(default_factory=dict)
     units: dict[str, None] = field(default_factory=dict)
+    sockets: list[SocketSpec] = field(default_factory=list)
     emits: dict[str, None] = field(default_factory=dict)
     normal_codes: set[int] = field(default_factory=set)
     normal_signals: set[int] = field(default_factory=set)
@@ -109,9 +114,18 @@ class Draft:
             limits=(*base.context.limits, *self.limits.values()),
             caps_keep=tuple(self.caps) if self.caps is not None else base.context.caps_keep,
         )
+        activated_by = base.activated_by
+        name = self.fields.get("dbus_name")
+        if isinstance(name, str):  # a job provides one name: a later "dbus" replaces it
+            activated_by = tuple(m for m in activated_by if m.name != DBUS_ACTIVATION)
+        activated_by += tuple(socket_match(spec) for spec in self.sockets)
+        if isinstance(name, str):
+            activated_by += (activation_match(name),)
         return replace(
             base,
             **self.fields,
+            activated_by=activated_by,
+            sockets=(*base.sockets, *self.sockets),
             processes={**base.processes, **self.processes},
             env=(*base.env, *self.env),
             export=(*base.export, *self.export),
@@ -320,6 +334,9 @@ def stanza_on(draft: Draft, line: LogicalLine) -> None:
         expr = parse_event_expr(text)
     except ExprError as exc:
         raise StanzaError(f'bad "{which} on" expression: {exc.message}') from None
+    problem = trigger_problem(expr)
+    if problem is not None:
+        raise StanzaError(f'bad "{which} on" expression: {problem}')
     draft.once(f"{which} on", line.line)
     if which == "start":
         draft.set(start_on=expr, start_on_line=line.line)
@@ -350,8 +367,8 @@ def stanza_dbus(draft: Draft, line: LogicalLine) -> None:
         raise StanzaError(f'bad bus name "{name}": {problem}')
     draft.once("dbus", line.line)
     # The bus named in Upstart's two-word form is accepted and not kept: a job provides its
-    # name on the bus of the manager that runs it.
-    draft.set(dbus_name=name, activated_by=(activation_match(name),))
+    # name on the bus of the manager that runs it. Its sockets' leaves stay.
+    draft.set(dbus_name=name)  # its activation match is added by Draft.build
 
 
 # systemd's unit names (systemd.unit(5)): at most 255 characters of [A-Za-z0-9:_.\-@]; the
@@ -390,8 +407,34 @@ def stanza_instance(draft: Draft, line: LogicalLine) -> None:
     (template,) = _args(line, 1, "instance NAME-TEMPLATE", count=1)
     if not template:
         raise StanzaError('"instance" needs a non-empty name template')
+    if draft.sockets:
+        raise StanzaError(_SOCKET_INSTANCE.format(line=draft.sockets[0].line))
     draft.once("instance", line.line)
     draft.set(instance=template)
+
+
+_SOCKET_INSTANCE = (
+    'a job with "socket" (line {line}) cannot have "instance": one set of listening sockets '
+    "is handed to one process"
+)
+
+
+def stanza_socket(draft: Draft, line: LogicalLine) -> None:
+    args = _args(line, 1, SOCKET_USAGE, minimum=1)
+    try:
+        spec = parse_socket(args, line.line)
+    except TriggerError as err:
+        raise StanzaError(err.message) from None
+    if draft.fields.get("instance") or draft.base.instance:
+        first = draft.seen.get("instance", 0)
+        raise StanzaError(
+            f'a job with "instance" (line {first}) cannot have "socket": one set of listening '
+            "sockets is handed to one process"
+        )
+    for other in (*draft.base.sockets, *draft.sockets):
+        if other.key == spec.key:
+            raise StanzaError(f"socket {spec} given twice (first on line {other.line})")
+    draft.sockets.append(spec)
 
 
 # -- readiness and lifetime ------------------------------------------------------------------
@@ -778,6 +821,7 @@ STANZAS: Mapping[str, Handler] = {
     "dbus": stanza_dbus,
     "unit": stanza_unit,
     "instance": stanza_instance,
+    "socket": stanza_socket,
     # readiness and lifetime
     "expect": stanza_expect,
     "ready": stanza_ready,

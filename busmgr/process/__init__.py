@@ -34,6 +34,7 @@ from busmgr.process.procfs import (
 )
 from busmgr.process.reaping import ExitCallback, ExitInfo, Reaper
 from busmgr.process.spawning import (
+    Listen,
     SpawnError,
     StrandedError,
     set_cloexec_on_inherited_fds,
@@ -45,6 +46,7 @@ __all__ = [
     "ExitCallback",
     "ExitInfo",
     "ForkEvents",
+    "Listen",
     "Reaper",
     "SpawnError",
     "StrandedError",
