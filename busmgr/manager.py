@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from busmgr import MANAGER_BUS_NAME
+from busmgr import MANAGER_BUS_NAME, process
 from busmgr.bus.activation import (
     SYSTEMD,
     ActivationBackend,
@@ -51,7 +51,7 @@ from busmgr.options import DesktopOptions, Mode
 from busmgr.readiness import BusNameReadiness
 from busmgr.registry import Registry
 from busmgr.restore import restorable, restore, take_snapshot
-from busmgr.snapshot import Saved, SavedBus, SavedProcess
+from busmgr.snapshot import Saved, SavedBus, SavedFd, SavedProcess, SavedSocket
 from busmgr.statestore import StateStore, boot_id
 from busmgr.supervisor import Supervisor
 from busmgr.timeline import Timeline
@@ -176,6 +176,9 @@ class Manager:
         self.bus_record: Callable[[], SavedBus | None] = lambda: None
         self.command_record: Callable[[], SavedProcess | None] = lambda: None
         self._moved = asyncio.Event()  # set whenever a job changes or an event is handled
+        # The descriptors recorded for the next image (set only by hand_over, right before
+        # the exec: descriptors do not outlive a crash).
+        self._handed: tuple[tuple[tuple[str, SavedFd], ...], tuple[SavedSocket, ...]] = ((), ())
         self._reloading = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.stopped: asyncio.Future[None] = self.loop.create_future()
@@ -352,12 +355,16 @@ class Manager:
         own_servicedir: bool,
         saved: Saved | None = None,
         backend: BackendFactory | None = None,
+        handed_over: bool = False,
     ) -> None:
         """Load the jobs and publish them (a slice at a time), take back what ``saved``
-        records (a previous image's or manager's jobs), go live on the bus (if connected:
+        records (a previous image's or manager's jobs; ``handed_over``: this process's
+        previous image, whose descriptors it still has), go live on the bus (if connected:
         activation through ``backend``, by default the dbus-daemon one), emit ``startup``
         (unless it was emitted before), and record the state from now on."""
         self._backend = backend
+        if saved is not None and handed_over:
+            self._take_over(saved)
         classes = list((await self.load()).classes.values())
         deadline = self.loop.time() + INSTALL_SLICE
         for start in range(0, len(classes), INSTALL_BATCH):
@@ -379,10 +386,43 @@ class Manager:
             if self.desktop is not None:
                 self.desktop.begin()  # the desktop's phases (not again after a re-exec)
 
+    def _take_over(self, saved: Saved) -> None:
+        """The log pipes and sockets the previous image handed over, each checked to be what
+        was recorded (a descriptor that is not is left alone, and said)."""
+        for name, pipe in saved.log_pipes:
+            if process.same_file(pipe.fd, pipe.file):
+                self.joblog.sinks.adopt(name, pipe.fd)
+            else:
+                log.warning("re-exec: the log pipe of %s was not handed over", name)
+        for sock in saved.sockets:
+            if process.same_file(sock.fd.fd, sock.fd.file):
+                self.triggers.sockets.adopt(sock.key, sock.fd.fd, sock.path_file)
+            else:
+                log.warning("re-exec: the socket %s was not handed over", "/".join(
+                    str(part) for part in sock.key if part))  # fmt: skip
+
+    def hand_over(self) -> list[int]:
+        """The last state write before the manager execs itself: everything, and the
+        descriptors the next image takes over (log pipes, sockets), which are returned so the
+        runtime keeps them open across the exec. Nothing changes after this."""
+        log_pipes = tuple(
+            (name, SavedFd(fd, process.identity(fd)))
+            for name, fds in self.joblog.sinks.fds().items()
+            for fd in fds
+        )
+        sockets = tuple(
+            SavedSocket(key, SavedFd(fd, process.identity(fd)), path_file)
+            for key, fd, path_file in self.triggers.sockets.held()
+        )
+        self._handed = (log_pipes, sockets)
+        self.store.save(sync=True)
+        return [f.fd for _name, f in log_pipes] + [s.fd.fd for s in sockets]
+
     def snapshot(self) -> Saved:
         """What the state store writes: everything :mod:`busmgr.restore` needs."""
         jobs, order = take_snapshot(self.registry, self.supervisor, self.environment)
         hierarchy = self.supervisor.hierarchy
+        log_pipes, sockets = self._handed
         return Saved(
             boot_id=boot_id(),
             manager_pid=os.getpid(),
@@ -394,6 +434,8 @@ class Manager:
             bus=self.bus_record(),
             command=self.command_record(),
             notify_address=self.supervisor.expect.notify_address,
+            log_pipes=log_pipes,
+            sockets=sockets,
         )
 
     async def reexec(self) -> None:
@@ -474,7 +516,10 @@ class Manager:
         unless ``keep_files`` (a re-exec: the next image uses them at once)."""
         if self.desktop is not None:
             self.desktop.close()
-        self.triggers.close()
+        if keep_files:
+            self.triggers.detach()  # the sockets stay open for the next image
+        else:
+            self.triggers.close()
         self.bus_names.close()
         if self.activation is not None and not keep_files:
             self.activation.close()

@@ -327,7 +327,11 @@ async def _main(plan: Plan) -> int:
                 log.warning("warning: job directory %s does not exist: no jobs from it", directory)
         address = await keeper.start()
         await manager.begin(
-            keeper.servicedir, own_servicedir=keeper.private, saved=saved, backend=keeper.backend
+            keeper.servicedir,
+            own_servicedir=keeper.private,
+            saved=saved,
+            backend=keeper.backend,
+            handed_over=reexec,
         )
         if plan.print_address and not reexec:
             print(address, flush=True)
@@ -377,11 +381,13 @@ def _cgroup_name(state_dir: Path) -> str:
 async def _reexec(manager: Manager, keeper: BusKeeper, lock: StateLock) -> None:
     """Replace this image with a new one of the manager (possibly a newer version), keeping
     every job and the private bus: the state is saved; leave the bus (after the reply to
-    ``Reexec`` went out), stop reaping, exec. If the exec fails, say so and carry on to a
-    normal shutdown (the jobs are stopped)."""
+    ``Reexec`` went out), stop reaping, save the state a last time with the descriptors the
+    jobs depend on (their log pipes, their sockets), which stay open across the exec; exec.
+    If the exec fails, say so and carry on to a normal shutdown (the jobs are stopped)."""
     await manager.close(keep_files=True)
     await keeper.stop(keep_bus=True)
     manager.supervisor.detach()
+    process.pass_on(manager.hand_over())  # the jobs' log pipes and sockets
     argv = _own_argv()
     log.info("re-executing: %s", " ".join(argv))
     lock.release()

@@ -29,8 +29,10 @@ __all__ = [
     "VERSION",
     "Saved",
     "SavedBus",
+    "SavedFd",
     "SavedJob",
     "SavedProcess",
+    "SavedSocket",
     "SnapshotError",
     "dumps",
     "loads",
@@ -71,8 +73,29 @@ class SavedBus:
 
 
 @dataclass(frozen=True)
+class SavedFd:
+    """A descriptor handed to the manager's next image across its exec: its number and the
+    ``(st_dev, st_ino)`` of what it is open on (checked before the new image uses it)."""
+
+    fd: int
+    file: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class SavedSocket:
+    """A listening socket of the socket bridge: its key (kind, path, host, port), the
+    descriptor, and the ``(st_dev, st_ino)`` of its Unix socket file (None: no file)."""
+
+    key: tuple[str, str, str, int]
+    fd: SavedFd
+    path_file: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
 class Saved:
-    """Everything the manager needs to carry on. ``started``: ``startup`` was emitted."""
+    """Everything the manager needs to carry on. ``started``: ``startup`` was emitted.
+    ``log_pipes`` (by log name) and ``sockets`` are only recorded for a re-exec: descriptors
+    do not outlive a crash."""
 
     boot_id: str
     manager_pid: int
@@ -84,6 +107,8 @@ class Saved:
     bus: SavedBus | None = None
     command: SavedProcess | None = None
     notify_address: str = ""
+    log_pipes: tuple[tuple[str, SavedFd], ...] = ()
+    sockets: tuple[SavedSocket, ...] = ()
 
 
 # ------------------------------------------------------------------------------ to JSON
@@ -139,6 +164,11 @@ def dumps(saved: Saved) -> str:
         },
         "command": None if saved.command is None else [saved.command.pid, saved.command.started],
         "notify_address": saved.notify_address,
+        "log_pipes": [[name, f.fd, *f.file] for name, f in saved.log_pipes],
+        "sockets": [
+            [list(s.key), s.fd.fd, *s.fd.file, None if s.path_file is None else list(s.path_file)]
+            for s in saved.sockets
+        ],
     }
     return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
@@ -163,6 +193,40 @@ def _process(value: Any, what: str) -> SavedProcess:
     if len(value) != 2:
         raise SnapshotError(f"{what}: expected [pid, started]")
     return SavedProcess(_typed(value[0], int, what), _typed(value[1], int, what))
+
+
+def _pair(value: Any, what: str) -> tuple[int, int]:
+    _typed(value, list, what)
+    if len(value) != 2:
+        raise SnapshotError(f"{what}: expected [dev, ino]")
+    return _typed(value[0], int, what), _typed(value[1], int, what)
+
+
+def _load_pipe(value: Any) -> tuple[str, SavedFd]:
+    _typed(value, list, "log pipe")
+    if len(value) != 4:
+        raise SnapshotError("log pipe: expected [name, fd, dev, ino]")
+    name = _typed(value[0], str, "log pipe")
+    return name, SavedFd(_typed(value[1], int, "log pipe"), _pair(value[2:], "log pipe"))
+
+
+def _load_socket(value: Any) -> SavedSocket:
+    _typed(value, list, "socket")
+    if len(value) != 5:
+        raise SnapshotError("socket: expected [key, fd, dev, ino, file]")
+    key = _typed(value[0], list, "socket key")
+    if len(key) != 4:
+        raise SnapshotError("socket key: expected 4 items")
+    return SavedSocket(
+        (
+            _typed(key[0], str, "socket key"),
+            _typed(key[1], str, "socket key"),
+            _typed(key[2], str, "socket key"),
+            _typed(key[3], int, "socket key"),
+        ),
+        SavedFd(_typed(value[1], int, "socket"), _pair(value[2:4], "socket")),
+        None if value[4] is None else _pair(value[4], "socket file"),
+    )
 
 
 def _optint(value: Any, what: str) -> int | None:
@@ -253,6 +317,12 @@ def loads(text: str, boot_id: str) -> Saved:
             ),
             command=None if data["command"] is None else _process(data["command"], "command"),
             notify_address=_typed(data.get("notify_address", ""), str, "notify_address"),
+            log_pipes=tuple(
+                _load_pipe(p) for p in _typed(data.get("log_pipes", []), list, "log pipes")
+            ),
+            sockets=tuple(
+                _load_socket(s) for s in _typed(data.get("sockets", []), list, "sockets")
+            ),
         )
     except (KeyError, IndexError, TypeError) as err:
         raise SnapshotError(f"bad state: {err}") from None

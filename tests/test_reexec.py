@@ -122,6 +122,57 @@ async def test_reexec_keeps_every_job_supervised(tmp_path: Path) -> None:
         await stop_session(sess)  # SIGTERM: everything stops, exit 0, nothing left
 
 
+LISTENER = (
+    "import socket, time\n"
+    "listening = socket.socket(fileno=3)\n"
+    "conn, _ = listening.accept()\n"
+    "conn.sendall(b'served by %d\\n' % __import__('os').getpid())\n"
+    "conn.close()\n"
+    "time.sleep(1000)\n"
+)
+
+
+async def test_reexec_hands_over_the_jobs_log_pipes_and_sockets(tmp_path: Path) -> None:
+    # A job's output goes through a pipe the manager reads, and a socket job listens on a
+    # socket the manager holds: both must be the same after the exec, or the job dies of
+    # SIGPIPE at its next line, or listens where no client can reach it any more.
+    (tmp_path / "listener.py").write_text(LISTENER)
+    jobs = {
+        "talker": (
+            f"env READY={tmp_path / 'ready'}\nenv DONE={tmp_path / 'done'}\n"
+            'exec sh -c \'trap "echo after; touch $DONE" USR1; echo before; touch $READY; '
+            "while :; do sleep 0.05; done'\n"
+        ),
+        "listener": (
+            f"socket unix {tmp_path / 'app.sock'}\nexec $PYTHON {tmp_path / 'listener.py'}\n"
+        ),
+    }
+    sess = await start_session(tmp_path, jobs)
+    try:
+        talker = (await sess.props(await sess.start("talker")))["MainPID"]
+        listener = (await sess.props(await sess.start("listener")))["MainPID"]
+        await wait_for_file(tmp_path / "ready")
+        owner = await name_owner(sess.bus, MANAGER_BUS_NAME)
+        await sess.call("Reexec")
+        await new_owner_of(sess.bus, MANAGER_BUS_NAME, owner)
+        os.kill(talker, signal.SIGUSR1)  # a process this session started: now it writes
+        await wait_for_file(tmp_path / "done")  # written after the line: no SIGPIPE
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_unix_connection(str(tmp_path / "app.sock")), TIMEOUT
+        )
+        line = await asyncio.wait_for(reader.readline(), TIMEOUT)
+        writer.close()
+        assert line == f"served by {listener}\n".encode()  # the running job's own socket
+        assert (await sess.instance("talker"))["MainPID"] == talker
+        await sess.stop("talker")  # drains the pipe into the log
+        log = (sess.state / "log" / "talker.log").read_text()
+        assert log.splitlines() == ["before", "after"]
+        assert "was not handed over" not in sess.stderr.read_text()
+    finally:
+        await stop_session(sess)
+    assert not (tmp_path / "app.sock").exists()  # the socket file goes with the manager
+
+
 async def test_sigusr2_reexecs_too(tmp_path: Path) -> None:
     sess = await start_session(tmp_path, {"svc": "exec sleep 1000\n"})
     try:

@@ -110,6 +110,7 @@ async def test_no_wake_ups_between_due_times(session: Session) -> None:
         counts.append(switches(pid))
         index = session.signals.mark()
     woken = [b - a for a, b in itertools.pairwise(counts)]
-    # 0.6 s apart: the timer's own wake-up (measured: exactly 1), nothing in between (a loop
-    # polling ten times a second would count 6 or more)
-    assert all(w <= 2 for w in woken), woken
+    # 0.6 s apart: the timer's own wake-up (measured: exactly 1; the reload just before may
+    # still owe a state write), nothing in between (a loop polling ten times a second would
+    # count 6 or more)
+    assert all(w <= 3 for w in woken), woken

@@ -9,7 +9,8 @@ real ones. One module per concern:
 * :mod:`~busmgr.process.reaping`: the :class:`Reaper`, the one caller of ``waitpid``;
 * :mod:`~busmgr.process.cgroups`: the cgroup v2 files;
 * :mod:`~busmgr.process.forks`: the kernel's process events connector (following forks);
-* :mod:`~busmgr.process.procfs`: ``/proc`` look-ups and ``kill``.
+* :mod:`~busmgr.process.procfs`: ``/proc`` look-ups and ``kill``;
+* :mod:`~busmgr.process.handover`: descriptors kept across the manager's own exec.
 """
 
 from busmgr.process.cgroups import (
@@ -23,6 +24,7 @@ from busmgr.process.cgroups import (
     cgroup_remove,
 )
 from busmgr.process.forks import ForkEvents
+from busmgr.process.handover import identity, pass_on, same_file
 from busmgr.process.procfs import (
     child_pids,
     kill_pid,
@@ -58,11 +60,14 @@ __all__ = [
     "cgroup_populated",
     "cgroup_remove",
     "child_pids",
+    "identity",
     "kill_pid",
     "kill_process_group",
     "parent_pid",
+    "pass_on",
     "proc_start_time",
     "proc_state",
+    "same_file",
     "session_processes",
     "set_cloexec_on_inherited_fds",
     "spawn",

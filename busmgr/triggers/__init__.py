@@ -93,6 +93,14 @@ class Triggers(JobObserver):
     def job_changed(self, job: Job) -> None:
         self.sockets.job_changed(job)
 
+    def detach(self) -> None:
+        """The manager is about to exec: the sockets stay open for the next image (see
+        :meth:`SocketBridge.detach`); the watches and timers go (the next image sets them up
+        again from the job classes)."""
+        self.sockets.detach()
+        self.files.close()
+        self.timers.close()
+
     def close(self) -> None:
         """Close the sockets (removing their files), the watches and the timers."""
         self.sockets.close()

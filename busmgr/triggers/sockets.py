@@ -185,6 +185,12 @@ def _close(held: _Held) -> None:
             os.unlink(held.spec.path)
 
 
+def _spec_of(key: Key) -> SocketSpec:
+    """A spec with just enough of ``key`` to close the socket it names (its path)."""
+    kind, path, host, port = key
+    return SocketSpec(SocketKind(kind), path=path, host=host, port=port)
+
+
 def _reason(err: OSError) -> str:
     return err.strerror or str(err)
 
@@ -214,6 +220,8 @@ class SocketBridge:
         self._held: dict[Key, _Held] = {}
         self._groups: dict[str, _Group] = {}
         self._failed: dict[tuple[Key, str], str] = {}  # (key, job) -> the reason last logged
+        # Sockets the manager's previous image handed over (a re-exec), until a job holds them.
+        self._adopted: dict[Key, tuple[socket.socket, tuple[int, int] | None]] = {}
 
     # ------------------------------------------------------------------ following the jobs
     def update(self, classes: Iterable[JobClass]) -> None:
@@ -248,6 +256,9 @@ class SocketBridge:
         self._groups = groups
         for cls, spec in wanted.values():
             self._hold(cls, spec)
+        for key in list(self._adopted):  # handed over, but no job declares it any more
+            sock, inode = self._adopted.pop(key)
+            _close(_Held(_spec_of(key), sock, "", inode))
         for group in groups.values():
             self._refresh(group)
 
@@ -264,8 +275,9 @@ class SocketBridge:
                     os.chmod(spec.path, spec.mode)
             held.spec = spec
             return held
+        adopted = self._adopted.pop(spec.key, None)
         try:
-            sock, inode = open_socket(spec)
+            sock, inode = adopted if adopted is not None else open_socket(spec)
         except OSError as err:
             self._fail(cls, spec, _reason(err))
             return None
@@ -280,6 +292,25 @@ class SocketBridge:
         self._failed[(spec.key, cls.name)] = reason
         where = f"{cls.source}:{spec.line}" if cls.source else cls.name
         log.error("%s: socket %s: %s (job %s)", where, spec, reason, cls.name)
+
+    # ------------------------------------------------------------------ across an exec
+    def held(self) -> list[tuple[Key, int, tuple[int, int] | None]]:
+        """Every socket held: its key, descriptor and socket file's ``(dev, ino)``."""
+        return [(key, h.sock.fileno(), h.inode) for key, h in self._held.items()]
+
+    def adopt(self, key: Key, fd: int, inode: tuple[int, int] | None) -> None:
+        """Take over a socket the manager's previous image held (listed by :meth:`held`,
+        checked by the caller); the job that declares ``key`` gets it at the next update,
+        instead of a new one, so a running job keeps listening on the socket clients reach."""
+        sock = socket.socket(fileno=fd)
+        sock.set_inheritable(False)
+        self._adopted[key] = (sock, inode)
+
+    def detach(self) -> None:
+        """The manager is about to exec: stop watching, and keep every socket open and its
+        file in place for the next image."""
+        for group in self._groups.values():
+            self._disarm(group)
 
     def close(self) -> None:
         """Close every socket (removing the files the bridge created)."""
