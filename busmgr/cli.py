@@ -837,7 +837,8 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
         "without systemd.",
         "examples:\n  busmgr daemon --session --services-dir ~/.config/busmgr/services.d\n"
         "  busmgr daemon --system --pidfile /run/busmgr.pid\n"
-        "  busmgr daemon --system --launch-bus --pidfile /run/busmgr.pid",
+        "  busmgr daemon --system --launch-bus --pidfile /run/busmgr.pid\n"
+        "  busmgr daemon --session --launch-bus --broker",
         [manager_options],
     )
     launch = p.add_argument_group("launching the bus")
@@ -845,6 +846,11 @@ exit status: 0 ok, 1 the operation failed (error reply, job failed, no bus), 2 u
         "--launch-bus",
         action="store_true",
         help="start the bus (dbus-daemon) as the manager's child and be its activator",
+    )
+    launch.add_argument(
+        "--broker",
+        action="store_true",
+        help="with --launch-bus: the bus is dbus-broker, with busmgr as its launcher",
     )
     launch.add_argument(
         "--bus-config",
@@ -986,6 +992,7 @@ def daemon_options(args: argparse.Namespace) -> DaemonOptions:
         import_dirs=tuple(d.absolute() for d in args.import_dirs),
         print_address=args.print_address,
         address_file=_absolute(args.address_file),
+        broker=args.broker,
     )
 
 

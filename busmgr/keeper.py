@@ -38,13 +38,14 @@ from busmgr.bus.activation import (
     BrokerActivation,
 )
 from busmgr.bus.address import without_guid
-from busmgr.bus.broker_launch import LaunchedBroker, launch_broker
+from busmgr.bus.broker_launch import LaunchedBroker, launch_broker, standard_bus
 from busmgr.bus.broker_policy import session_policy
 from busmgr.bus.daemon import PrivateBus, start_private_bus
 from busmgr.bus.launch import BusLauncher, LaunchedBus
 from busmgr.bus.link import BusLink, LinkError
 from busmgr.environment import Environment
 from busmgr.manager import Manager
+from busmgr.options import Mode
 from busmgr.snapshot import SavedBus, SavedProcess
 
 log = logging.getLogger("busmgr")
@@ -72,6 +73,8 @@ class BusKeeper:
         *,
         broker: bool = False,
         launcher: BusLauncher | None = None,
+        standard: Mode | None = None,
+        bus_config: Path | None = None,
     ) -> None:
         self.manager = manager
         self._saved = None if broker else saved  # a broker dies with its controller
@@ -79,9 +82,13 @@ class BusKeeper:
         self.loop = manager.loop
         self.address = address
         self.launcher = launcher
+        # With ``broker``: the mode's own bus (``daemon --launch-bus --broker``), configured by
+        # ``bus_config`` (system mode), rather than a private one.
+        self.standard = standard
+        self.bus_config = bus_config
         # The session's own bus (its own activation directory, gone with it); a launched bus
         # is restarted the same way, but its activation directory is the machine's.
-        self.private = address is None and launcher is None
+        self.private = address is None and launcher is None and standard is None
         self.owns_bus = address is None
         self.environ = dict(environ)
         self._helper_dir = helper_dir
@@ -194,12 +201,20 @@ class BusKeeper:
                 old.socket_path.unlink()
         exited: asyncio.Future[process.ExitInfo | None] = self.loop.create_future()
         self._bus_exit = exited
+        if self.standard is not None:
+            policy, socket_path, socket_mode = standard_bus(
+                self.standard, self.environ, self.bus_config
+            )
+        else:
+            policy, socket_mode = session_policy(os.getuid()), 0o600
+            socket_path = old.socket_path if old is not None else None
         bus = await launch_broker(
             self.environ,
-            session_policy(os.getuid()),
+            policy,
             watch=self._watch_broker,
             on_exit=lambda _p, info: exited.done() or exited.set_result(info),
-            socket_path=old.socket_path if old is not None else None,
+            socket_path=socket_path,
+            socket_mode=socket_mode,
         )
         if old is not None:
             bus.directory = old.directory  # the directory is the first broker's: removed at the end

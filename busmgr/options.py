@@ -126,7 +126,8 @@ class DaemonOptions:
     ``mode`` is session or system mode; ``address`` is the bus to use, or None for the mode's
     standard bus (:func:`standard_bus_address`). ``--address ADDR`` alone is session mode on
     that bus. With ``launch_bus`` the manager starts the mode's bus itself (from the machine's
-    configuration, or ``bus_config``) and is its activator. ``activation_dir`` is where the
+    configuration, or ``bus_config``) and is its activator; ``broker``: that bus is
+    dbus-broker, busmgr its launcher. ``activation_dir`` is where the
     activation files of the jobs go (None: :func:`default_activation_dir`); ``import_dirs``
     where the installed D-Bus services are (empty: the mode's standard directories).
     """
@@ -146,12 +147,15 @@ class DaemonOptions:
     import_dirs: tuple[Path, ...] = ()
     print_address: bool = False
     address_file: Path | None = None
+    broker: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.mode, Mode):
             raise ValueError(f"mode must be a Mode, not {self.mode!r}")
         if self.address is not None and not self.address:
             raise ValueError("an explicit bus address cannot be empty")
+        if self.broker and not self.launch_bus:
+            raise ValueError("--broker is the bus busmgr launches: give --launch-bus too")
         if self.launch_bus and self.address is not None:
             raise ValueError("--launch-bus starts the bus itself: it takes no --address")
         if self.bus_config is not None and not self.launch_bus:

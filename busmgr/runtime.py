@@ -71,8 +71,8 @@ class Plan:
     ``address`` is the bus to connect to; None with ``private_bus`` (the session's own) or a
     ``launcher`` (the bus the manager launches). ``activation_dir`` is where the activation
     files of the jobs go on a bus that is not the session's own (None: none are written).
-    ``broker``: the private bus is a dbus-broker busmgr launches (and activates for), not a
-    dbus-daemon.
+    ``broker``: the private bus (or, with ``standard_broker``, the mode's own bus, configured
+    by ``bus_config``) is a dbus-broker busmgr launches (and activates for), not a dbus-daemon.
     """
 
     config: ManagerConfig
@@ -85,6 +85,8 @@ class Plan:
     broker: bool = False
     launcher: BusLauncher | None = None
     activation_dir: Path | None = None
+    standard_broker: bool = False
+    bus_config: Path | None = None
 
 
 def session_plan(opts: SessionOptions, environ: Mapping[str, str]) -> Plan:
@@ -130,7 +132,8 @@ def daemon_plan(
     launcher: BusLauncher | None = None
     address = None
     if opts.launch_bus:
-        launcher = _launcher(opts, activation_dir, environ)
+        if not opts.broker:  # dbus-broker is launched by the keeper, as for a session
+            launcher = _launcher(opts, activation_dir, environ)
     else:
         address = opts.address or standard_bus_address(mode, environ)
         if address is None:
@@ -159,6 +162,9 @@ def daemon_plan(
         activation_dir=activation_dir,
         print_address=opts.print_address,
         address_file=opts.address_file,
+        broker=opts.broker,
+        standard_broker=opts.broker,
+        bus_config=opts.bus_config,
     )
 
 
@@ -315,6 +321,8 @@ async def _main(plan: Plan) -> int:
         saved.bus if saved else None,
         broker=plan.broker,
         launcher=plan.launcher,
+        standard=plan.config.mode if plan.standard_broker else None,
+        bus_config=plan.bus_config,
     )
     if plan.address_file is not None:
         address_file = plan.address_file

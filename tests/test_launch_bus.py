@@ -200,6 +200,76 @@ async def test_a_users_session_bus_and_its_death(top: Path) -> None:
     assert "Traceback" not in log and not loop_blocked(log), log
 
 
+async def test_the_system_bus_as_dbus_broker_with_busmgr_its_launcher(top: Path) -> None:
+    # The same installed system service and policy as above, on dbus-broker: busmgr
+    # translates the bus configuration into the broker's policy and listens where it says.
+    installed = top / "system-services"
+    service_file(installed, "org.busmgr.Test.Plain", "nobody")
+    policy = shipped_policy(top / "policy", top / "unused", ["org.busmgr.Manager1.conf"])
+    services_policy(policy, ["org.busmgr.Test.Plain"])
+    config = stock_config(top / "bus", [installed], [STOCK_POLICY_DIR, policy], top / "bus.conf")
+    argv = [
+        "--system", "--launch-bus", "--broker", "--bus-config", str(config),
+        "--import-dir", str(installed), "--services-dir", str(top / "services.d"),
+        "--state-dir", str(top / "state"),
+    ]  # fmt: skip
+    busmgr = await launch(argv, base_env(), top / "manager.log")
+    assert busmgr.address == f"unix:path={top / 'bus'}"
+    (broker,) = [p for p in psutil.Process(busmgr.proc.pid).children() if p.name() == "dbus-broker"]
+    uid, _gid, _groups, pid = await busmgr.call("org.busmgr.Test.Plain", "Whoami")
+    assert uid == 65534
+    assert psutil.Process(pid).ppid() == busmgr.proc.pid  # started, and reaped, by busmgr
+    starter = await busmgr.call("org.busmgr.Test.Plain", "Getenv", "s", ["DBUS_STARTER_BUS_TYPE"])
+    assert starter == ["system"]
+    status, survivors = await busmgr.stop()
+    log = busmgr.log()
+    assert status == 0, log
+    assert not survivors, survivors
+    assert not broker.is_running()
+    assert "Traceback" not in log and not loop_blocked(log), log
+
+
+async def test_a_users_session_bus_as_dbus_broker_and_its_death(top: Path) -> None:
+    services = top / "services.d"
+    services.mkdir()
+    name = "org.busmgr.Test.Session"
+    (services / "sess.conf").write_text(
+        f"dbus {name}\nexec {SYSTEM_PYTHON} {SYSTEM_SERVICE} {name}\n"
+    )
+    argv = ["--session", "--launch-bus", "--broker", "--no-import", "--services-dir",
+            str(services), "--state-dir", str(top / "state")]  # fmt: skip
+    busmgr = await launch(argv, base_env(XDG_RUNTIME_DIR=str(top)), top / "manager.log")
+    assert busmgr.address == f"unix:path={top / 'bus'}"
+    got = await busmgr.call(name, "Getenv", "s", ["DBUS_STARTER_BUS_TYPE"])
+    assert got == ["session"]
+
+    def broker() -> psutil.Process:
+        children = psutil.Process(busmgr.proc.pid).children()
+        (found,) = [p for p in children if p.name() == "dbus-broker"]
+        return found
+
+    old = broker()
+    busmgr.client.disconnect()
+    old.send_signal(signal.SIGKILL)  # a process this manager started
+    client = await _reconnect(busmgr.address)
+    try:
+        await _wait_owned(client, MANAGER_BUS_NAME)
+        again = await asyncio.wait_for(client.call(Message(
+            destination=name, path=TEST, interface=TEST_IFACE,
+            member="Getenv", signature="s", body=["DBUS_STARTER_BUS_TYPE"],
+        )), TIMEOUT)  # fmt: skip
+        assert again is not None and again.body == ["session"], again  # activated again
+    finally:
+        client.disconnect()
+    assert broker().pid != old.pid
+    status, survivors = await busmgr.stop()
+    log = busmgr.log()
+    assert status == 0, log
+    assert not survivors, survivors
+    assert "the dbus-broker busmgr launched killed by signal KILL; starting it again" in log
+    assert "Traceback" not in log and not loop_blocked(log), log
+
+
 async def _reconnect(address: str) -> MessageBus:
     """A client of the bus at ``address`` once it listens again (each refused connect is
     followed by a wait for the socket file to change, never a fixed sleep)."""

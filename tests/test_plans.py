@@ -54,11 +54,19 @@ def test_launching_a_users_bus_needs_its_runtime_directory() -> None:
     )
 
 
+def test_launching_dbus_broker_as_the_system_bus() -> None:
+    opts = DaemonOptions(Mode.SYSTEM, launch_bus=True, broker=True)
+    plan = daemon_plan(opts, {"DBUS_SYSTEM_BUS_ADDRESS": SYSTEM_BUS})
+    assert plan.address is None and plan.launcher is None  # the keeper launches the broker
+    assert plan.broker and plan.standard_broker
+
+
 @pytest.mark.parametrize(
     "argv",
     [
         ["daemon", "--address", "unix:path=/x", "--launch-bus"],
         ["daemon", "--system", "--bus-config", "/x.conf"],
+        ["daemon", "--session", "--broker"],  # --broker is a bus busmgr launches
     ],
 )
 def test_contradictory_options_are_usage_errors(

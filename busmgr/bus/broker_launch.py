@@ -12,9 +12,10 @@ The broker is a child of the manager like any job process: :mod:`busmgr.process`
 the one reaper reaps it (``watch``), so the caller learns of its exit. It exits by itself when
 the controller connection closes, which is how :meth:`LaunchedBroker.close` stops it.
 
-:func:`launch_standard_bus` is the same for a standard bus (``daemon --launch-bus --broker``):
-the system bus at its well-known socket with the policy translated from ``system.conf``
-(:mod:`busmgr.bus.busconfig`), or a user's session bus at ``$XDG_RUNTIME_DIR/bus``.
+:func:`standard_bus` says how to launch it as a standard bus (``daemon --launch-bus
+--broker``): the system bus at its well-known socket (or where ``--bus-config`` listens) with
+the policy translated from ``system.conf`` (:mod:`busmgr.bus.busconfig`), or a user's session
+bus at ``$XDG_RUNTIME_DIR/bus``.
 
 Versions: the controller interface (``Reset`` with an error name) and the policy value
 (:mod:`busmgr.bus.broker_policy`) busmgr speaks are those of dbus-broker 33 (Debian 12, the
@@ -58,9 +59,10 @@ __all__ = [
     "address_of",
     "bus_policy",
     "launch_broker",
-    "launch_standard_bus",
+    "listen_path",
     "machine_id",
     "parse_version",
+    "standard_bus",
     "standard_socket",
 ]
 
@@ -221,10 +223,15 @@ async def launch_broker(
 
 
 def _listen(path: Path, mode: int) -> socket.socket:
-    """A non-blocking listening unix socket at ``path`` (a stale socket there is replaced;
-    any other file is an error)."""
+    """A non-blocking listening unix socket at ``path`` (a stale socket there is replaced; a
+    live one, some bus already listening there, or any other file is an error)."""
     with contextlib.suppress(FileNotFoundError):
         if path.is_socket():
+            if _listening(path):
+                raise process.SpawnError(
+                    f"a bus already listens at {path}: stop it first, or run busmgr without "
+                    "--launch-bus on that bus"
+                )
             path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
     try:
@@ -235,6 +242,16 @@ def _listen(path: Path, mode: int) -> socket.socket:
         sock.close()
         raise process.SpawnError(f"listening socket {path}", err.strerror or str(err)) from None
     return sock
+
+
+def _listening(path: Path) -> bool:
+    """Whether something accepts connections at the unix socket ``path`` (answered at once)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(os.fsencode(path))
+        except OSError:
+            return False
+    return True
 
 
 async def _version(
@@ -299,20 +316,37 @@ def bus_policy(mode: Mode, config: Path = SYSTEM_CONF) -> Policy:
     return translation.policy
 
 
-async def launch_standard_bus(
-    mode: Mode, environ: Mapping[str, str], *, watch: Watch, on_exit: process.ExitCallback
-) -> LaunchedBroker:
-    """``busmgr daemon --system|--session --launch-bus --broker``: dbus-broker as the
-    machine's system bus or the user's session bus, at its standard address, with its
-    standard policy. The runtime wires it as it wires ``session --broker`` (the broker
-    activation backend on :attr:`LaunchedBroker.controller`)."""
-    path, socket_mode = standard_socket(mode, environ)
+def standard_bus(
+    mode: Mode, environ: Mapping[str, str], config: Path | None = None
+) -> tuple[Policy, Path, int]:
+    """``busmgr daemon --system|--session --launch-bus --broker``: dbus-broker as the machine's
+    system bus or the user's session bus, with its standard policy, at its standard address,
+    or (system mode with ``config``, ``--bus-config``) where that configuration listens, with
+    the policy translated from it. Returns the policy, the socket path (its directory made)
+    and the socket's mode; the keeper launches it with :func:`launch_broker` as it launches
+    ``session --broker``, and the broker activation backend works on its controller."""
+    if mode is Mode.SYSTEM and config is not None:
+        path = listen_path(config) or standard_socket(mode, environ)[0]
+        socket_mode = 0o666
+        policy = bus_policy(mode, config)
+    else:
+        path, socket_mode = standard_socket(mode, environ)
+        policy = bus_policy(mode)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return await launch_broker(
-        environ,
-        bus_policy(mode),
-        watch=watch,
-        on_exit=on_exit,
-        socket_path=path,
-        socket_mode=socket_mode,
-    )
+    return policy, path, socket_mode
+
+
+def listen_path(config: Path) -> Path | None:
+    """The socket of the first ``<listen>unix:path=...</listen>`` of a bus configuration file
+    (its own elements, not its includes), or None."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(config).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    for element in root.findall("listen"):
+        text = (element.text or "").strip()
+        if text.startswith("unix:path="):
+            return Path(text.removeprefix("unix:path=").split(",", 1)[0])
+    return None
