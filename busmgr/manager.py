@@ -375,6 +375,12 @@ class Manager:
         if saved is not None:
             restore(saved, self.registry, self.supervisor, self.environment)
             self.started_up = saved.started
+            if saved.since:
+                self.timeline.started = saved.since
+            for name, instance, since, running in saved.times:
+                job = self.registry.instance(name, instance)
+                if job is not None:
+                    self.timeline.seed(job, since, running)
         if self.link.connected:
             await self.go_live(servicedir, own_servicedir=own_servicedir)
         self.observers.subscribe(self.store)
@@ -436,6 +442,8 @@ class Manager:
             notify_address=self.supervisor.expect.notify_address,
             log_pipes=log_pipes,
             sockets=sockets,
+            since=self.timeline.started,
+            times=tuple(self.timeline.saved_times()),
         )
 
     async def reexec(self) -> None:

@@ -109,6 +109,9 @@ class Saved:
     notify_address: str = ""
     log_pipes: tuple[tuple[str, SavedFd], ...] = ()
     sockets: tuple[SavedSocket, ...] = ()
+    since: float = 0.0  # when the first manager of this state started (wall clock)
+    # (job, instance, in its state since, running since or None), wall clock
+    times: tuple[tuple[str, str, float, float | None], ...] = ()
 
 
 # ------------------------------------------------------------------------------ to JSON
@@ -164,6 +167,8 @@ def dumps(saved: Saved) -> str:
         },
         "command": None if saved.command is None else [saved.command.pid, saved.command.started],
         "notify_address": saved.notify_address,
+        "since": saved.since,
+        "times": [list(t) for t in saved.times],
         "log_pipes": [[name, f.fd, *f.file] for name, f in saved.log_pipes],
         "sockets": [
             [list(s.key), s.fd.fd, *s.fd.file, None if s.path_file is None else list(s.path_file)]
@@ -226,6 +231,19 @@ def _load_socket(value: Any) -> SavedSocket:
         ),
         SavedFd(_typed(value[1], int, "socket"), _pair(value[2:4], "socket")),
         None if value[4] is None else _pair(value[4], "socket file"),
+    )
+
+
+def _load_times(value: Any) -> tuple[str, str, float, float | None]:
+    _typed(value, list, "times")
+    if len(value) != 4:
+        raise SnapshotError("times: expected [job, instance, since, running since]")
+    running = value[3]
+    return (
+        _typed(value[0], str, "times"),
+        _typed(value[1], str, "times"),
+        float(_typed(value[2], (int, float), "times")),
+        None if running is None else float(_typed(running, (int, float), "times")),
     )
 
 
@@ -320,6 +338,8 @@ def loads(text: str, boot_id: str) -> Saved:
             log_pipes=tuple(
                 _load_pipe(p) for p in _typed(data.get("log_pipes", []), list, "log pipes")
             ),
+            since=float(_typed(data.get("since", 0.0), (int, float), "since")),
+            times=tuple(_load_times(t) for t in _typed(data.get("times", []), list, "times")),
             sockets=tuple(
                 _load_socket(s) for s in _typed(data.get("sockets", []), list, "sockets")
             ),

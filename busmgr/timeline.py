@@ -82,6 +82,23 @@ class Timeline(JobObserver):
             found = self._history[job] = History(job.state, self.started)
         return found
 
+    def saved_times(self) -> list[tuple[str, str, float, float | None]]:
+        """``(job, instance, state since, running since)`` of every instance seen changing,
+        for the state file: a re-exec or a new manager carries them on (:meth:`seed`)."""
+        return [
+            (job.name, job.instance, h.state_since, h.running_since)
+            for job, h in self._history.items()
+            if h.state is job.state
+        ]
+
+    def seed(self, job: Job, state_since: float, running_since: float | None) -> None:
+        """``job`` was taken back from a previous manager: it is in its state since
+        ``state_since`` (and running since ``running_since``), not since it was taken back."""
+        history = self.history(job)
+        history.state_since = state_since
+        if job.state is State.RUNNING:
+            history.running_since = running_since
+
     def runs(self) -> list[Run]:
         """Every recorded run, in the order the instances first started."""
         return sorted(self._runs.values(), key=lambda r: r.starting)

@@ -19,7 +19,7 @@ import psutil
 import pytest
 from dbus_fast.errors import DBusError
 
-from busmgr import MANAGER_BUS_NAME
+from busmgr import MANAGER_BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH
 
 from conftest import (
     TIMEOUT,
@@ -100,6 +100,8 @@ async def test_reexec_keeps_every_job_supervised(tmp_path: Path) -> None:
     sess = await start_session(tmp_path, JOBS)
     try:
         before = await start_all(sess)
+        times = {k: (await sess.instance("svc"))[k] for k in ("StateTimestamp", "RunningTimestamp")}
+        started = (await sess.props(MANAGER_PATH, MANAGER_INTERFACE))["StartupTimestamp"]
         manager_owner = await name_owner(sess.bus, MANAGER_BUS_NAME)
         exe = os.readlink(f"/proc/{sess.proc.pid}/exe")
         await sess.call("Reexec")
@@ -108,6 +110,9 @@ async def test_reexec_keeps_every_job_supervised(tmp_path: Path) -> None:
         after = await main_pids(sess)
         for key, pid in before.items():
             assert after[key] == ("running", pid), key  # same process, still running
+        # running since it started, not since the re-exec (status's "since", its uptime)
+        assert {k: (await sess.instance("svc"))[k] for k in times} == times
+        assert (await sess.props(MANAGER_PATH, MANAGER_INTERFACE))["StartupTimestamp"] == started
         with pytest.raises(DBusError) as err:
             await sess.start("svc")
         assert err.value.type == "org.busmgr.Error.AlreadyStarted"  # never a second copy

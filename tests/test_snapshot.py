@@ -64,6 +64,8 @@ FULL = Saved(
         SavedSocket(("unix", "/run/app.sock", "", 0), SavedFd(10, (3, 4)), (5, 6)),
         SavedSocket(("tcp", "", "127.0.0.1", 8080), SavedFd(11, (3, 7)), None),
     ),
+    since=1700000000.25,
+    times=(("web", "", 1700000001.5, 1700000001.5), ("cron", "", 1700000002.0, None)),
 )
 
 
@@ -83,9 +85,9 @@ def test_a_snapshot_of_another_boot_or_format_is_refused() -> None:
 
 def test_an_older_file_without_descriptors_still_reads() -> None:
     data = json.loads(dumps(FULL))
-    del data["log_pipes"], data["sockets"]
+    del data["log_pipes"], data["sockets"], data["since"], data["times"]
     saved = loads(json.dumps(data), BOOT)
-    assert (saved.log_pipes, saved.sockets) == ((), ())
+    assert (saved.log_pipes, saved.sockets, saved.since, saved.times) == ((), (), 0.0, ())
 
 
 _json = st.recursive(
