@@ -20,7 +20,19 @@ from dbus_fast.errors import DBusError
 from busmgr.process import cgroups
 from busmgr.timeline import MAX_RUNS
 
-DESCRIPTION = """
+CYCLES, RESPAWNS, ACTIVATIONS = 10_000, 1_000, 1_000
+QUICK = (600, 60, 60)
+CYCLE_WORKERS, RESPAWN_WORKERS, ACTIVATION_WORKERS, FILL_WORKERS = 4, 2, 2, 6
+FILL = MAX_RUNS + 100  # instances the warm-up starts first: the bounded records are full
+WARMUP = 10  # the warm-up is 1/WARMUP of each workload
+RSS_LIMIT_MIB = 2.0
+MAX_ERRORS = 20  # a workload gives up after this many failed operations
+MiB = 1 << 20
+INSTANCE = "org.busmgr.Instance1"
+TINY = Path(__file__).resolve().parent / "tiny_service.py"
+SAY = "/bin/sh -c 'echo {what}; exec sleep 1000'"
+
+DESCRIPTION = f"""
 One `busmgr session` (its own private `dbus-daemon`) runs for the whole benchmark, driven by a
 dbus-fast client in the benchmark process; every job has `console log` (the default), so each
 spawn makes a log pipe that the manager reads. Three workloads run at the same time:
@@ -39,10 +51,14 @@ spawn makes a log pipe that the manager reads. Three workloads run at the same t
   for `NameOwnerChanged` to say the name is free before the next call.
 
 A leak is growth that does not stop, so the soak is measured from the manager's steady state.
-Two records of the manager only fill up: the start-up timeline (`busmgr plot`) keeps the first
-run of at most 4,096 instances (`busmgr.timeline.MAX_RUNS`), and dbus-fast caches the last
-1,024 object paths it validated. The warm-up therefore first starts and stops that many
-instances of an `instance $N` job with no process (`fill`), then runs a tenth of each workload.
+Three records fill up and then keep their size: the start-up timeline (`busmgr plot`) keeps
+the first run of at most {MAX_RUNS:,} instances (`busmgr.timeline.MAX_RUNS`); dbus-fast caches
+the last 1,024 object paths it validated; and CPython's `pathlib` interns every path component
+it parses, so a few thousand new instance log names make the interpreter's table of interned
+strings double once (~1 MiB; the names themselves are freed, and the table keeps its size).
+The warm-up therefore first runs {FILL:,} instances of an `instance $N` task (`fill`:
+`exec /bin/true`, with its log pipe), then a tenth of each workload.
+
 The manager is measured fresh (after start-up), at the start (after the warm-up) and at the
 end, every job stopped each time: its open descriptors (`/proc/PID/fd`), RSS and USS (psutil),
 its zombie children, the processes it still has besides its bus daemon, the instances it lists
@@ -50,20 +66,9 @@ its zombie children, the processes it still has besides its bus daemon, the inst
 leaves left under its cgroup directory (when jobs run in cgroups: the directory is the parent
 of a job process's cgroup). *fresh -> start* is what the warm-up filled; the targets apply to
 *start -> end*: descriptors, instances, match rules and leaves unchanged, no zombie, no other
-process, RSS growth under 2 MiB. Every failed call and every missed target is a finding.
+process, RSS growth under {RSS_LIMIT_MIB:g} MiB. Every failed call and every missed target is a
+finding.
 """
-
-CYCLES, RESPAWNS, ACTIVATIONS = 10_000, 1_000, 1_000
-QUICK = (600, 60, 60)
-CYCLE_WORKERS, RESPAWN_WORKERS, ACTIVATION_WORKERS, FILL_WORKERS = 4, 2, 2, 6
-FILL = MAX_RUNS + 100  # instances the warm-up starts first: the bounded records are full
-WARMUP = 10  # the warm-up is 1/WARMUP of each workload
-RSS_LIMIT_MIB = 2.0
-MAX_ERRORS = 20  # a workload gives up after this many failed operations
-MiB = 1 << 20
-INSTANCE = "org.busmgr.Instance1"
-TINY = Path(__file__).resolve().parent / "tiny_service.py"
-SAY = "/bin/sh -c 'echo {what}; exec sleep 1000'"
 
 
 def bus_name(w: int) -> str:
@@ -71,7 +76,7 @@ def bus_name(w: int) -> str:
 
 
 def jobs() -> dict[str, str]:
-    out: dict[str, str] = {"fill": "instance $N\n"}
+    out: dict[str, str] = {"fill": "task\ninstance $N\nexec /bin/true\n"}
     for w in range(CYCLE_WORKERS):
         out[f"svc{w}"] = f"exec {SAY.format(what='up')}\n"
         out[f"task{w}"] = "task\nexec /bin/sh -c 'echo ran'\n"
@@ -217,7 +222,8 @@ class Soak:
                 load.failed(f"activation {k} of {name}", e)
 
     async def fill(self, n: int) -> Workload:
-        """Start and stop ``n`` new instances of a job with no process, by several workers."""
+        """Run ``n`` new instances of a task (each a process with a log pipe), by several
+        workers."""
         load = Workload("fill")
 
         async def worker(count: int) -> None:
@@ -227,7 +233,6 @@ class Soak:
                 env = {"N": f"f{next(self.names)}"}
                 try:
                     await self.s.call("StartJob", "sa{ss}b", ["fill", env, True])
-                    await self.s.call("StopJob", "sa{ss}b", ["fill", env, True])
                     load.done += 1
                 except (DBusError, TimeoutError) as e:
                     load.failed(f"fill instance {env['N']}", e)
