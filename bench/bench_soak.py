@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import re
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,11 @@ MiB = 1 << 20
 INSTANCE = "org.busmgr.Instance1"
 TINY = Path(__file__).resolve().parent / "tiny_service.py"
 SAY = "/bin/sh -c 'echo {what}; exec sleep 1000'"
+KINDS = ("service", "task", "instance", "failed instance")  # the cycles take turns
+# What the manager must never log: a traceback, or its one line for a bug.
+TROUBLE = re.compile(
+    r"^Traceback |busmgr: internal error|Exception in callback|exception was never"
+)
 
 DESCRIPTION = f"""
 One `busmgr session` (its own private `dbus-daemon`) runs for the whole benchmark, driven by a
@@ -39,9 +45,11 @@ spawn makes a log pipe that the manager reads. Three workloads run at the same t
 
 * *start/stop cycles*, by 4 workers, each with its own jobs, taking turns: a service
   (`StartJob(wait=True)`, then `StopJob(wait=True)`), a task (`StartJob(wait=True)` returns
-  once it has run), and an `instance $N` service started and stopped under a new instance name
+  once it has run), an `instance $N` service started and stopped under a new instance name
   each time, so that the per-instance state (bus object, log pipe, cgroup leaf) is made and
-  removed every time. Each job prints a line before it `exec`s `sleep` or exits.
+  removed every time, and a start of a new instance of `broken`, whose `pre-start` prints a
+  line and exits 3: the caller must get `JobFailed` quoting that line, and the failed instance
+  is removed. Each job prints a line before it `exec`s `sleep` or exits.
 * *respawns*, by 2 workers: a job with `respawn` and `respawn limit unlimited`, started once;
   then again and again its main process (which the benchmark started through the manager) gets
   `kill -9` and the worker waits for `JobStarted` with a new `MainPID`.
@@ -81,6 +89,10 @@ def jobs() -> dict[str, str]:
         out[f"svc{w}"] = f"exec {SAY.format(what='up')}\n"
         out[f"task{w}"] = "task\nexec /bin/sh -c 'echo ran'\n"
     out["inst"] = f"instance $N\nexec {SAY.format(what='instance up')}\n"
+    out["broken"] = (
+        "instance $N\npre-start exec /bin/sh -c 'echo \"cannot start $N\" >&2; exit 3'\n"
+        "exec sleep 1000\n"
+    )
     for w in range(RESPAWN_WORKERS):
         out[f"phoenix{w}"] = f"respawn\nrespawn limit unlimited\nexec {SAY.format(what='again')}\n"
     for w in range(ACTIVATION_WORKERS):
@@ -156,22 +168,35 @@ class Soak:
         for k in range(n):
             if load.gave_up:
                 return
-            kind = k % 3
+            kind = KINDS[k % len(KINDS)]
             try:
                 t0 = time.perf_counter_ns()
-                if kind == 0:
+                if kind == "service":
                     await self.s.start(f"svc{w}")
                     await self.s.stop(f"svc{w}")
-                elif kind == 1:
+                elif kind == "task":
                     await self.s.start(f"task{w}")
-                else:
+                elif kind == "instance":
                     env = {"N": f"w{w}-{next(self.names)}"}
                     await self.s.call("StartJob", "sa{ss}b", ["inst", env, True])
                     await self.s.call("StopJob", "sa{ss}b", ["inst", env, True])
+                else:
+                    await self.failed_start(f"w{w}-{next(self.names)}")
                 load.ns.append(time.perf_counter_ns() - t0)
                 load.done += 1
-            except (DBusError, TimeoutError) as e:
-                load.failed(f"cycle {k} of worker {w} ({('service', 'task', 'instance')[kind]})", e)
+            except (DBusError, TimeoutError, RuntimeError) as e:
+                load.failed(f"cycle {k} of worker {w} ({kind})", e)
+
+    async def failed_start(self, name: str) -> None:
+        """Start an instance of ``broken``, whose pre-start fails: the caller must get
+        ``JobFailed`` quoting its output."""
+        try:
+            await self.s.call("StartJob", "sa{ss}b", ["broken", {"N": name}, True])
+        except DBusError as e:
+            if e.type == "org.busmgr.Error.JobFailed" and f"cannot start {name}" in e.text:
+                return
+            raise
+        raise RuntimeError(f"the start of broken ({name}) succeeded")
 
     async def respawns(self, w: int, n: int, load: Workload) -> None:
         job = f"phoenix{w}"
@@ -284,6 +309,9 @@ class Soak:
                 leaves = sorted(e.name for e in os.scandir(self.cgroup_dir) if e.is_dir())
             leaves = leaves or []
         rules = await self.match_rules()
+        log = self.s.tmp / "stderr.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        tracebacks = [ln for ln in text.splitlines() if TROUBLE.search(ln)]
         fd_dir = f"/proc/{pid}/fd"
         fds = {}
         for fd in os.listdir(fd_dir):
@@ -298,6 +326,7 @@ class Soak:
             "instances": len(rows[0]),
             "leaves": leaves,
             "rules": rules,
+            "tracebacks": tracebacks,
             "threads": proc.num_threads(),
         }
 
@@ -376,12 +405,15 @@ async def measure(quick: bool) -> dict[str, Any]:
         before = await soak.at_rest()
         loads = await soak.run(cycles, respawns, activations)
         after = await soak.at_rest()
+        after["cgroup_dir"] = soak.cgroup_dir
         for load in warm + loads:
             if load.errors:
                 s.failure(
                     f"{len(load.errors)} of the {load.label}",
                     RuntimeError("; ".join(load.errors[:3])),
                 )
+    # The manager has exited: its cgroup directory must be gone with it.
+    after["cgroup_left"] = soak.cgroup_dir is not None and os.path.isdir(soak.cgroup_dir)
     return {
         "points": (fresh, before, after),
         "loads": loads,
@@ -470,6 +502,28 @@ def checks(
             not after["leaves"],
             f"cgroup leaves left at the end: {after['leaves'][:10]}",
         )
+    if after.get("cgroup_dir") is not None:
+        left = after["cgroup_left"]
+        rows.append(
+            [
+                "cgroup directory after exit",
+                "-",
+                "-",
+                "left" if left else "removed",
+                "-",
+                "removed",
+                "**FAIL**" if left else "pass",
+            ]
+        )
+        if left:
+            missed.append("the manager's cgroup directory is left after it exited")
+    row(
+        "lines of trouble in the manager's log",
+        lambda p: len(p["tracebacks"]),
+        "0",
+        not after["tracebacks"],
+        "the manager logged: " + " | ".join(after["tracebacks"][:3]),
+    )
     row("threads", lambda p: p["threads"], "-", None)
     return rows, missed
 
@@ -500,8 +554,8 @@ def run(quick: bool) -> dict[str, Any]:
             if after["leaves"] is not None
             else "not in use here (jobs follow their sessions); no leaf to count."
         ),
-        f"Each instance of `inst` leaves its log file (`inst/NAME.log`) behind, as every"
-        f" stopped instance does: {cycles // 3:,} instances, as many files.",
+        f"Each instance of `inst` and `broken` leaves its log file (`JOB/NAME.log`) behind,"
+        f" as every stopped instance does: {cycles // 2:,} instances, as many files.",
     ]
     growth = after["rss"] - before["rss"]
     fds = (
@@ -519,7 +573,7 @@ def run(quick: bool) -> dict[str, Any]:
             "-",
         ],
     ]
-    strip = {"fds", "leaves", "zombies", "others"}
+    strip = {"fds", "leaves", "zombies", "others", "tracebacks"}
     return benchlib.result(
         "soak",
         [
