@@ -202,12 +202,33 @@ class Control:
 
         return Waiter(done, want=want), fut
 
-    async def _await(self, job: Job, fut: Outcome) -> None:
-        failure, _how = await fut
-        if failure is not None and self.shutting_down and failure.status is None:
-            raise ManagerError("JobFailed", f"job {job.label}: the manager is shutting down")
-        if failure is not None:
-            raise ManagerError("JobFailed", self.failure_message(job, failure))
+    def start_waiter(self, job: Job) -> tuple[Waiter, asyncio.Future[str | None]]:
+        """A waiter for the start of ``job``, and a future that gets None once it is running
+        (a task: has run), else the ``JobFailed`` message.
+
+        The message is written when the job reports the failure, not when the caller resumes:
+        by then a failed instance of an ``instance`` job has been removed, and its log (the
+        output the message quotes) forgotten with it."""
+        fut: asyncio.Future[str | None] = self.loop.create_future()
+
+        def done(failure: Failure | None, _how: str) -> None:
+            if fut.done():
+                return
+            if failure is None:
+                fut.set_result(None)
+            elif self.shutting_down and failure.status is None:
+                fut.set_result(f"job {job.label}: the manager is shutting down")
+            else:
+                fut.set_result(self.failure_message(job, failure))
+
+        return Waiter(done, want=Goal.START), fut
+
+    @staticmethod
+    async def _await(fut: asyncio.Future[str | None]) -> None:
+        """Wait for a :meth:`start_waiter`'s future; a failure raises ``JobFailed``."""
+        message = await fut
+        if message is not None:
+            raise ManagerError("JobFailed", message)
 
     def failure_message(self, job: Job, failure: Failure) -> str:
         """``job X failed: RESULT=failed PROCESS=main exited with status 1; last output: ...``"""
@@ -222,10 +243,10 @@ class Control:
     async def start_job(self, name: str, env: Mapping[str, str], wait: bool) -> Job:
         cls = self.get_class(name)
         job = self.prepare_start(cls, {}, self.check_env(env))
-        waiter, fut = self.waiter(Goal.START)
+        waiter, fut = self.start_waiter(job)
         job.start(waiter)
         if wait:
-            await self._await(job, fut)
+            await self._await(fut)
         return job
 
     async def stop_job(self, name: str, env: Mapping[str, str], wait: bool) -> None:
@@ -247,10 +268,10 @@ class Control:
             job = self.prepare_start(cls, {}, env)
         if job.state is State.WAITING:
             job = self.prepare_start(cls, {}, env)
-        waiter, fut = self.waiter(Goal.START)
+        waiter, fut = self.start_waiter(job)
         job.restart(waiter)
         if wait:
-            await self._await(job, fut)
+            await self._await(fut)
         return job
 
     def reload_job(self, name: str, env: Mapping[str, str]) -> None:
@@ -304,9 +325,9 @@ class Control:
             if job is not None and job.goal is not Goal.STOP:
                 if job.state is not State.RUNNING:
                     # Not started by this event (a start was already under way): wait for it.
-                    waiter, fut = self.waiter(Goal.START)
+                    waiter, fut = self.start_waiter(job)
                     job.add_waiter(waiter)
-                    await self._await(job, fut)
+                    await self._await(fut)
             elif not block.held:  # the event started nothing: say why
                 problem = instance_problem(cls.name, instance) if cls.instance else None
                 if self.shutting_down:

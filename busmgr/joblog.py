@@ -13,7 +13,7 @@ rotated by size (:mod:`busmgr.logsink`).
 * when a job fails (its ``stopping``, or its ``stopped`` for a failed post-stop), it writes one
   line to the manager's log: the job, the reason, what happens next (it respawns, or it stops)
   and the last lines of its output. A failure is told once however many events follow it;
-* it forgets an instance once it is gone.
+* it forgets an instance once it is gone, and keeps nothing about it if asked afterwards.
 
 The supervisor asks it for an instance's pipe (:meth:`JobLog.writer`) at each spawn, drains the
 pipe when a process of the job exits (so the tail holds its last words), and releases the pipe
@@ -48,14 +48,17 @@ class JobLog(JobObserver):
         self.sinks = LogSinks(directory, rotation)
         self._marks: dict[Job, int] = {}  # output received when the current start began
         self._told: dict[Job, Failure] = {}  # the failure last written to the manager's log
-        self._names: dict[Job, str] = {}  # log names, computed once per instance
+        self._names: dict[Job, str] = {}  # log names of the live instances, computed once
 
     def name(self, job: Job) -> str:
-        """``job``'s log file, relative to the log directory."""
+        """``job``'s log file, relative to the log directory.
+
+        Kept from :meth:`instance_added` to :meth:`instance_removed` only (an instance keeps
+        its job's name and its own for ever); asked about an instance that is gone (a caller
+        quoting a failure late), it is computed again and never stored: stored, it would
+        hold the instance for the manager's lifetime."""
         found = self._names.get(job)
-        if found is None:  # an instance keeps its job's name and its own for ever
-            found = self._names[job] = log_name(job.name, job.instance)
-        return found
+        return found if found is not None else log_name(job.name, job.instance)
 
     def path(self, job: Job) -> Path:
         return self.directory / self.name(job)
@@ -118,6 +121,9 @@ class JobLog(JobObserver):
             if failure is not None and self._told.get(job) is not failure:
                 self._told[job] = failure
                 log.warning("%s", self.failure_line(job, failure))
+
+    def instance_added(self, job: Job) -> None:
+        self._names[job] = log_name(job.name, job.instance)
 
     def instance_removed(self, job: Job) -> None:
         self._marks.pop(job, None)

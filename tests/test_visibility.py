@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from dbus_fast.errors import DBusError
 
 from conftest import PYTHON, TIMEOUT, Session, start_session, stop_session
 
@@ -61,6 +62,11 @@ JOBS = {
     "echoer": """
         instance $TTY
         exec sh -c 'echo "I am $TTY"; exec sleep 1000'
+    """,
+    "badtty": """
+        instance $TTY
+        pre-start exec sh -c 'echo "no such terminal: $TTY" >&2; exit 3'
+        exec sleep 1000
     """,
     "web": """
         start on net-up
@@ -195,6 +201,19 @@ async def test_start_of_a_job_that_hits_its_respawn_limit_fails(session: Session
     log = manager_log(session)
     assert log.count("job flapper failed: main exited with status 1; it respawns") == 3
     assert re.search(r"job flapper failed: respawned too fast \(3 in 5s\).*; it stops", log)
+
+
+async def test_a_failed_instance_tells_its_caller_its_last_output(session: Session) -> None:
+    # A failed instance is removed at once, its log with it: the caller's message must still
+    # quote the output (the soak bench found it missing, and the instance kept for ever).
+    with pytest.raises(DBusError) as info:
+        await session.start("badtty", {"TTY": "tty9"})
+    assert info.value.text == (
+        "job badtty (tty9) failed: RESULT=failed PROCESS=pre-start exited with status 3;"
+        " last output: no such terminal: tty9"
+    )
+    (rows,) = await session.call("ListJobs")
+    assert not [r for r in rows if r[0] == "badtty" and r[1] == "tty9"]  # removed
 
 
 async def test_status_of_a_killed_dbus_service_names_the_signal(session: Session) -> None:
