@@ -97,6 +97,7 @@ class BusKeeper:
         self._restarts: list[float] = []
         self._recovering: asyncio.Task[None] | None = None
         self._closing = False
+        self._again = asyncio.Event()  # set when a recovery under way should try again now
         # The newest bus process: set at its spawn, so a stop while a restart is still waiting
         # for it to listen stops it too (``bus`` is still the dead one then).
         self._pid = 0
@@ -268,6 +269,8 @@ class BusKeeper:
     def _recover(self) -> None:
         if self._recovering is None or self._recovering.done():
             self._recovering = self.loop.create_task(self._recovery())
+        else:
+            self._again.set()  # news (the bus process exited): try again now, not after a delay
 
     async def _recovery(self) -> None:
         delay = FIRST_DELAY
@@ -288,8 +291,16 @@ class BusKeeper:
                 if self.on_back is not None:
                     self.on_back(self.address)
                 return
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.manager.stopped), delay)
+            self._again.clear()
+            again = asyncio.ensure_future(self._again.wait())
+            try:
+                await asyncio.wait(
+                    [again, asyncio.shield(self.manager.stopped)],
+                    timeout=delay,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                again.cancel()
             delay = min(delay * 2, MAX_DELAY)
 
     # ------------------------------------------------------------------ the end

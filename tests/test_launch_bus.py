@@ -89,6 +89,19 @@ class Launched:
         return status, survivors
 
 
+_RUNNING: list[Launched] = []  # every manager a test launched, stopped after the test
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="module")
+async def _nothing_left() -> AsyncIterator[None]:
+    """Stop what a test launched and did not stop itself (it failed half-way)."""
+    yield
+    while _RUNNING:
+        launched = _RUNNING.pop()
+        if launched.proc.returncode is None:
+            await launched.stop()
+
+
 async def launch(argv: list[str], env: dict[str, str], stderr: Path) -> Launched:
     """Run busmgr with ``--print-address`` and connect to the bus it prints once ready."""
     env = {**env, "BUSMGR_LOOP_DEBUG": str(BLOCKED_LIMIT), "BUSMGR_LOG_LEVEL": "INFO"}
@@ -103,7 +116,9 @@ async def launch(argv: list[str], env: dict[str, str], stderr: Path) -> Launched
         await proc.wait()
         pytest.fail(f"busmgr exited with {proc.returncode}: {stderr.read_text()}")
     client = await MessageBus(bus_address=address).connect()
-    return Launched(proc, address, stderr, client)
+    launched = Launched(proc, address, stderr, client)
+    _RUNNING.append(launched)
+    return launched
 
 
 def base_env(**extra: str) -> dict[str, str]:

@@ -740,6 +740,19 @@ async def test_fork_events_follow_a_double_fork(procs: Spawner, orphans: Orphans
 # cgroups
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _no_cgroup_left() -> Iterator[None]:
+    """The test cgroup goes once the module's processes are reaped: :func:`cgroup_dir`'s own
+    teardown kills them, but they are reaped (and leave the cgroup) only by the teardown of
+    the fixtures that started them, which runs after it."""
+    yield
+    found = cgroup2_mount()
+    if found is not None:
+        path = found[0] + found[1].rstrip("/") + f"/busmgr-test-{os.getpid()}"
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
 @pytest.fixture
 def cgroup_dir() -> Iterator[str]:
     found = cgroup2_mount()
