@@ -1,0 +1,190 @@
+"""Cost curves: how start, stop, memory and ListJobs grow from 10 to 5,000 jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import benchlib
+import svgchart
+from dbus_fast.errors import DBusError
+
+DESCRIPTION = """
+How busmgr's costs grow with the work it holds: one `busmgr session` per job count N = 10,
+100, 1,000 and 5,000, each job `start on bench-go` / `stop on bench-stop` / `respawn` /
+`exec sleep 1000`. In each session: *start* `EmitEvent("bench-go", wait=True)` until every job
+runs, *stop* `EmitEvent("bench-stop", wait=True)` until every job is back in `waiting` (its
+process reaped), the manager's RSS with the jobs loaded and with them running, and
+`ListJobs` one call after another (the median call). Beside them the floor of the same run:
+N `posix_spawn` of `sleep 1000` and their reaping, and a bare D-Bus round trip (`Peer.Ping`).
+
+The figure `cost-curves.svg` (written beside this file) plots them: a cost that grows
+linearly with N is a flat line in the per-job panels; anything quadratic would climb.
+
+![cost curves](cost-curves.svg)
+"""
+
+SIZES = (10, 100, 1000, 5000)
+QUICK_SIZES = (10, 100)
+ROUNDS = {10: 5, 100: 5, 1000: 2, 5000: 1}
+LIST_CALLS = 50
+
+
+def jobs(n: int) -> dict[str, str]:
+    return {
+        f"job{i:04d}": "start on bench-go\nstop on bench-stop\nrespawn\nexec sleep 1000\n"
+        for i in range(n)
+    }
+
+
+async def one_size(n: int, rounds: int, out: dict[str, Any], anomalies: list[str]) -> None:
+    row: dict[str, list[float]] = {
+        k: [] for k in ("start", "stop", "floor_start", "floor_stop", "list", "ping")
+    }
+    async with benchlib.Session(jobs(n), label=f"scale, {n} jobs") as s:
+        row["ready"] = [s.startup_s]
+        step = "warm-up"
+        try:
+            await s.ping()
+            await s.call("ListJobs")
+            row["rss_loaded"] = [benchlib.rss_mib(s.pid)]
+            for r in range(rounds):
+                step = f"start {n}, round {r + 1}"
+                row["start"].append(await benchlib.timed(lambda: s.emit("bench-go")) / 1e6)
+                if r == 0:
+                    row["rss_running"] = [benchlib.rss_mib(s.pid)]
+                    step = f"ListJobs with {n}"
+                    for _ in range(LIST_CALLS):
+                        row["ping"].append(await benchlib.timed(s.ping) / 1e6)
+                        row["list"].append(await benchlib.timed(lambda: s.call("ListJobs")) / 1e6)
+                step = f"stop {n}, round {r + 1}"
+                row["stop"].append(await benchlib.timed(lambda: s.emit("bench-stop")) / 1e6)
+                ns, pids = benchlib.floor_start(n)
+                row["floor_start"].append(ns / 1e6)
+                row["floor_stop"].append(benchlib.floor_stop(pids) / 1e6)
+        except (DBusError, TimeoutError) as e:
+            s.failure(step, e)
+    anomalies += s.anomalies
+    out[str(n)] = row
+
+
+def med(values: list[float]) -> float:
+    return benchlib.percentile(values, 50) if values else float("nan")
+
+
+def draw(data: dict[str, Any]) -> str:
+    sizes = sorted(int(n) for n in data)
+
+    def series(key: str, per_job: bool = True, scale: float = 1.0) -> list[tuple[float, float]]:
+        return [(n, med(data[str(n)].get(key, [])) * scale / (n if per_job else 1)) for n in sizes]
+
+    return svgchart.page(
+        [
+            svgchart.Chart(
+                "Start and stop, per job",
+                "jobs (N)",
+                "ms per job",
+                {
+                    "busmgr start (one event)": series("start"),
+                    "busmgr stop (one event)": series("stop"),
+                    "floor: posix_spawn": series("floor_start"),
+                    "floor: kill + waitpid": series("floor_stop"),
+                },
+            ),
+            svgchart.Chart(
+                "Manager RSS",
+                "jobs (N)",
+                "MiB",
+                {
+                    "jobs loaded": series("rss_loaded", per_job=False),
+                    "jobs running": series("rss_running", per_job=False),
+                },
+                logy=True,
+            ),
+            svgchart.Chart(
+                "ListJobs, per row",
+                "jobs (N)",
+                "us per row",
+                {
+                    "ListJobs (one call)": series("list", scale=1000.0),
+                    "Ping (any call's floor)": series("ping", scale=1000.0),
+                },
+                logy=True,
+            ),
+        ],
+        "busmgr cost curves",
+    )
+
+
+async def measure(quick: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    anomalies: list[str] = []
+    for n in QUICK_SIZES if quick else SIZES:
+        await one_size(n, 1 if quick else ROUNDS[n], data, anomalies)
+    return {"data": data, "anomalies": anomalies}
+
+
+def run(quick: bool) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    m = asyncio.run(measure(quick))
+    data = m["data"]
+    rows = []
+    for n in sorted(int(k) for k in data):
+        d = data[str(n)]
+        start, stop, fstart = med(d["start"]), med(d["stop"]), med(d["floor_start"])
+        rows.append(
+            [
+                n,
+                med(d.get("ready", [])) * 1e3,
+                start,
+                start / n,
+                fstart / n,
+                benchlib.ratio(start, fstart),
+                stop / n,
+                med(d["floor_stop"]) / n,
+                med(d.get("rss_loaded", [])),
+                med(d.get("rss_running", [])),
+                med(d["list"]),
+                med(d["list"]) * 1e3 / n,
+                med(d["ping"]),
+            ]
+        )
+    notes = []
+    if benchlib.FIGURES is not None:
+        with contextlib.suppress(OSError):
+            path = benchlib.FIGURES / "cost-curves.svg"
+            path.write_text(draw(data))
+            notes.append(f"Drawn into `{path.name}` ({time.perf_counter() - t0:.0f} s in all).")
+    return benchlib.result(
+        "scale",
+        [
+            benchlib.table(
+                "Cost by number of jobs (medians; ms unless marked)",
+                [
+                    "jobs",
+                    "session ready",
+                    "start all",
+                    "start / job",
+                    "floor / job",
+                    "x floor",
+                    "stop / job",
+                    "floor stop / job",
+                    "RSS loaded MiB",
+                    "RSS running MiB",
+                    "ListJobs",
+                    "ListJobs us / row",
+                    "Ping",
+                ],
+                rows,
+            )
+        ],
+        notes=notes,
+        anomalies=m["anomalies"],
+        data=data,
+    )
+
+
+if __name__ == "__main__":
+    benchlib.main(run, DESCRIPTION)
