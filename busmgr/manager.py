@@ -196,11 +196,14 @@ class Manager:
 
     def emit_job_event(
         self, job: Job, event: Event, on_finished: Callable[[bool], None] | None
-    ) -> None:
+    ) -> bool:
         if event.name == "started":
             self.registry.note_started(job)
         self.observers.job_event(job, event)
+        if on_finished is not None and self.dispatcher.settle_at_once(event):
+            return True
         self.queue.emit(event, None if on_finished is None else lambda b: on_finished(b.failed))
+        return False
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle:
         return self.loop.call_later(delay, callback)

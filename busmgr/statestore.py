@@ -3,7 +3,10 @@
 Model: an observer of the jobs. Any change marks the state dirty and schedules one write: on
 the next loop turn after a quiet spell, else :data:`DELAY` seconds after the previous write,
 so a lone change is on disk at once and a burst of a thousand job changes costs a handful of
-writes, not a thousand. A write replaces ``state.json`` atomically (``state.json.new``, then
+writes, not a thousand. A write costs time in proportion to the jobs it records, so the gap
+after a write is also at least :data:`SHARE` times what that write took: however many jobs
+there are, writing the state never takes more than about a tenth of the loop's time. A write
+replaces ``state.json`` atomically (``state.json.new``, then
 ``rename``): a manager killed at any moment leaves the previous state or the new one, never a
 mix. The periodic writes are not fsync'd: the file describes running processes, which a power
 loss takes down with the page cache; what it must survive is the death of the manager, and the
@@ -21,6 +24,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,9 +35,10 @@ from busmgr.snapshot import Saved, SnapshotError, dumps, loads
 
 log = logging.getLogger("busmgr")
 
-__all__ = ["DELAY", "LockError", "StateLock", "StateStore", "boot_id"]
+__all__ = ["DELAY", "SHARE", "LockError", "StateLock", "StateStore", "boot_id"]
 
 DELAY = 0.1  # seconds between a change and the write that records it (and what follows)
+SHARE = 10  # the gap after a write is at least this many times what the write took
 STATE_FILE = "state.json"
 
 
@@ -95,6 +100,7 @@ class StateStore(JobObserver):
         self.writes = 0
         self.enabled = True
         self._last = float("-inf")  # loop time of the last write
+        self._gap = DELAY  # the least time between two writes: DELAY, or SHARE x the last
 
     @staticmethod
     def read(directory: Path, boot: str) -> Saved | None:
@@ -122,7 +128,7 @@ class StateStore(JobObserver):
         :data:`DELAY` seconds, else when they are over (so a lone change is recorded at once,
         and a burst costs one write per :data:`DELAY`)."""
         if self._timer is None and self.enabled:
-            wait = max(0.0, self._last + DELAY - self.loop.time())
+            wait = max(0.0, self._last + self._gap - self.loop.time())
             self._timer = self.loop.call_later(wait, self._write_later)
 
     def job_changed(self, job: Job) -> None:
@@ -150,6 +156,7 @@ class StateStore(JobObserver):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        began = time.monotonic()
         tmp = self.path.with_name(STATE_FILE + ".new")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w") as fh:
@@ -160,6 +167,7 @@ class StateStore(JobObserver):
         os.replace(tmp, self.path)
         self.writes += 1
         self._last = self.loop.time()
+        self._gap = max(DELAY, SHARE * (time.monotonic() - began))
 
     def discard(self) -> None:
         """The manager stopped every job and leaves: nothing to restore next time."""
