@@ -167,7 +167,9 @@ class Manager:
         self.activation: ActivationBackend | None = None
         self._backend: BackendFactory | None = None  # None: the dbus-daemon backend
         self.names: NameWatcher | None = None
-        self.store = StateStore(self.loop, config.state_dir, self.snapshot)
+        self.store = StateStore(
+            self.loop, config.state_dir, self.snapshot, busy=lambda: not self.queue.idle()
+        )
         self.started_up = False  # ``startup`` was emitted (by this manager or before a re-exec)
         self.reexec_requested = False
         self.reexec_wait = REEXEC_WAIT
@@ -494,7 +496,7 @@ class Manager:
         self.control.shutting_down = True
         clean = True
         ordered = list(reversed(self.registry.start_order))
-        others = [j for j in self.registry.jobs() if j not in ordered]
+        others = [j for j in self.registry.jobs() if j not in self.registry.start_order]
         for job in ordered + others:
             if job.goal is Goal.STOP and job.state is State.WAITING:
                 continue

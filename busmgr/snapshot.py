@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 from busmgr.job import Failure, Goal, Restored, State
 from busmgr.jobclass import ProcessKind
@@ -34,6 +34,7 @@ __all__ = [
     "SavedProcess",
     "SavedSocket",
     "SnapshotError",
+    "dump",
     "dumps",
     "loads",
 ]
@@ -146,7 +147,26 @@ def _job(saved: SavedJob) -> dict[str, Any]:
 
 def dumps(saved: Saved) -> str:
     """The snapshot as JSON text."""
-    data = {
+    return json.dumps(_data(saved), separators=(",", ":"), sort_keys=True)
+
+
+def dump(saved: Saved, fh: TextIO) -> None:
+    """The snapshot as JSON text, the same as :func:`dumps`, written to ``fh`` a job at a
+    time: a thousand jobs never become one string of megabytes in the manager's memory (which
+    the allocator would keep afterwards), and each piece still goes through json's C
+    encoder (``json.dump`` would take the pure-Python one)."""
+    data = _data(saved)
+    jobs = data.pop("jobs")
+    data["jobs"] = []
+    head, tail = json.dumps(data, separators=(",", ":"), sort_keys=True).split('"jobs":[]', 1)
+    fh.write(head + '"jobs":[')
+    for index, job in enumerate(jobs):
+        fh.write(("," if index else "") + json.dumps(job, separators=(",", ":"), sort_keys=True))
+    fh.write("]" + tail)
+
+
+def _data(saved: Saved) -> dict[str, Any]:
+    data: dict[str, Any] = {
         "version": VERSION,
         "boot_id": saved.boot_id,
         "manager_pid": saved.manager_pid,
@@ -170,7 +190,7 @@ def dumps(saved: Saved) -> str:
             for s in saved.sockets
         ],
     }
-    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+    return data
 
 
 # ------------------------------------------------------------------------------ from JSON

@@ -5,7 +5,10 @@ the next loop turn after a quiet spell, else :data:`DELAY` seconds after the pre
 so a lone change is on disk at once and a burst of a thousand job changes costs a handful of
 writes, not a thousand. A write costs time in proportion to the jobs it records, so the gap
 after a write is also at least :data:`SHARE` times what that write took: however many jobs
-there are, writing the state never takes more than about a tenth of the loop's time. A write
+there are, writing the state never takes more than about a tenth of the loop's time. And a
+write waits while the manager is ``busy`` (events queued to be handled: a burst under way),
+for at most :data:`DELAY` after the change, so a burst of N jobs is recorded once it settled,
+not in its middle, where the write would delay the burst itself. A write
 replaces ``state.json`` atomically (``state.json.new``, then
 ``rename``): a manager killed at any moment leaves the previous state or the new one, never a
 mix. The periodic writes are not fsync'd: the file describes running processes, which a power
@@ -31,7 +34,7 @@ from pathlib import Path
 from busmgr.events import Event
 from busmgr.job import Job
 from busmgr.observe import JobObserver
-from busmgr.snapshot import Saved, SnapshotError, dumps, loads
+from busmgr.snapshot import Saved, SnapshotError, dump, loads
 
 log = logging.getLogger("busmgr")
 
@@ -91,9 +94,14 @@ class StateStore(JobObserver):
     """Writes the state ``snapshot()`` gives, :data:`DELAY` after any change of a job."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, directory: Path, snapshot: Callable[[], Saved]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        directory: Path,
+        snapshot: Callable[[], Saved],
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.loop = loop
+        self._busy = busy
         self.path = directory / STATE_FILE
         self._snapshot = snapshot
         self._timer: asyncio.TimerHandle | None = None
@@ -101,6 +109,7 @@ class StateStore(JobObserver):
         self.enabled = True
         self._last = float("-inf")  # loop time of the last write
         self._gap = DELAY  # the least time between two writes: DELAY, or SHARE x the last
+        self._marked = 0.0  # loop time of the first change not yet written
 
     @staticmethod
     def read(directory: Path, boot: str) -> Saved | None:
@@ -128,7 +137,9 @@ class StateStore(JobObserver):
         :data:`DELAY` seconds, else when they are over (so a lone change is recorded at once,
         and a burst costs one write per :data:`DELAY`)."""
         if self._timer is None and self.enabled:
-            wait = max(0.0, self._last + self._gap - self.loop.time())
+            now = self.loop.time()
+            self._marked = now
+            wait = max(0.0, self._last + self._gap - now)
             self._timer = self.loop.call_later(wait, self._write_later)
 
     def job_changed(self, job: Job) -> None:
@@ -146,6 +157,11 @@ class StateStore(JobObserver):
     # ------------------------------------------------------------------ writing
     def _write_later(self) -> None:
         self._timer = None
+        left = self._marked + DELAY - self.loop.time()
+        if left > 0 and self._busy():
+            # In the middle of a burst: wait for it to settle (a turn later, or DELAY at most).
+            self._timer = self.loop.call_later(min(left, DELAY / 10), self._write_later)
+            return
         try:
             self.save(sync=False)
         except OSError as err:
@@ -160,7 +176,7 @@ class StateStore(JobObserver):
         tmp = self.path.with_name(STATE_FILE + ".new")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w") as fh:
-            fh.write(dumps(self._snapshot()))
+            dump(self._snapshot(), fh)
             if sync:
                 fh.flush()
                 os.fsync(fh.fileno())
