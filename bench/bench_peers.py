@@ -38,7 +38,8 @@ supervisord programs (`autostart=false`, `autorestart=true`, `startsecs=0`); cir
   the floor, SIGTERM to all, then `waitpid` of each.
 * *RSS with N running*: the resident memory of the manager process (`busmgr session`'s own
   process, not its bus), of `supervisord`, of `circusd`.
-* *ListJobs* and *GetJob* with N loaded: calls one after another, calls per second; busmgr
+* *ListJobs* and *GetJob* with N loaded (none running yet, nothing else asked): calls one
+  after another, calls per second (at most 5 s of calls for a peer); busmgr
   over D-Bus (`ListJobs`, `GetJob("job0000")`), supervisord `getAllProcessInfo` /
   `getProcessInfo`, circus `status` of all / of one; the floor is a bare D-Bus round trip
   (`Peer.Ping` to the manager).
@@ -178,6 +179,13 @@ async def size_rounds(f: Figures, n: int, rounds: int, venv: Path | None) -> Non
                     f.anomalies.append(f"{kind} with {n} programs did not start: {e}")
                 f.anomalies += peer.anomalies
         await s.ping()
+        # Asking for the programs' states with all of them loaded and idle (none running).
+        await calls(f, n, "busmgr", s)
+        for kind, peer in peers.items():
+            for op in ("list", "get"):
+                got = await step(f, f"{kind} {op}", lambda p=peer, o=op: p.rate(o, LIST_CALLS, 5.0))
+                if got:
+                    f.add(f"{op}{n}", kind, got)
         for r in range(rounds):
             # busmgr
             ns = await step(
@@ -189,7 +197,6 @@ async def size_rounds(f: Figures, n: int, rounds: int, venv: Path | None) -> Non
                 f.anomalies.append(f"busmgr, round {r + 1}: {k} of {n} running after the start")
             if r == 0:
                 f.add(f"rss{n}", "busmgr", benchlib.rss_mib(s.pid))
-                await calls(f, n, "busmgr", s)
             ns = await step(
                 f, f"busmgr stop {n}", lambda: benchlib.timed(lambda: s.emit("bench-stop"))
             )
@@ -204,12 +211,6 @@ async def size_rounds(f: Figures, n: int, rounds: int, venv: Path | None) -> Non
                     f.add(f"start{n}", kind, got / 1e6)
                 if r == 0:
                     f.add(f"rss{n}", kind, benchlib.rss_mib(peer.pid))
-                    for op in ("list", "get"):
-                        got = await step(
-                            f, f"{kind} {op}", lambda p=peer, o=op: p.rate(o, LIST_CALLS, 5.0)
-                        )
-                        if got:
-                            f.add(f"{op}{n}", kind, got)
                 got = await step(f, f"{kind} stop {n}", lambda p=peer: p.timed("stop_all"))
                 if got is not None:
                     f.add(f"stop{n}", kind, got / 1e6)

@@ -17,7 +17,8 @@ How busmgr's costs grow with the work it holds: one `busmgr session` per job cou
 `exec sleep 1000`. In each session: *start* `EmitEvent("bench-go", wait=True)` until every job
 runs, *stop* `EmitEvent("bench-stop", wait=True)` until every job is back in `waiting` (its
 process reaped), the manager's RSS with the jobs loaded and with them running, and
-`ListJobs` one call after another (the median call). Beside them the floor of the same run:
+`ListJobs` one call after another with the jobs loaded (the median call, each after a `Ping`
+that is the floor of any call). Beside them the floor of the same run:
 N `posix_spawn` of `sleep 1000` and their reaping, and a bare D-Bus round trip (`Peer.Ping`).
 
 The figure `cost-curves.svg` (written beside this file) plots them: a cost that grows
@@ -50,15 +51,15 @@ async def one_size(n: int, rounds: int, out: dict[str, Any], anomalies: list[str
             await s.ping()
             await s.call("ListJobs")
             row["rss_loaded"] = [benchlib.rss_mib(s.pid)]
+            step = f"ListJobs with {n}"
+            for _ in range(LIST_CALLS):
+                row["ping"].append(await benchlib.timed(s.ping) / 1e6)
+                row["list"].append(await benchlib.timed(lambda: s.call("ListJobs")) / 1e6)
             for r in range(rounds):
                 step = f"start {n}, round {r + 1}"
                 row["start"].append(await benchlib.timed(lambda: s.emit("bench-go")) / 1e6)
                 if r == 0:
                     row["rss_running"] = [benchlib.rss_mib(s.pid)]
-                    step = f"ListJobs with {n}"
-                    for _ in range(LIST_CALLS):
-                        row["ping"].append(await benchlib.timed(s.ping) / 1e6)
-                        row["list"].append(await benchlib.timed(lambda: s.call("ListJobs")) / 1e6)
                 step = f"stop {n}, round {r + 1}"
                 row["stop"].append(await benchlib.timed(lambda: s.emit("bench-stop")) / 1e6)
                 ns, pids = benchlib.floor_start(n)

@@ -18,7 +18,7 @@ holds), and ``loads(dumps(saved)) == saved``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -37,6 +37,7 @@ __all__ = [
     "dump",
     "dumps",
     "loads",
+    "pieces",
 ]
 
 VERSION = 1
@@ -152,17 +153,29 @@ def dumps(saved: Saved) -> str:
 
 def dump(saved: Saved, fh: TextIO) -> None:
     """The snapshot as JSON text, the same as :func:`dumps`, written to ``fh`` a job at a
-    time: a thousand jobs never become one string of megabytes in the manager's memory (which
-    the allocator would keep afterwards), and each piece still goes through json's C
-    encoder (``json.dump`` would take the pure-Python one)."""
+    time (see :func:`pieces`)."""
+    for piece in pieces(saved):
+        fh.write(piece)
+
+
+def pieces(saved: Saved) -> Iterator[str]:
+    """The JSON text of :func:`dumps` in pieces, one per job (and the parts around them), so
+    that a thousand jobs never become one string of megabytes in the manager's memory (which
+    the allocator would keep afterwards) and a writer can stop between two jobs; each piece
+    still goes through json's C encoder (``json.dump`` would take the pure-Python one). The
+    pieces describe ``saved`` as it was when this was called."""
     data = _data(saved)
     jobs = data.pop("jobs")
     data["jobs"] = []
     head, tail = json.dumps(data, separators=(",", ":"), sort_keys=True).split('"jobs":[]', 1)
-    fh.write(head + '"jobs":[')
-    for index, job in enumerate(jobs):
-        fh.write(("," if index else "") + json.dumps(job, separators=(",", ":"), sort_keys=True))
-    fh.write("]" + tail)
+
+    def generate() -> Iterator[str]:
+        yield head + '"jobs":['
+        for index, job in enumerate(jobs):
+            yield ("," if index else "") + json.dumps(job, separators=(",", ":"), sort_keys=True)
+        yield "]" + tail
+
+    return generate()
 
 
 def _data(saved: Saved) -> dict[str, Any]:
