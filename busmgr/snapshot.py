@@ -162,29 +162,30 @@ def pieces(saved: Saved) -> Iterator[str]:
     """The JSON text of :func:`dumps` in pieces, one per job (and the parts around them), so
     that a thousand jobs never become one string of megabytes in the manager's memory (which
     the allocator would keep afterwards) and a writer can stop between two jobs; each piece
-    still goes through json's C encoder (``json.dump`` would take the pure-Python one). The
-    pieces describe ``saved`` as it was when this was called."""
-    data = _data(saved)
-    jobs = data.pop("jobs")
-    data["jobs"] = []
-    head, tail = json.dumps(data, separators=(",", ":"), sort_keys=True).split('"jobs":[]', 1)
+    still goes through json's C encoder (``json.dump`` would take the pure-Python one), and
+    each job's part is built only when its piece is asked for."""
+    head, tail = json.dumps(_data(saved, jobs=False), separators=(",", ":"), sort_keys=True).split(
+        '"jobs":[]', 1
+    )
 
     def generate() -> Iterator[str]:
         yield head + '"jobs":['
-        for index, job in enumerate(jobs):
-            yield ("," if index else "") + json.dumps(job, separators=(",", ":"), sort_keys=True)
+        for index, job in enumerate(saved.jobs):
+            text = json.dumps(_job(job), separators=(",", ":"), sort_keys=True)
+            yield ("," if index else "") + text
         yield "]" + tail
 
     return generate()
 
 
-def _data(saved: Saved) -> dict[str, Any]:
+def _data(saved: Saved, *, jobs: bool = True) -> dict[str, Any]:
+    """The snapshot as JSON values (``jobs``: with the jobs, else with an empty list)."""
     data: dict[str, Any] = {
         "version": VERSION,
         "boot_id": saved.boot_id,
         "manager_pid": saved.manager_pid,
         "started": saved.started,
-        "jobs": [_job(j) for j in saved.jobs],
+        "jobs": [_job(j) for j in saved.jobs] if jobs else [],
         "start_order": [list(pair) for pair in saved.start_order],
         "activation_env": dict(saved.activation_env),
         "cgroup": saved.cgroup,
