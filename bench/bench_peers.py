@@ -28,7 +28,10 @@ process (it returns once the child has exec'd), `kill` and `waitpid`.
 Each system holds N programs `sleep 1000` that restart when they die: busmgr jobs
 `start on bench-go` / `stop on bench-stop` / `respawn` / `respawn limit unlimited`;
 supervisord programs (`autostart=false`, `autorestart=true`, `startsecs=0`); circus watchers
-(`numprocesses=1`, `respawn`).
+(`numprocesses=1`, `respawn`). busmgr's jobs keep their default `console log` (a pipe per
+process, read by the manager, and a log file per job, created at its first start: about
+0.5 ms per file on this machine's disk), while the peers' programs log nothing
+(`stdout_logfile=NONE`; circus' default): busmgr does a little more per job than they do.
 
 * *start N*: busmgr `EmitEvent("bench-go", wait=True)`, until the reply (every job running);
   supervisord `startAllProcesses(wait=True)`; circus `start` with `waiting`; the floor, N
@@ -69,7 +72,8 @@ the manager's busy samples):
   child born in its cgroup with `clone3(CLONE_INTO_CGROUP)`, no start-time read) is the
   activation work of issue 13; until then the ratio stays above 1.5x.
 * *respawn*: busmgr without cgroups (same run) shows busmgr's own path, from SIGCHLD to the
-  new `posix_spawn`, which now runs in one loop callback (a job's `starting`/`stopping` that
+  new `posix_spawn` (in that model, plus a scan of `/proc` for the sessions of the job's
+  processes), which now runs in one loop callback (a job's `starting`/`stopping` that
   no job listens to is settled at once instead of going through the event queue, and the state
   write and signals come after the spawn). The rest, with cgroups, is the kernel: the first
   migration of a process into a cgroup after a quiet spell waits for an RCU grace period

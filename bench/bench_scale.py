@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from typing import Any
 
@@ -21,8 +22,10 @@ process reaped), the manager's RSS with the jobs loaded and with them running, a
 that is the floor of any call). Beside them the floor of the same run:
 N `posix_spawn` of `sleep 1000` and their reaping, and a bare D-Bus round trip (`Peer.Ping`).
 
-The figure `cost-curves.svg` (written beside this file) plots them: a cost that grows
-linearly with N is a flat line in the per-job panels; anything quadratic would climb.
+The figure `cost-curves.svg` (written beside this file) plots them per job: the start and
+stop time per job beside the floor's, the manager's RSS above an empty manager's per job,
+and the time of a `ListJobs` beyond a bare round trip per row. A cost that grows linearly
+with N is a flat line; anything quadratic would climb.
 
 ![cost curves](cost-curves.svg)
 """
@@ -44,6 +47,7 @@ async def one_size(n: int, rounds: int, out: dict[str, Any], anomalies: list[str
     row: dict[str, list[float]] = {
         k: [] for k in ("start", "stop", "floor_start", "floor_stop", "list", "ping")
     }
+    limit = max(benchlib.TIMEOUT, n * 0.02)  # 20 ms a job: far above any expected figure
     async with benchlib.Session(jobs(n), label=f"scale, {n} jobs") as s:
         row["ready"] = [s.startup_s]
         step = "warm-up"
@@ -57,11 +61,13 @@ async def one_size(n: int, rounds: int, out: dict[str, Any], anomalies: list[str
                 row["list"].append(await benchlib.timed(lambda: s.call("ListJobs")) / 1e6)
             for r in range(rounds):
                 step = f"start {n}, round {r + 1}"
-                row["start"].append(await benchlib.timed(lambda: s.emit("bench-go")) / 1e6)
+                go = functools.partial(s.emit, "bench-go", timeout=limit)
+                row["start"].append(await benchlib.timed(go) / 1e6)
                 if r == 0:
                     row["rss_running"] = [benchlib.rss_mib(s.pid)]
                 step = f"stop {n}, round {r + 1}"
-                row["stop"].append(await benchlib.timed(lambda: s.emit("bench-stop")) / 1e6)
+                halt = functools.partial(s.emit, "bench-stop", timeout=limit)
+                row["stop"].append(await benchlib.timed(halt) / 1e6)
                 ns, pids = benchlib.floor_start(n)
                 row["floor_start"].append(ns / 1e6)
                 row["floor_stop"].append(benchlib.floor_stop(pids) / 1e6)
@@ -76,10 +82,20 @@ def med(values: list[float]) -> float:
 
 
 def draw(data: dict[str, Any]) -> str:
-    sizes = sorted(int(n) for n in data)
+    sizes = sorted(int(n) for n in data if int(n))
 
-    def series(key: str, per_job: bool = True, scale: float = 1.0) -> list[tuple[float, float]]:
-        return [(n, med(data[str(n)].get(key, [])) * scale / (n if per_job else 1)) for n in sizes]
+    def series(key: str) -> list[tuple[float, float]]:
+        return [(n, med(data[str(n)].get(key, [])) / n) for n in sizes]
+
+    base = med(data.get("0", {}).get("rss_loaded", []))
+
+    def memory(key: str) -> list[tuple[float, float]]:
+        return [(n, (med(data[str(n)].get(key, [])) - base) * 1024 / n) for n in sizes]
+
+    def listing() -> list[tuple[float, float]]:
+        return [
+            (n, (med(data[str(n)]["list"]) - med(data[str(n)]["ping"])) * 1000 / n) for n in sizes
+        ]
 
     return svgchart.page(
         [
@@ -95,24 +111,19 @@ def draw(data: dict[str, Any]) -> str:
                 },
             ),
             svgchart.Chart(
-                "Manager RSS",
+                "RSS above an empty manager, per job",
                 "jobs (N)",
-                "MiB",
+                "KiB per job",
                 {
-                    "jobs loaded": series("rss_loaded", per_job=False),
-                    "jobs running": series("rss_running", per_job=False),
+                    "jobs loaded": memory("rss_loaded"),
+                    "jobs running": memory("rss_running"),
                 },
-                logy=True,
             ),
             svgchart.Chart(
-                "ListJobs, per row",
+                "ListJobs minus a Ping, per row",
                 "jobs (N)",
                 "us per row",
-                {
-                    "ListJobs (one call)": series("list", scale=1000.0),
-                    "Ping (any call's floor)": series("ping", scale=1000.0),
-                },
-                logy=True,
+                {"ListJobs (one call, jobs loaded)": listing()},
             ),
         ],
         "busmgr cost curves",
@@ -122,6 +133,10 @@ def draw(data: dict[str, Any]) -> str:
 async def measure(quick: bool) -> dict[str, Any]:
     data: dict[str, Any] = {}
     anomalies: list[str] = []
+    async with benchlib.Session({}, label="scale, no job") as s:  # the empty manager's RSS
+        await s.ping()
+        data["0"] = {"rss_loaded": [benchlib.rss_mib(s.pid)]}
+    anomalies += s.anomalies
     for n in QUICK_SIZES if quick else SIZES:
         await one_size(n, 1 if quick else ROUNDS[n], data, anomalies)
     return {"data": data, "anomalies": anomalies}
@@ -132,7 +147,7 @@ def run(quick: bool) -> dict[str, Any]:
     m = asyncio.run(measure(quick))
     data = m["data"]
     rows = []
-    for n in sorted(int(k) for k in data):
+    for n in sorted(int(k) for k in data if int(k)):
         d = data[str(n)]
         start, stop, fstart = med(d["start"]), med(d["stop"]), med(d["floor_start"])
         rows.append(

@@ -332,9 +332,16 @@ class Session:
         text = f"{e.type}: {e.text}" if isinstance(e, DBusError) else repr(e)
         self.failures.append(f"{what} failed with {text}")
 
-    async def call(self, member: str, signature: str = "", body: list[Any] | None = None) -> Any:
+    async def call(
+        self,
+        member: str,
+        signature: str = "",
+        body: list[Any] | None = None,
+        timeout: float = TIMEOUT,
+    ) -> Any:
         assert self.bus is not None
-        return await call(self.bus, method(MANAGER, MANAGER_PATH, MANAGER, member, signature, body))
+        msg = method(MANAGER, MANAGER_PATH, MANAGER, member, signature, body)
+        return await call(self.bus, msg, timeout)
 
     async def start(self, job: str, wait: bool = True) -> Any:
         return await self.call("StartJob", "sa{ss}b", [job, {}, wait])
@@ -342,8 +349,8 @@ class Session:
     async def stop(self, job: str, wait: bool = True) -> Any:
         return await self.call("StopJob", "sa{ss}b", [job, {}, wait])
 
-    async def emit(self, event: str, wait: bool = True) -> Any:
-        return await self.call("EmitEvent", "sa{ss}b", [event, {}, wait])
+    async def emit(self, event: str, wait: bool = True, timeout: float = TIMEOUT) -> Any:
+        return await self.call("EmitEvent", "sa{ss}b", [event, {}, wait], timeout)
 
     async def ping(self) -> None:
         assert self.bus is not None

@@ -254,6 +254,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these")
     args = parser.parse_args()
     info = machine()
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)  # pictures are written there too
     results = []
     for name in args.only or BENCHMARKS:
         print(f"== {TITLES[name]} ...", flush=True)

@@ -13,7 +13,7 @@ from xml.sax.saxutils import escape
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 WIDTH, HEIGHT = 380, 300
-LEFT, RIGHT, TOP, BOTTOM = 58, 12, 40, 78
+LEFT, RIGHT, TOP, BOTTOM = 58, 34, 40, 78
 
 
 @dataclass(frozen=True)
