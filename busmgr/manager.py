@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -64,6 +65,10 @@ __all__ = ["Manager", "ManagerConfig"]
 INSTALL_BATCH = 25  # job classes added per step at start-up
 REEXEC_WAIT = 10.0  # seconds Reexec waits for every job to be at rest
 INSTALL_SLICE = 0.02  # seconds of installing before the loop gets a turn
+# The collector's thresholds (CPython's default: 700, 10, 10): a burst allocates a lot, and
+# most of it is freed by reference counting; fewer young collections promote less to the
+# old generations, whose full scans are what cost (see _freeze_heap).
+GC_THRESHOLDS = (10_000, 20, 20)
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,22 @@ class ManagerConfig:
     @property
     def job_log_dir(self) -> Path:
         return self.log_dir or self.state_dir / "log"
+
+
+def _freeze_heap() -> None:
+    """Keep what the manager loaded out of the cyclic garbage collector's scans.
+
+    The job classes, the jobs and their bus objects (most of the manager's objects) live as
+    long as the configuration. CPython's collector scans every tracked object in a full
+    collection, and a burst (one event starting thousands of jobs) triggers several: with
+    5,000 jobs loaded they took 3 s of a 27 s start, one of them holding the loop for 0.8 s.
+    ``gc.freeze`` moves the objects alive now into a generation that is never scanned (they
+    are still freed by reference counting); a reload unfreezes them first, collects what the
+    old configuration left in cycles, and freezes what is left."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class _Moved(JobObserver):
@@ -254,6 +275,7 @@ class Manager:
         async with self._reloading:
             self.registry.swap((await self.load()).classes)
             await self._refresh_activation()
+            _freeze_heap()
 
     def request_reload(self) -> None:
         """``reload_configuration`` from a signal handler (SIGHUP)."""
@@ -384,6 +406,7 @@ class Manager:
             await self.go_live(servicedir, own_servicedir=own_servicedir)
         self.observers.subscribe(self.store)
         self.observers.subscribe(_Moved(self._moved))
+        _freeze_heap()
         self.store.mark()
         if not self.started_up:
             self.started_up = True
