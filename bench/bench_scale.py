@@ -27,6 +27,16 @@ stop time per job beside the floor's, the manager's RSS above an empty manager's
 and the time of a `ListJobs` beyond a bare round trip per row. A cost that grows linearly
 with N is a flat line; anything quadratic would climb.
 
+What the profiles show at 5,000 jobs (py-spy at 250 Hz over one start and stop): no Python
+work grows faster than the jobs; the per-job costs that rise are the kernel's: moving the
+manager into the job's cgroup leaf and back (26 % of the manager's busy time, against 21 %
+with 1,000), creating each job's log file in one directory of 5,000 (15 %, at its first
+start only: about 0.5 ms per file on this machine's disk), `posix_spawn` (12 %). Two costs
+that did grow with the number of jobs are gone: stopping N jobs rechecked every killed job
+on each reap (N squared), and the start order was a list searched on every start and stop;
+CPython's full garbage collections, which scan every object, took 3 s of a 5,000-job start
+(one pause of 0.8 s) until the loaded objects were frozen out of them (`gc.freeze`).
+
 ![cost curves](cost-curves.svg)
 """
 
