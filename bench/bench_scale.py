@@ -114,10 +114,10 @@ def draw(data: dict[str, Any]) -> str:
                 "jobs (N)",
                 "ms per job",
                 {
-                    "busmgr start (one event)": series("start"),
-                    "busmgr stop (one event)": series("stop"),
-                    "floor: posix_spawn": series("floor_start"),
-                    "floor: kill + waitpid": series("floor_stop"),
+                    "busmgr start": series("start"),
+                    "busmgr stop": series("stop"),
+                    "floor: spawn": series("floor_start"),
+                    "floor: kill, reap": series("floor_stop"),
                 },
             ),
             svgchart.Chart(
@@ -133,7 +133,7 @@ def draw(data: dict[str, Any]) -> str:
                 "ListJobs minus a Ping, per row",
                 "jobs (N)",
                 "us per row",
-                {"ListJobs (one call, jobs loaded)": listing()},
+                {"ListJobs, jobs loaded": listing()},
             ),
         ],
         "busmgr cost curves",
