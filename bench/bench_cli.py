@@ -25,9 +25,10 @@ against its own idle supervisor with one running program:
   instance's and the job's properties, its process tree from `/proc` and the last lines of its
   log), over a `busmgr session --no-import` with one job (`exec sleep 1000`) running;
   *busmgr status*: one line per instance; *busmgr list*: the table.
-* *supervisorctl status NAME*: supervisor (installed from PyPI into a virtual environment the
-  benchmark makes under the system temp directory, `busmgr-bench-supervisor`; never a
-  dependency of busmgr) with one `[program]` running `sleep 1000`, asked over its Unix socket.
+* *supervisorctl status NAME*: supervisor (installed from the package registry into the
+  virtual environment of the peers, `busmgr-bench-peers` under the system temp directory,
+  shared with section 8; never a dependency of busmgr) with one `[program]` running
+  `sleep 1000`, asked over its Unix socket.
 * *busctl get-property*: systemd's C client reading the instance's `State` property (one call
   on the same bus): the floor of a D-Bus round trip from a command.
 * *python -c pass*: the interpreter's own start-up, the floor of any Python command line.
@@ -40,34 +41,12 @@ asyncio nor dbus-fast.
 
 ROUNDS = 40
 QUICK_ROUNDS = 5
-SUPERVISOR_VENV = Path(tempfile.gettempdir()) / "busmgr-bench-supervisor"
 
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
-
-
-def supervisor_venv() -> Path | None:
-    """supervisorctl in its own virtual environment (made once, kept between runs)."""
-    ctl = SUPERVISOR_VENV / "bin" / "supervisorctl"
-    if ctl.exists():
-        return SUPERVISOR_VENV
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "venv", str(SUPERVISOR_VENV)], check=True, capture_output=True
-        )
-        subprocess.run(
-            [str(SUPERVISOR_VENV / "bin" / "pip"), "install", "-q", "supervisor"],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    except (OSError, subprocess.SubprocessError):
-        shutil.rmtree(SUPERVISOR_VENV, ignore_errors=True)
-        return None
-    return SUPERVISOR_VENV
 
 
 SUPERVISOR_CONF = """\
@@ -137,7 +116,7 @@ async def measure(quick: bool) -> dict[str, Any]:
     rounds = QUICK_ROUNDS if quick else ROUNDS
     anomalies: list[str] = []
     notes: list[str] = []
-    venv = supervisor_venv()
+    venv = benchlib.peer_venv()
     if venv is None:
         anomalies.append("supervisor could not be installed from PyPI: no baseline")
     busctl = shutil.which("busctl")

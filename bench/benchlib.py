@@ -26,7 +26,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
+import struct
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -130,12 +133,19 @@ def render_tables(res: dict[str, Any]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+#: Where a benchmark that draws pictures writes them (``--figures DIR``; None: nowhere).
+FIGURES: Path | None = None
+
+
 def main(run: Callable[[bool], dict[str, Any]], description: str) -> None:
     """The command line of a benchmark module run on its own."""
+    global FIGURES
     parser = argparse.ArgumentParser(description=description.strip().splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few samples: a smoke run")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--figures", type=Path, help="write pictures (SVG) into this directory")
     args = parser.parse_args()
+    FIGURES = args.figures
     res = run(args.quick)
     if args.json:
         json.dump(res, sys.stdout)
@@ -226,11 +236,17 @@ class Session:
     """
 
     def __init__(
-        self, jobs: dict[str, str], *, label: str = "session", extra: tuple[str, ...] = ()
+        self,
+        jobs: dict[str, str],
+        *,
+        label: str = "session",
+        extra: tuple[str, ...] = (),
+        environ: dict[str, str] | None = None,
     ) -> None:
         self.jobs = jobs
         self.label = label
         self.extra = extra  # more `busmgr session` options (`--broker`)
+        self.environ = environ or {}  # more environment (`BUSMGR_CGROUPS=0`)
         self.anomalies: list[str] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="busmgr-bench-"))
         self.proc: asyncio.subprocess.Process | None = None
@@ -253,6 +269,7 @@ class Session:
         env.pop("DBUS_SESSION_BUS_ADDRESS", None)
         env.pop("BUSMGR_ADDRESS", None)
         env["XDG_RUNTIME_DIR"] = str(self.tmp)
+        env.update(self.environ)
         argv = [
             PYTHON,
             "-m",
@@ -315,9 +332,16 @@ class Session:
         text = f"{e.type}: {e.text}" if isinstance(e, DBusError) else repr(e)
         self.failures.append(f"{what} failed with {text}")
 
-    async def call(self, member: str, signature: str = "", body: list[Any] | None = None) -> Any:
+    async def call(
+        self,
+        member: str,
+        signature: str = "",
+        body: list[Any] | None = None,
+        timeout: float = TIMEOUT,
+    ) -> Any:
         assert self.bus is not None
-        return await call(self.bus, method(MANAGER, MANAGER_PATH, MANAGER, member, signature, body))
+        msg = method(MANAGER, MANAGER_PATH, MANAGER, member, signature, body)
+        return await call(self.bus, msg, timeout)
 
     async def start(self, job: str, wait: bool = True) -> Any:
         return await self.call("StartJob", "sa{ss}b", [job, {}, wait])
@@ -325,8 +349,8 @@ class Session:
     async def stop(self, job: str, wait: bool = True) -> Any:
         return await self.call("StopJob", "sa{ss}b", [job, {}, wait])
 
-    async def emit(self, event: str, wait: bool = True) -> Any:
-        return await self.call("EmitEvent", "sa{ss}b", [event, {}, wait])
+    async def emit(self, event: str, wait: bool = True, timeout: float = TIMEOUT) -> Any:
+        return await self.call("EmitEvent", "sa{ss}b", [event, {}, wait], timeout)
 
     async def ping(self) -> None:
         assert self.bus is not None
@@ -469,3 +493,262 @@ def headline(figure: str, value: float, base: float, unit: str, base_label: str 
     """A row of the summary table: figure, busmgr's value, the baseline's, their ratio."""
     b = f"{fmt(base)} {unit}" + (f" ({base_label})" if base_label else "")
     return [figure, f"{fmt(value)} {unit}", b, f"{fmt(ratio(value, base), 2)}x"]
+
+
+# --------------------------------------------------------------------------------------------
+# peers: supervisord and circus, in a virtual environment of their own
+
+PEER_VENV = Path(tempfile.gettempdir()) / "busmgr-bench-peers"
+PEER_PACKAGES = ("supervisor", "circus")
+PEER_DRIVER = Path(__file__).resolve().with_name("peerdriver.py")
+
+
+def peer_venv() -> Path | None:
+    """A virtual environment with the peers (supervisor, circus) installed from the package
+    registry pip reaches; made once under the system temp directory and kept between runs.
+    Never a dependency of busmgr. None if it cannot be made (no registry): no peer figures."""
+    marker = PEER_VENV / ".complete"
+    if marker.exists():
+        return PEER_VENV
+    shutil.rmtree(PEER_VENV, ignore_errors=True)
+    try:
+        subprocess.run([PYTHON, "-m", "venv", str(PEER_VENV)], check=True, capture_output=True)
+        subprocess.run(
+            [str(PEER_VENV / "bin" / "pip"), "install", "-q", *PEER_PACKAGES],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+    except (OSError, subprocess.SubprocessError):
+        shutil.rmtree(PEER_VENV, ignore_errors=True)
+        return None
+    marker.touch()
+    return PEER_VENV
+
+
+class Peer:
+    """One peer daemon (``supervisord`` or ``circus``) with N programs, driven through
+    ``bench/peerdriver.py`` (which runs in the peers' environment and times each call itself).
+
+    Use as ``async with Peer(venv, "circus", 200) as p``; on exit the daemon is stopped and
+    waited for, and any program process left is reported in :attr:`anomalies` (and killed)."""
+
+    def __init__(self, venv: Path, kind: str, n: int) -> None:
+        self.venv = venv
+        self.kind = kind
+        self.n = n
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"busmgr-bench-{kind}-"))
+        self.proc: asyncio.subprocess.Process | None = None
+        self.pid = 0  # the daemon's
+        self.anomalies: list[str] = []
+
+    async def __aenter__(self) -> Peer:
+        self.proc = await asyncio.create_subprocess_exec(
+            str(self.venv / "bin" / "python"),
+            str(PEER_DRIVER),
+            self.kind,
+            str(self.n),
+            str(self.tmp),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        first = await self._read(120.0)
+        self.pid = int(first["pid"])
+        return self
+
+    async def _read(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        if not line:
+            assert self.proc.stderr is not None
+            err = (await self.proc.stderr.read()).decode(errors="replace").strip().splitlines()
+            raise RuntimeError(f"{self.kind} driver: {' | '.join(err[-3:])}")
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    async def request(
+        self, op: str, count: int = 1, budget: float = 0.0, timeout: float = TIMEOUT
+    ) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdin is not None
+        line = json.dumps({"op": op, "count": count, "budget": budget})
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+        return await self._read(timeout)
+
+    async def timed(self, op: str, count: int = 1) -> int:
+        """Nanoseconds the peer's client took for ``count`` calls of ``op``."""
+        return int((await self.request(op, count, timeout=120.0))["ns"])
+
+    async def rate(self, op: str, count: int, budget: float) -> float:
+        """Calls of ``op`` per second, ``count`` calls or as many as ``budget`` seconds allow."""
+        reply = await self.request(op, count, budget)
+        return float(reply["count"]) * 1e9 / max(1, int(reply["ns"]))
+
+    async def pids(self) -> dict[str, int]:
+        return {k: int(v) for k, v in (await self.request("pids"))["pids"].items()}
+
+    def descendants(self) -> list[psutil.Process]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return psutil.Process(self.pid).children(recursive=True)
+        return []
+
+    async def __aexit__(self, *exc: object) -> None:
+        left = self.descendants()
+        if self.proc is not None and self.proc.returncode is None:
+            assert self.proc.stdin is not None
+            with contextlib.suppress(OSError):
+                self.proc.stdin.write(b'{"op": "quit"}\n')
+                self.proc.stdin.close()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 120)
+            except TimeoutError:
+                self.anomalies.append(f"{self.kind}: the driver did not exit; killed")
+                self.proc.kill()
+                await self.proc.wait()
+        survivors = [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        for p in survivors:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        if survivors:
+            self.anomalies.append(f"{self.kind}: {len(survivors)} processes left behind")
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# seeing a new program run, and a process wake up
+
+
+class ExecWatch:
+    """Every ``exec`` on the machine by a child of a chosen parent, from the kernel's process
+    events connector (netlink; needs root): the moment a supervisor's new process runs its
+    program, seen the same way for busmgr and its peers. ``ExecWatch.open()`` is None where
+    the connector is unavailable."""
+
+    _HDR = struct.Struct("=IHHII")
+    _CN = struct.Struct("=IIIIHH")
+    _EV = struct.Struct("=IIQ")
+    _EXEC = 0x00000002
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._waiters: dict[int, asyncio.Future[tuple[int, int]]] = {}  # parent -> (ns, pid)
+
+    @classmethod
+    def open(cls) -> ExecWatch | None:
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 11)
+        except (OSError, AttributeError):
+            return None
+        try:
+            sock.bind((0, 1))
+            op = struct.pack("=I", 1)  # PROC_CN_MCAST_LISTEN
+            cn = cls._CN.pack(1, 1, 0, 0, len(op), 0) + op
+            sock.send(cls._HDR.pack(cls._HDR.size + len(cn), 3, 0, 0, 0) + cn)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return None
+        watch = cls(sock)
+        asyncio.get_running_loop().add_reader(sock.fileno(), watch._drain)
+        return watch
+
+    def expect(self, parent: int) -> asyncio.Future[tuple[int, int]]:
+        """A future for ``(perf_counter_ns, pid)`` of the next exec by a child of ``parent``."""
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters[parent] = fut
+        return fut
+
+    def _drain(self) -> None:
+        now = time.perf_counter_ns()
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # ENOBUFS: events were dropped; read on
+                continue
+            offset = 0
+            while offset + self._HDR.size <= len(data):
+                length = self._HDR.unpack_from(data, offset)[0]
+                if length < self._HDR.size:
+                    break
+                body = offset + self._HDR.size + self._CN.size
+                if body + self._EV.size + 8 <= offset + length:
+                    what = self._EV.unpack_from(data, body)[0]
+                    if what == self._EXEC and self._waiters:
+                        pid = struct.unpack_from("=I", data, body + self._EV.size + 4)[0]
+                        self._seen(now, pid)
+                offset += (length + 3) & ~3
+
+    def _seen(self, now: int, pid: int) -> None:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return
+        fut = self._waiters.pop(ppid, None)
+        if fut is not None and not fut.done():
+            fut.set_result((now, pid))
+
+    def close(self) -> None:
+        with contextlib.suppress(RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        self._sock.close()
+
+
+def wakeups(pid: int) -> int:
+    """Context switches of every thread of ``pid`` so far (each one a time the process was
+    woken and ran): the difference over an idle spell counts its wake-ups."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
+def rss_mib(pid: int) -> float:
+    return float(psutil.Process(pid).memory_info().rss) / (1 << 20)
+
+
+# --------------------------------------------------------------------------------------------
+# the floor: raw posix_spawn of many processes, and their reaping
+
+SLEEP = shutil.which("sleep") or "/bin/sleep"
+
+
+def floor_start(n: int) -> tuple[int, list[int]]:
+    """``os.posix_spawn`` of ``n`` ``sleep 1000``, one after another (each returns once its
+    child has exec'd): (nanoseconds, pids)."""
+    env = dict(os.environ)
+    argv = [SLEEP, "1000"]
+    t0 = time.perf_counter_ns()
+    pids = [os.posix_spawn(SLEEP, argv, env) for _ in range(n)]
+    return time.perf_counter_ns() - t0, pids
+
+
+def floor_stop(pids: list[int]) -> int:
+    """SIGTERM to every pid at once, then reap each: nanoseconds until the last is reaped."""
+    t0 = time.perf_counter_ns()
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    return time.perf_counter_ns() - t0
+
+
+def floor_respawn() -> int:
+    """The least a supervisor can do to respawn: SIGKILL a child, reap it, ``posix_spawn`` the
+    next (returned once it exec'd): nanoseconds from the kill (the children are reaped)."""
+    env = dict(os.environ)
+    pid = os.posix_spawn(SLEEP, [SLEEP, "1000"], env)
+    t0 = time.perf_counter_ns()
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    new = os.posix_spawn(SLEEP, [SLEEP, "1000"], env)
+    took = time.perf_counter_ns() - t0
+    os.kill(new, signal.SIGKILL)
+    os.waitpid(new, 0)
+    return took

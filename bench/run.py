@@ -32,7 +32,18 @@ sys.path.insert(0, str(HERE))
 
 import benchlib  # noqa: E402  (bench/ is not a package; run.py puts it on the path)
 
-BENCHMARKS = ["spawn", "jobs", "activation", "events", "memory", "burst", "cli", "soak"]
+BENCHMARKS = [
+    "spawn",
+    "jobs",
+    "activation",
+    "events",
+    "memory",
+    "burst",
+    "cli",
+    "peers",
+    "scale",
+    "soak",
+]
 TITLES = {
     "spawn": "1. Spawn cost",
     "jobs": "2. Job start and stop through the manager",
@@ -41,7 +52,9 @@ TITLES = {
     "memory": "5. Memory",
     "burst": "6. Bursts: one event starts 200 jobs",
     "cli": "7. The command line's round trip",
-    "soak": "8. Soak: 10,000 start/stop cycles, 1,000 respawns, 1,000 activations",
+    "peers": "8. Side by side: supervisord, circus and the floor",
+    "scale": "9. Cost curves: 10 to 5,000 jobs",
+    "soak": "10. Soak: 10,000 start/stop cycles, 1,000 respawns, 1,000 activations",
 }
 # Explanations of failures that have been diagnosed: (text that identifies the failure in an
 # anomaly, what it is). The report adds the explanation whenever the failure shows up again.
@@ -70,14 +83,19 @@ KNOWN_CAUSES = [
         " and/or coalesce the per-turn signal flush.",
     ),
 ]
-LIMIT_S = 240  # per benchmark; the whole run normally takes well under two minutes
+LIMIT_S = 240  # per benchmark; the whole run normally takes about ten minutes
+LIMITS = {"peers": 600, "scale": 420}  # the longer ones (1,000 and 5,000 jobs, circus' pace)
 
 
-def run_one(name: str, quick: bool) -> tuple[dict[str, Any], float]:
-    """Run ``bench_NAME.py --json`` in a child interpreter; its result and the seconds taken."""
+def run_one(name: str, quick: bool, figures: Path | None = None) -> tuple[dict[str, Any], float]:
+    """Run ``bench_NAME.py --json`` in a child interpreter; its result and the seconds taken.
+    ``figures``: the directory where a benchmark that draws pictures writes them."""
     argv = [sys.executable, str(HERE / f"bench_{name}.py"), "--json"]
     if quick:
         argv.append("--quick")
+    if figures is not None:
+        argv += ["--figures", str(figures)]
+    limit = LIMITS.get(name, LIMIT_S)
     t0 = time.perf_counter()
     # Its own process group, so that on overrun the benchmark and what it started get SIGTERM
     # (the sessions it started stop their jobs on SIGTERM) before anything is killed.
@@ -85,7 +103,7 @@ def run_one(name: str, quick: bool) -> tuple[dict[str, Any], float]:
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=True
     )
     try:
-        out, err = proc.communicate(timeout=LIMIT_S)
+        out, err = proc.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -93,7 +111,7 @@ def run_one(name: str, quick: bool) -> tuple[dict[str, Any], float]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, err = proc.communicate()
-        return _failed(name, f"did not finish within {LIMIT_S} s; stopped", err), LIMIT_S
+        return _failed(name, f"did not finish within {limit} s; stopped", err), limit
     took = time.perf_counter() - t0
     if proc.returncode != 0:
         return _failed(name, f"exited with status {proc.returncode}", err), took
@@ -177,6 +195,18 @@ def document(results: list[tuple[dict[str, Any], float]], info: dict[str, str], 
     for res, _ in results:
         for row in res.get("headline", []):
             out.append("| " + " | ".join(row) + " |")
+    summaries = [res["summary"] for res, _ in results if res.get("summary")]
+    if summaries:
+        out += [
+            "",
+            "## Side by side: peers and floors",
+            "",
+            "Every figure of busmgr beside supervisord's, circus' and the floor's, measured in the"
+            " same run, the systems taking turns (section 8 says how, and what bounds each"
+            " figure that misses its target).",
+            "",
+        ]
+        out += [benchlib.render_tables({"tables": summaries})]
     findings = [f"*{res['name']}*: {a}" for res, _ in results for a in res.get("anomalies", [])]
     out += ["", "## Findings", ""]
     if findings:
@@ -215,7 +245,7 @@ def document(results: list[tuple[dict[str, Any], float]], info: dict[str, str], 
         " reported as a finding. Each session is stopped with SIGTERM and waited for, and any"
         " process it leaves behind is reported (and killed).",
         "",
-        "To reproduce: `make bench` (about two minutes), or `.venv/bin/python bench/run.py"
+        "To reproduce: `make bench` (about ten minutes), or `.venv/bin/python bench/run.py"
         " --quick` for a smoke run of a few seconds that does not touch this file unless"
         " given `--output`.",
         "",
@@ -236,10 +266,13 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these")
     args = parser.parse_args()
     info = machine()
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)  # pictures are written there too
     results = []
     for name in args.only or BENCHMARKS:
         print(f"== {TITLES[name]} ...", flush=True)
-        res, took = run_one(name, args.quick)
+        figures = args.output.parent if args.output else None
+        res, took = run_one(name, args.quick, figures)
         results.append((res, took))
         print(benchlib.render_tables(res), f"({took:.1f} s)\n", sep="", flush=True)
     info["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -63,6 +63,18 @@ class Dispatcher:
             if cls is not None:
                 self._maybe_start(cls, event, block, subject)
 
+    def settle_at_once(self, event: Event) -> bool:
+        """Handle ``event`` now, without the queue, if that is exactly what the queue would do:
+        no job's expression names it (so handling it changes no job and nothing waits on it)
+        and the queue is idle (so no earlier event is still to be handled before it). Then it
+        is only shown to the observers, and True says it is finished. False: emit it through
+        the queue. This is how a job's ``stopping``/``starting`` that no job listens to costs
+        no loop turn (a respawn goes from the exit to the next spawn in one callback)."""
+        if not self.queue.idle() or self.registry.interested(event.name):
+            return False
+        self.observers.event_emitted(event)
+        return True
+
     def _maybe_stop(
         self, job: Job, event: Event, block: Block, subject: tuple[str | None, ...] | None
     ) -> None:

@@ -11,6 +11,7 @@ A leaf module: it imports nothing of busmgr.
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 
@@ -21,7 +22,18 @@ _ESCAPED = re.compile(rb"_([0-9a-fA-F]{2})")
 
 
 def escape(text: str) -> str:
-    """``"getty-tty1"`` -> ``"getty_2dtty1"``; ``""`` -> ``"_"``; ``"1x"`` -> ``"_31x"``."""
+    """``"getty-tty1"`` -> ``"getty_2dtty1"``; ``""`` -> ``"_"``; ``"1x"`` -> ``"_31x"``.
+
+    A name that needs no escaping (ASCII letters and digits, not starting with a digit: most
+    job names) is returned as it is without a look at each byte; the others are remembered
+    (:func:`_escape_bytes`), since ``ListJobs`` asks for every name on every call."""
+    if text.isascii() and text.isalnum() and not text[0].isdigit():
+        return text
+    return _escape_bytes(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _escape_bytes(text: str) -> str:
     if not text:
         return "_"
     out = []

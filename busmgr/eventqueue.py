@@ -114,6 +114,7 @@ class EventQueue:
         self._on_error = on_error or _log_error
         self._pending: deque[Block] = deque()
         self._scheduled = False
+        self._running = False  # inside a handler
         self._held: dict[Hashable, list[Release]] = {}
 
     def hold(self, block: Block, holder: Hashable) -> Release:
@@ -141,6 +142,11 @@ class EventQueue:
         """How many blocks ``holder`` holds now."""
         return len(self._held.get(holder, ()))
 
+    def idle(self) -> bool:
+        """Whether no event is queued and none is being handled now: an event emitted now
+        would be the next one handled, with nothing before it."""
+        return not self._pending and not self._running
+
     def emit(self, event: Event, on_finished: Callable[[Block], None] | None = None) -> Block:
         """Queue ``event``; it is handled on a later loop turn."""
         block = Block(event)
@@ -160,11 +166,13 @@ class EventQueue:
         deadline = time.monotonic() + SLICE
         while self._pending:
             block = self._pending.popleft()
+            self._running = True
             try:
                 self._handler(block.event, block)
             except Exception as err:
                 self._on_error(block.event, err)
             finally:
+                self._running = False
                 block.handled = True
                 block._maybe_finish()
             if self._pending and time.monotonic() > deadline:

@@ -150,10 +150,12 @@ class JobHost(Protocol):
 
     def emit_job_event(
         self, job: Job, event: Event, on_finished: Callable[[bool], None] | None
-    ) -> None:
+    ) -> bool | None:
         """Queue the job event ``event`` (``starting``, ...). With ``on_finished``, the event
         blocks the job: the callback runs (later, from the loop) once every job it started or
-        stopped is done."""
+        stopped is done; or the host handled the event at once (no job listens to it and no
+        other event is pending) and returns True, and ``on_finished`` is never called: the
+        job goes on at once, as a successful event would let it."""
         ...
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle: ...
@@ -450,7 +452,8 @@ class Job:
             self.failure = None
             self.ready_reached = False
             self.start_count += 1
-            self.host.emit_job_event(self, self.job_event("starting"), self._starting_finished)
+            if self.host.emit_job_event(self, self.job_event("starting"), self._starting_finished):
+                return next_state(state, self.goal)
             return None
         if state is State.PRE_START:
             return self._run_hook(ProcessKind.PRE_START)
@@ -477,7 +480,8 @@ class Job:
                 return self._run_hook(ProcessKind.PRE_STOP)
             return next_state(state, self.goal)
         if state is State.STOPPING:
-            self.host.emit_job_event(self, self.job_event("stopping"), self._stopping_finished)
+            if self.host.emit_job_event(self, self.job_event("stopping"), self._stopping_finished):
+                return next_state(state, self.goal)
             return None
         if state is State.KILLED:
             if not self.host.has_processes(self):

@@ -44,7 +44,9 @@ class Registry:
         self.start_on: dict[str, ExprState | None] = {}
         self.stop_on: dict[Job, ExprState] = {}
         self._retired: dict[str, JobClass | None] = {}  # name -> class to take at rest
-        self.start_order: list[Job] = []
+        # The running jobs in the order they started (an insertion-ordered set: a job that
+        # starts again moves to the end; adding and removing cost O(1), not O(jobs)).
+        self.start_order: dict[Job, None] = {}
         self._index: dict[str, frozenset[str]] | None = None
         self._added: list[JobClass] = []  # since the last _classes_changed
         self._removed: list[str] = []
@@ -134,14 +136,12 @@ class Registry:
             self.stop_on.pop(job, None)
 
     def note_started(self, job: Job) -> None:
-        if job in self.start_order:
-            self.start_order.remove(job)
-        self.start_order.append(job)
+        self.start_order.pop(job, None)
+        self.start_order[job] = None
 
     def at_rest(self, job: Job) -> None:
         """``job`` reached waiting: drop it (instance jobs) or give it its new class."""
-        if job in self.start_order:
-            self.start_order.remove(job)
+        self.start_order.pop(job, None)
         job.start_env = None  # a start from rest builds its env afresh
         name = job.name
         if name in self._retired:

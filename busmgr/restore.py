@@ -171,11 +171,11 @@ def restore(
                 fresh.append(job)
             except ManagerError as err:
                 log.warning("%s: %s", label, err.message)
-    registry.start_order[:] = [
-        j
+    registry.start_order = {
+        j: None
         for name, inst in saved.start_order
         if (j := registry.instance(name, inst)) is not None and j.state is not State.WAITING
-    ]
+    }
     supervisor.clear_stale()
     log.info(
         "took back %d jobs from the %s",

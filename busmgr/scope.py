@@ -36,7 +36,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from busmgr import process
 from busmgr.escape import escape
@@ -212,16 +212,17 @@ class ProcessScope:
         except OSError:
             return False
 
-    def kill(self, signum: int) -> None:
+    def kill(self, signum: int, skip: Iterable[int] = ()) -> None:
         """Send ``signum`` to every process of the job (SIGKILL through ``cgroup.kill``, which
         also gets what forks meanwhile; any other signal pid by pid, until a pass over the
-        cgroup finds no process it has not signalled)."""
+        cgroup finds no process it has not signalled), except the pids in ``skip`` (the
+        caller signalled those already)."""
         if self.cgroup is not None:
             if not self._created:
                 return
             if signum == signal.SIGKILL and process.cgroup_kill(self.cgroup):
                 return
-            done: set[int] = set()
+            done: set[int] = set(skip)
             for _ in range(_KILL_PASSES):
                 todo = [p for p in process.cgroup_pids(self.cgroup) if p not in done]
                 if not todo:
@@ -232,8 +233,10 @@ class ProcessScope:
             return
         for sid in list(self._sessions):
             process.kill_process_group(sid, signum)
+        skipped = set(skip)
         for pid in self.pids():
-            process.kill_pid(pid, signum)
+            if pid not in skipped:
+                process.kill_pid(pid, signum)
 
     def release(self) -> bool:
         """The job is at rest: remove its leaf if empty. True if nothing is left of the scope

@@ -18,9 +18,9 @@ holds), and ``loads(dumps(saved)) == saved``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 from busmgr.job import Failure, Goal, Restored, State
 from busmgr.jobclass import ProcessKind
@@ -34,8 +34,10 @@ __all__ = [
     "SavedProcess",
     "SavedSocket",
     "SnapshotError",
+    "dump",
     "dumps",
     "loads",
+    "pieces",
 ]
 
 VERSION = 1
@@ -149,12 +151,44 @@ def _job(saved: SavedJob) -> dict[str, Any]:
 
 def dumps(saved: Saved) -> str:
     """The snapshot as JSON text."""
-    data = {
+    return json.dumps(_data(saved), separators=(",", ":"), sort_keys=True)
+
+
+def dump(saved: Saved, fh: TextIO) -> None:
+    """The snapshot as JSON text, the same as :func:`dumps`, written to ``fh`` a job at a
+    time (see :func:`pieces`)."""
+    for piece in pieces(saved):
+        fh.write(piece)
+
+
+def pieces(saved: Saved) -> Iterator[str]:
+    """The JSON text of :func:`dumps` in pieces, one per job (and the parts around them), so
+    that a thousand jobs never become one string of megabytes in the manager's memory (which
+    the allocator would keep afterwards) and a writer can stop between two jobs; each piece
+    still goes through json's C encoder (``json.dump`` would take the pure-Python one), and
+    each job's part is built only when its piece is asked for."""
+    head, tail = json.dumps(_data(saved, jobs=False), separators=(",", ":"), sort_keys=True).split(
+        '"jobs":[]', 1
+    )
+
+    def generate() -> Iterator[str]:
+        yield head + '"jobs":['
+        for index, job in enumerate(saved.jobs):
+            text = json.dumps(_job(job), separators=(",", ":"), sort_keys=True)
+            yield ("," if index else "") + text
+        yield "]" + tail
+
+    return generate()
+
+
+def _data(saved: Saved, *, jobs: bool = True) -> dict[str, Any]:
+    """The snapshot as JSON values (``jobs``: with the jobs, else with an empty list)."""
+    data: dict[str, Any] = {
         "version": VERSION,
         "boot_id": saved.boot_id,
         "manager_pid": saved.manager_pid,
         "started": saved.started,
-        "jobs": [_job(j) for j in saved.jobs],
+        "jobs": [_job(j) for j in saved.jobs] if jobs else [],
         "start_order": [list(pair) for pair in saved.start_order],
         "activation_env": dict(saved.activation_env),
         "cgroup": saved.cgroup,
@@ -175,7 +209,7 @@ def dumps(saved: Saved) -> str:
             for s in saved.sockets
         ],
     }
-    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+    return data
 
 
 # ------------------------------------------------------------------------------ from JSON

@@ -3,7 +3,15 @@
 Model: an observer of the jobs. Any change marks the state dirty and schedules one write: on
 the next loop turn after a quiet spell, else :data:`DELAY` seconds after the previous write,
 so a lone change is on disk at once and a burst of a thousand job changes costs a handful of
-writes, not a thousand. A write replaces ``state.json`` atomically (``state.json.new``, then
+writes, not a thousand. A write costs time in proportion to the jobs it records, so the gap
+after a write is also at least :data:`SHARE` times what that write took: however many jobs
+there are, writing the state never takes more than about a tenth of the loop's time. And a
+write waits while the manager is ``busy`` (events queued to be handled: a burst under way),
+for at most :data:`DELAY` after the change, so a burst of N jobs is recorded once it settled,
+not in its middle, where the write would delay the burst itself. A write of many jobs is
+done a slice at a time (:data:`WRITE_SLICE` per loop turn, between two jobs), so it never
+holds the loop for long; the snapshot it writes is the one taken when it began. A write
+replaces ``state.json`` atomically (``state.json.new``, then
 ``rename``): a manager killed at any moment leaves the previous state or the new one, never a
 mix. The periodic writes are not fsync'd: the file describes running processes, which a power
 loss takes down with the page cache; what it must survive is the death of the manager, and the
@@ -21,19 +29,23 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 from busmgr.events import Event
 from busmgr.job import Job
 from busmgr.observe import JobObserver
-from busmgr.snapshot import Saved, SnapshotError, dumps, loads
+from busmgr.snapshot import Saved, SnapshotError, dump, loads, pieces
 
 log = logging.getLogger("busmgr")
 
-__all__ = ["DELAY", "LockError", "StateLock", "StateStore", "boot_id"]
+__all__ = ["DELAY", "SHARE", "WRITE_SLICE", "LockError", "StateLock", "StateStore", "boot_id"]
 
 DELAY = 0.1  # seconds between a change and the write that records it (and what follows)
+SHARE = 10  # the gap after a write is at least this many times what the write took
+WRITE_SLICE = 0.005  # seconds of writing per loop turn
 STATE_FILE = "state.json"
 
 
@@ -86,15 +98,27 @@ class StateStore(JobObserver):
     """Writes the state ``snapshot()`` gives, :data:`DELAY` after any change of a job."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, directory: Path, snapshot: Callable[[], Saved]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        directory: Path,
+        snapshot: Callable[[], Saved],
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.loop = loop
+        self._busy = busy
         self.path = directory / STATE_FILE
         self._snapshot = snapshot
         self._timer: asyncio.TimerHandle | None = None
         self.writes = 0
         self.enabled = True
         self._last = float("-inf")  # loop time of the last write
+        self._gap = DELAY  # the least time between two writes: DELAY, or SHARE x the last
+        self._marked = 0.0  # loop time of the first change not yet written
+        # A write in progress, a slice per loop turn: its file, the pieces left, the seconds
+        # spent on it so far; and whether something changed since its snapshot was taken.
+        self._writing: tuple[TextIO, Iterator[str]] | None = None
+        self._spent = 0.0
+        self._changed_since = False
 
     @staticmethod
     def read(directory: Path, boot: str) -> Saved | None:
@@ -121,8 +145,13 @@ class StateStore(JobObserver):
         """Something changed: write on the next loop turn if nothing was written in the last
         :data:`DELAY` seconds, else when they are over (so a lone change is recorded at once,
         and a burst costs one write per :data:`DELAY`)."""
+        if self._writing is not None:
+            self._changed_since = True  # written after the write in progress
+            return
         if self._timer is None and self.enabled:
-            wait = max(0.0, self._last + DELAY - self.loop.time())
+            now = self.loop.time()
+            self._marked = now
+            wait = max(0.0, self._last + self._gap - now)
             self._timer = self.loop.call_later(wait, self._write_later)
 
     def job_changed(self, job: Job) -> None:
@@ -140,30 +169,86 @@ class StateStore(JobObserver):
     # ------------------------------------------------------------------ writing
     def _write_later(self) -> None:
         self._timer = None
+        left = self._marked + DELAY - self.loop.time()
+        if left > 0 and self._busy():
+            # In the middle of a burst: wait for it to settle (a turn later, or DELAY at most).
+            self._timer = self.loop.call_later(min(left, DELAY / 10), self._write_later)
+            return
+        began = time.monotonic()
         try:
-            self.save(sync=False)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(self._tmp, "w")  # noqa: SIM115 (closed by _write_slice or _abort)
         except OSError as err:
             log.warning("%s: cannot save the state: %s", self.path, err.strerror or err)
+            return
+        self._writing = (fh, pieces(self._snapshot()))
+        self._spent = time.monotonic() - began
+        self._changed_since = False
+        self._write_slice()
+
+    @property
+    def _tmp(self) -> Path:
+        return self.path.with_name(STATE_FILE + ".new")
+
+    def _write_slice(self) -> None:
+        """Write pieces for :data:`WRITE_SLICE` seconds; at the end, put the file in place."""
+        if self._writing is None:
+            return
+        fh, left = self._writing
+        began = time.monotonic()
+        try:
+            for piece in left:
+                fh.write(piece)
+                if time.monotonic() - began > WRITE_SLICE:
+                    self._spent += time.monotonic() - began
+                    self.loop.call_soon(self._write_slice)
+                    return
+            fh.close()
+            os.replace(self._tmp, self.path)
+        except OSError as err:
+            log.warning("%s: cannot save the state: %s", self.path, err.strerror or err)
+            self._abort()
+            return
+        self._spent += time.monotonic() - began
+        self._writing = None
+        self._done(self._spent)
+        if self._changed_since:
+            self.mark()
+
+    def _done(self, spent: float) -> None:
+        self.writes += 1
+        self._last = self.loop.time()
+        self._gap = max(DELAY, SHARE * spent)
+
+    def _abort(self) -> None:
+        """Give up the write in progress (its file is left half written, never renamed)."""
+        if self._writing is not None:
+            with contextlib.suppress(OSError):
+                self._writing[0].close()
+            self._writing = None
 
     def save(self, *, sync: bool) -> None:
-        """Write the state now (``sync``: and flush it to the disk). Raises ``OSError``."""
+        """Write the state now, at once (``sync``: and flush it to the disk); a write in
+        progress is given up for this one. Raises ``OSError``."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        tmp = self.path.with_name(STATE_FILE + ".new")
+        self._abort()
+        began = time.monotonic()
+        tmp = self._tmp
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "w") as fh:
-            fh.write(dumps(self._snapshot()))
+            dump(self._snapshot(), fh)
             if sync:
                 fh.flush()
                 os.fsync(fh.fileno())
         os.replace(tmp, self.path)
-        self.writes += 1
-        self._last = self.loop.time()
+        self._done(time.monotonic() - began)
 
     def discard(self) -> None:
         """The manager stopped every job and leaves: nothing to restore next time."""
         self.enabled = False
+        self._abort()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

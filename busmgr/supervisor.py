@@ -11,8 +11,10 @@ lives beside it, as a plain member.
 Invariants: ``_pid_job`` maps every pid the supervisor watches for a job (spawned, or adopted:
 the daemon of ``expect fork|daemon``, a ``MAINPID``) to that job, until it is reaped. A job's
 scope exists from its first spawn until it is at rest with no process left. Only jobs that
-were sent a signal to stop (``_killing``) are rechecked when an orphan is reaped, so reaping
-costs nothing per idle job.
+were sent a signal to stop (``_killing``) are rechecked when an orphan (a process of no known
+job) is reaped, so reaping costs nothing per idle job; the reaping of a known process of a
+job rechecks that job alone (:meth:`busmgr.job.Job.process_exited` does), so stopping N jobs
+at once costs N rechecks, not N squared.
 
 Sockets: ``listen_fds(job)`` (wired by the manager to the socket bridge,
 :mod:`busmgr.triggers.sockets`) gives the listening sockets a job's main process gets by the
@@ -264,13 +266,16 @@ class Supervisor:
 
     def kill(self, job: Job, signum: int) -> None:
         """``signum`` to every process of the job; then SIGCONT, as a stopped process acts on
-        no signal but KILL until it is continued (``expect stop``, or stopped by a user)."""
+        no signal but KILL until it is continued (``expect stop``, or stopped by a user). Each
+        process gets each signal once: the scope skips the pids the job knows (signalled
+        first)."""
         self._killing[job] = None
         scope = self.scope(job)
+        known = set(job.pids.values())
         for sig in (signum, signal.SIGCONT) if signum != signal.SIGKILL else (signum,):
-            for pid in job.pids.values():
+            for pid in known:
                 process.kill_pid(pid, sig)
-            scope.kill(sig)
+            scope.kill(sig, skip=known)
 
     def signal_main(self, job: Job, signum: int) -> bool:
         """``signum`` to the main process alone (``reload``); False if there is none."""
@@ -307,8 +312,11 @@ class Supervisor:
         job = self._pid_job.pop(pid, None)
         if job is not None:
             self.joblog.drain(job)  # its last words, before anyone quotes the log
-            job.process_exited(pid, info.status, info.signal)
+            job.process_exited(pid, info.status, info.signal)  # rechecks this job's killed
             self.expect.main_exited(job, pid, info)
+            if job.state is not State.KILLED:
+                self._killing.pop(job, None)
+            return
         self._recheck_killed()
 
     def _orphan_reaped(self, pid: int, info: process.ExitInfo) -> None:

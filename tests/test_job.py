@@ -129,6 +129,9 @@ class FakeHost:
     trail: list[tuple[State, str]] = field(default_factory=list)
     spawn_errors: dict[ProcessKind, Exception] = field(default_factory=dict)
     clock: FakeClock = field(default_factory=FakeClock)
+    # True: starting/stopping are settled at once (no job listens to them), as the manager
+    # does through Dispatcher.settle_at_once.
+    settle_at_once: bool = False
 
     # ------------------------------------------------------------ JobHost
     def spawn(self, job: Job, kind: ProcessKind, env: Mapping[str, str]) -> int:
@@ -148,9 +151,13 @@ class FakeHost:
 
     def emit_job_event(
         self, job: Job, event: Event, on_finished: Callable[[bool], None] | None
-    ) -> None:
+    ) -> bool | None:
         # The job builds the Event itself now (one builder of job events: events.job_event).
+        if on_finished is not None and self.settle_at_once:
+            self.events.append(JobEvent(event.name, event.env_dict(), None))
+            return True
         self.events.append(JobEvent(event.name, event.env_dict(), on_finished))
+        return None
 
     def now(self) -> float:
         return self.clock.monotonic()
@@ -1283,3 +1290,22 @@ def test_a_stop_kills_a_starting_hook_that_holds_it(host: FakeHost, hook: Proces
     host.exit(job, POST_STOP, 0)
     assert job.state is State.WAITING and job.failure is None
     assert stopped.calls == [(None, "stopped")]
+
+
+def test_events_settled_at_once_take_a_respawn_through_in_one_call(clock: FakeClock) -> None:
+    """When the host settles ``starting`` and ``stopping`` at once (no job listens to them,
+    no event is pending), a start reaches running and a respawn spawns the next main within
+    the call that reported the exit: no loop turn in between."""
+    host = FakeHost(clock=clock, settle_at_once=True)
+    job = make_job(host, hooks=(), respawn=RespawnPolicy(True, limit=3, interval=5.0))
+    job.start()
+    assert job.state is State.RUNNING and len(host.spawns) == 1
+    host.exit(job, MAIN, signum=9)
+    assert (job.goal, job.state) == (Goal.START, State.RUNNING)
+    assert len(host.spawns) == 2 and job.main_pid
+    names = [e.name for e in host.events]
+    assert names == ["starting", "started", "stopping", "starting", "started"]
+    assert host.blocked() == []
+    job.stop()
+    host.exit(job, MAIN, signum=15)
+    assert (job.goal, job.state) == (Goal.STOP, State.WAITING)

@@ -3,7 +3,9 @@ credentials, instances, and a broken job file among good ones (issue: job files 
 
 from __future__ import annotations
 
+import os
 import pwd
+import signal
 from pathlib import Path
 
 import psutil
@@ -51,6 +53,10 @@ JOBS = {
         exec sleep 1000
         respwan
     """,
+    "phoenix": """
+        respawn
+        exec sleep 1000
+    """,
     "failing-pre": """
         pre-start exec false
         exec sleep 1000
@@ -72,6 +78,33 @@ async def test_hooks_and_main_run_in_documented_order(session: Session, tmp_path
     assert lines(out) == ["pre-start", "main", "post-start", "pre-stop", "post-stop"]
     props = await session.props(path)
     assert (props["Goal"], props["State"], props["MainPID"]) == ("stop", "waiting", 0)
+
+
+async def test_a_respawn_nobody_listens_to_runs_main_again_with_its_events_in_order(
+    session: Session,
+) -> None:
+    # No job listens to phoenix's stopping and starting: they are settled at once, and the
+    # new main is spawned in the callback that reaped the old one; the bus still hears every
+    # signal of the walk, in order.
+    await session.start("phoenix")
+    old = (await session.instance("phoenix"))["MainPID"]
+    mark = session.signals.mark()
+    os.kill(old, signal.SIGKILL)  # the job's own process, started by this test's session
+    await session.signals.wait_for(lambda m, b: m == "JobStarted" and b[0] == "phoenix", start=mark)
+    new = (await session.instance("phoenix"))["MainPID"]
+    assert new and new != old
+    assert session.signals.job_signals("phoenix", mark) == [
+        ("JobStopping", ""),
+        ("JobStarting", ""),
+        ("JobStarted", ""),
+    ]
+    events = [
+        b[0]
+        for m, b in session.signals.items[mark:]
+        if m == "EventEmitted" and b[1].get("JOB") == "phoenix"
+    ]
+    assert events == ["stopping", "starting", "started"]
+    await session.stop("phoenix")
 
 
 async def test_failing_prestart_fails_start_and_still_runs_poststop(

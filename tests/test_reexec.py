@@ -235,8 +235,15 @@ async def test_a_killed_manager_is_replaced_without_a_second_copy(tmp_path: Path
 
 
 async def test_a_reused_pid_is_never_adopted(tmp_path: Path) -> None:
-    sess = await start_session(tmp_path, {"svc": "exec sleep 1000\n"})
+    # The stranger starts before the session, so that its start time (in clock ticks) differs
+    # from the job's process's: the start time is what tells a reused pid apart.
     stranger = subprocess.Popen(["sleep", "1000"])
+    try:
+        sess = await start_session(tmp_path, {"svc": "exec sleep 1000\n"})
+    except BaseException:
+        stranger.kill()
+        stranger.wait()
+        raise
     new: Session | None = None
     try:
         pid = (await sess.props(await sess.start("svc")))["MainPID"]

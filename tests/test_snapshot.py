@@ -4,6 +4,7 @@ whatever a state file holds, reading it raises nothing but SnapshotError. Pure."
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 from typing import Any
 
@@ -21,6 +22,7 @@ from busmgr.snapshot import (
     SavedProcess,
     SavedSocket,
     SnapshotError,
+    dump,
     dumps,
     loads,
 )
@@ -72,6 +74,13 @@ FULL = Saved(
 def test_a_snapshot_reads_back_as_it_was_written() -> None:
     assert loads(dumps(FULL), BOOT) == FULL
     assert loads(dumps(Saved(BOOT, 1, False)), BOOT) == Saved(BOOT, 1, False)
+
+
+def test_a_snapshot_written_a_job_at_a_time_is_the_same_text() -> None:
+    for saved in (FULL, Saved(BOOT, 1, False)):
+        out = io.StringIO()
+        dump(saved, out)
+        assert out.getvalue() == dumps(saved)
 
 
 def test_a_snapshot_of_another_boot_or_format_is_refused() -> None:

@@ -220,16 +220,21 @@ class ManagerInterface(ServiceInterface):
         self._ops = ops
         self._c = ops.control
         self._insight = insight
+        # The rows of ListJobs as last built; None once any job changed since (the face clears
+        # it), so a client that lists often costs one build per change, not one per call.
+        self.rows: list[list[str]] | None = None
 
     def introspect(self) -> intr.Interface:
         return _named(super().introspect())
 
     @dbus_method()
     def ListJobs(self) -> JobRows:
-        return [
-            [j, i, s, job_path(j) if placeholder else instance_path(j, i)]
-            for j, i, s, placeholder in self._c.list_rows()
-        ]
+        if self.rows is None:
+            self.rows = [
+                [j, i, s, job_path(j) if placeholder else instance_path(j, i)]
+                for j, i, s, placeholder in self._c.list_rows()
+            ]
+        return self.rows
 
     @dbus_method()
     def GetJob(self, job: DBusStr) -> DBusObjectPath:
@@ -623,6 +628,7 @@ class BusFace(JobObserver):
 
     # ------------------------------------------------------------- objects
     def classes_changed(self, added: Iterable[JobClass], removed: Iterable[str]) -> None:
+        self.manager_iface.rows = None
         for name in removed:
             self.remove_class(name)
         for cls in added:
@@ -645,12 +651,14 @@ class BusFace(JobObserver):
             self.link.unexport(job_path(name), iface)
 
     def instance_added(self, job: Job) -> None:
+        self.manager_iface.rows = None
         path = instance_path(job.name, job.instance)
         iface = InstanceInterface(job, self._processes, self._insight)
         self._instances[job] = (path, iface)
         self.link.export(path, iface)
 
     def instance_removed(self, job: Job) -> None:
+        self.manager_iface.rows = None
         entry = self._instances.pop(job, None)
         self._dirty.discard(job)
         if entry is not None:
@@ -666,6 +674,7 @@ class BusFace(JobObserver):
         self._enqueue("signal", ("EventEmitted", [event.name, event.env_dict()]))
 
     def job_changed(self, job: Job) -> None:
+        self.manager_iface.rows = None
         if job not in self._dirty and job in self._instances:
             self._dirty.add(job)
             self._enqueue("props", job)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,9 @@ from busmgr.jobclass import signal_name
 from busmgr.process.procfs import child_pids, kill_pid, proc_state
 
 __all__ = ["ExitCallback", "ExitInfo", "Reaper"]
+
+#: Bytes of send buffer for the loop's signal wake-up socket: room for ~10,000 signals.
+WAKEUP_BUFFER = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,7 @@ class Reaper:
         """Become a child subreaper and reap on every SIGCHLD; reaps what already exited."""
         prctl.set_child_subreaper(True)
         self._loop.add_signal_handler(signal.SIGCHLD, self.reap)
+        _roomy_wakeup_fd()
         self._started = True
         self.reap()
 
@@ -182,3 +187,36 @@ class Reaper:
         info = self._unclaimed.pop(pid, None)
         if info is not None and self.on_orphan is not None:
             self.on_orphan(pid, info)
+
+
+def _roomy_wakeup_fd() -> None:
+    """Make the loop's signal wake-up socket hold thousands of signals, and never complain.
+
+    asyncio hears of a signal through one byte the C-level handler writes into its self-pipe
+    (``signal.set_wakeup_fd``), read when the loop next polls. A thousand jobs stopped at once
+    exit within milliseconds, and while the loop is busy their SIGCHLDs fill a default Unix
+    socket buffer (about 280 one-byte writes); Python then prints a traceback per signal to
+    stderr ("Exception ignored when trying to write to the signal wakeup fd") and drops the
+    byte. A dropped SIGCHLD byte costs nothing (one :meth:`Reaper.reap` collects every exit),
+    but a SIGTERM queued behind a full buffer would be lost. So the socket's send buffer is
+    raised (as far as the system allows; as root past ``net.core.wmem_max``) and a full buffer
+    is no longer reported. Signals are blocked while the wake-up descriptor is swapped, so
+    none arrives in between (they are delivered on unblocking).
+    """
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    try:
+        fd = signal.set_wakeup_fd(-1)
+        if fd < 0:
+            return
+        try:
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                for option in (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF):
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, option, WAKEUP_BUFFER)
+                        break
+        except OSError:  # not a socket (a pipe set by someone else): leave its size alone
+            pass
+        finally:
+            signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
