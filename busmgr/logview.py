@@ -125,8 +125,10 @@ class _Inotify:
 class _Follower:
     """Reads a log and its rotated files by inode, so that no rotation, however many happen
     between two looks, loses or repeats a byte: every file of the log is held open (so its
-    inode cannot be reused) with the offset read so far; a file that left the listing (rotated
-    beyond ``keep``) is read to its end and closed; a new file is read from its start."""
+    inode cannot be reused) with the offset read so far; a file that left the listing is read
+    on, and closed once it is deleted (rotated beyond ``keep``), never while it only has
+    another name (a look between two renames of a rotation misses it); a new file is read from
+    its start."""
 
     def __init__(self, path: Path, write: Callable[[bytes], None]) -> None:
         self.path = path
@@ -141,10 +143,13 @@ class _Follower:
             except OSError:
                 continue
         present = {ino for _, ino in listing}
-        for ino in [i for i in self.files if i not in present]:
-            gone = self.files.pop(ino)
-            _copy(gone, self.write)
-            gone.close()
+        for ino in [i for i in self.files if i not in present]:  # older than any listed
+            fh = self.files[ino]
+            _copy(fh, self.write)
+            if os.fstat(fh.fileno()).st_nlink > 0:
+                continue  # renamed, not deleted: a look in the middle of a rotation
+            del self.files[ino]
+            fh.close()
         for file, ino in listing:
             fh = self.files.get(ino)
             if fh is None:

@@ -209,3 +209,28 @@ def test_following_reads_a_file_rotated_away_before_it_was_looked_at(tmp_path: P
     # byte of a file it held is read, in order.
     text = b"".join(got)
     assert text.startswith(b"aaaaaaaaaaaaaaaa\n") and text.endswith(b"dddd\n")
+
+
+def test_following_repeats_nothing_when_it_looks_in_the_middle_of_a_rotation(
+    tmp_path: Path,
+) -> None:
+    # A rotation renames job.log.2 -> .3, .1 -> .2, job.log -> .1 one after the other: a look
+    # between two renames finds a gap in the numbers (no job.log.2 for a moment). The files
+    # beyond it still exist, renamed: they must not be read again from their start later.
+    from busmgr.logview import _Follower
+
+    path = tmp_path / "job.log"
+    names = [path] + [path.with_name(f"job.log.{n}") for n in (1, 2, 3)]
+    for n, name in enumerate(names):
+        name.write_bytes(f"file {n}\n".encode())
+    got: list[bytes] = []
+    follower = _Follower(path, got.append)
+    follower.scan()  # reads job.log.3, .2, .1, job.log (oldest first)
+    os.replace(names[2], names[3])  # .2 -> .3: the old .3 is deleted; now there is no .2
+    follower.scan()  # sees job.log, job.log.1 only (the listing stops at the gap)
+    os.replace(names[1], names[2])
+    os.replace(names[0], names[1])
+    path.write_bytes(b"file new\n")
+    follower.scan()
+    follower.close()
+    assert b"".join(got) == b"file 3\nfile 2\nfile 1\nfile 0\nfile new\n"
