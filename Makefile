@@ -11,7 +11,8 @@ setup: deps $(STAMP)
 deps:
 	@sh .ci/system-deps
 
-$(STAMP): pyproject.toml
+# The editable install also builds busmgr/process/_clonespawn*.so (setup.py, with gcc).
+$(STAMP): pyproject.toml setup.py busmgr/process/_clonespawn.c
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
@@ -76,9 +77,19 @@ PYTHONDIR      ?= $(shell $(PYTHON_INSTALL) -c 'import sysconfig; print(sysconfi
 POLICIES        = org.busmgr.Manager1.conf busmgr-activation.conf
 BIN_SED         = sed 's|/usr/bin/busmgr|$(BINDIR)/busmgr|g'
 
-install:
+CC             ?= cc
+CLONESPAWN      = busmgr/process/_clonespawn
+
+# The clone spawn library (busmgr/process/clonespawn.py; without it busmgr spawns the slower
+# way, in Python).
+build/_clonespawn.so: $(CLONESPAWN).c
+	@mkdir -p build
+	$(CC) -O2 -Wall -shared -fPIC -o $@ $<
+
+install: build/_clonespawn.so
 	@test -n "$(PYTHON_EXE)" -a -n "$(PYTHONDIR)" || { echo "no $(PYTHON_INSTALL) to install for" >&2; exit 1; }
 	find busmgr -name '*.py' ! -path '*/__pycache__/*' -exec install -D -m 644 {} "$(DESTDIR)$(PYTHONDIR)/{}" \;
+	install -m 755 build/_clonespawn.so "$(DESTDIR)$(PYTHONDIR)/$(CLONESPAWN).so"
 	install -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(UNITDIR)" "$(DESTDIR)$(USERUNITDIR)" \
 		"$(DESTDIR)$(INTERFACESDIR)" "$(DESTDIR)$(DBUSPOLICYDIR)" "$(DESTDIR)$(DOCDIR)" \
 		"$(DESTDIR)$(SYSCONFDIR)/busmgr/services.d"

@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from busmgr import trace
 from busmgr.environment import Environment
 from busmgr.errors import ManagerError
 from busmgr.escape import escape
@@ -292,6 +293,7 @@ class Control:
             raise ManagerError("NoProvider", f'no job provides the bus name "{bus_name}"')
         env = {"NAME": bus_name}
         instance = self.instance_name(cls, env)
+        traced = trace.ON and trace.begin(bus_name, "activate")
         done: asyncio.Future[Block] = self.loop.create_future()
         self.queue.emit(
             Event.make(DBUS_ACTIVATION, env), lambda b: done.done() or done.set_result(b)
@@ -315,9 +317,13 @@ class Control:
                     "JobFailed", f"job {cls.name} was not started: {problem or 'refused'}"
                 )
         except ManagerError as err:
+            if traced:
+                trace.end(bus_name, err.message)
             if not quiet:
                 log.warning("activation of %s failed: %s", bus_name, err.message)
             raise
+        if traced:
+            trace.end(bus_name, "ok")
         return cls.name, instance
 
     @property

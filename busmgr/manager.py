@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from busmgr import MANAGER_BUS_NAME, process
+from busmgr import MANAGER_BUS_NAME, process, trace
 from busmgr.bus.activation import (
     SYSTEMD,
     ActivationBackend,
@@ -186,6 +186,11 @@ class Manager:
 
     # ======================================================== JobHost glue
     def spawn(self, job: Job, kind: ProcessKind, env: Mapping[str, str]) -> int:
+        if trace.ON and job.jobclass.dbus_name:
+            trace.step(job.jobclass.dbus_name, f"spawn {kind.value}")
+            pid = self.supervisor.spawn(job, kind, env)
+            trace.step(job.jobclass.dbus_name, f"spawned {kind.value}")
+            return pid
         return self.supervisor.spawn(job, kind, env)
 
     def kill(self, job: Job, signum: int) -> None:
@@ -215,6 +220,8 @@ class Manager:
             self.supervisor.expect.watch(job)
 
     def changed(self, job: Job) -> None:
+        if trace.ON and job.jobclass.dbus_name:
+            trace.step(job.jobclass.dbus_name, job.state.value)
         self.observers.job_changed(job)
 
     def finished(self, job: Job) -> None:
@@ -343,6 +350,8 @@ class Manager:
 
     def _owner_changed(self, name: str, owner: str) -> None:
         """A watched bus name has a new owner (``""``: none): readiness, then activation."""
+        if trace.ON:
+            trace.step(name, "owned" if owner else "unowned")
         self.bus_names.owner_changed(name, owner)
         if owner:
             self.requests.name_owned(name)

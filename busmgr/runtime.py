@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from busmgr import process
+from busmgr import process, trace
 from busmgr.bus.launch import BusLauncher, DbusDaemonLauncher
 from busmgr.bus.link import LinkError
 from busmgr.jobclass import ConsoleMode, ExecContext, JobClass
@@ -286,6 +286,8 @@ def _watch_loop(loop: asyncio.AbstractEventLoop, environ: Mapping[str, str]) -> 
 async def _main(plan: Plan) -> int:
     loop = asyncio.get_running_loop()
     _watch_loop(loop, plan.config.environ)
+    if plan.config.environ.get("BUSMGR_TRACE", "") not in ("", "0"):
+        trace.enable()  # a debug option: one line of step times per activation
     state_dir = plan.config.state_dir
     try:
         lock = StateLock.acquire(state_dir)

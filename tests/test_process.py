@@ -1,4 +1,8 @@
-"""busmgr.process with real processes: spawn (both paths), the Reaper, signalling helpers.
+"""busmgr.process with real processes: spawn (every path), the Reaper, signalling helpers.
+
+Every test runs twice (:func:`spawn_path`): with the clone spawn (the C library, where it was
+built) and with the Python paths alone (``posix_spawn``, the manager moving itself into a
+job's cgroup, ``fork``), which busmgr takes where the library is missing.
 
 The Reaper calls ``waitpid(-1)`` and makes the pytest process a child subreaper, so the whole
 module shares one loop and one Reaper (module-scoped fixtures), the subreaper flag is cleared at
@@ -43,6 +47,7 @@ from busmgr.process import (
     cgroup_populated,
     cgroup_remove,
     child_pids,
+    clonespawn,
     kill_pid,
     kill_process_group,
     parent_pid,
@@ -63,6 +68,21 @@ needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root to change creden
 # Any setting that forces the fork path while changing nothing observable in these tests.
 SLOW = ExecContext(umask=0o022)
 PLAIN = ExecContext()
+
+
+CLONE, PYTHON = "clone", "python"
+
+
+@pytest.fixture(scope="module", autouse=True, params=[CLONE, PYTHON])
+def spawn_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Which spawn paths ``spawn()`` may take: the clone spawn (skipped, with the reason,
+    where the library was not built), or only the Python ones."""
+    if request.param == CLONE and not clonespawn.available():
+        pytest.skip("the clone spawn library is not built (setup.py; needs gcc)")
+    saved = clonespawn.enabled
+    clonespawn.enabled = request.param == CLONE
+    yield request.param
+    clonespawn.enabled = saved
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +204,18 @@ def status_field(pid: int, key: str) -> str:
 
 
 def open_fds(pid: int) -> set[int]:
-    return {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+    """The descriptors ``pid`` has open, but for those of its dynamic loader: a program that
+    has just exec'd may still be loading its libraries (``ld.so.cache``, ``libc.so.6``), and a
+    descriptor closed while it was being looked at was the loader's too."""
+    found = set()
+    for entry in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{entry}")
+        except FileNotFoundError:
+            continue
+        if not (target.endswith("/ld.so.cache") or re.search(r"\.so(\.[0-9]+)*$", target)):
+            found.add(int(entry))
+    return found
 
 
 async def read_line(fd: int) -> bytes:
@@ -777,6 +808,33 @@ async def test_spawn_into_cgroup_catches_an_immediate_double_fork(
     assert cgroup_pids(cgroup_dir) == []
 
 
+async def test_the_clone_spawn_is_born_in_the_cgroup_without_moving_the_manager(
+    procs: Spawner, cgroup_dir: str, monkeypatch: pytest.MonkeyPatch, spawn_path: str
+) -> None:
+    # The migration of the manager itself (the Python fast path's way in) waits for an RCU
+    # grace period after a quiet spell: the clone spawn must never take it, with or without
+    # settings, and the process must be in its leaf before its first instruction.
+    if spawn_path != CLONE:
+        pytest.skip("only the clone spawn is born in its cgroup")
+    from busmgr.process import spawning
+
+    def moved(_path: str) -> None:
+        raise AssertionError("the manager moved itself into the job's cgroup")
+
+    monkeypatch.setattr(spawning, "cgroup_join", moved)
+    leaf = os.path.basename(cgroup_dir)
+    for ctx in (PLAIN, SLOW):
+        with pipe() as (r, w):
+            child = procs.start(
+                ["sh", "-c", f"grep ^0:: /proc/self/cgroup >{fd_path(w)}"], ctx, pass_fds=(w,),
+                cgroup=cgroup_dir,
+            )  # fmt: skip
+            os.close(w)
+            line = (await read_line(r)).decode().strip()
+        assert await child.wait() == ExitInfo(0, None)
+        assert line == "0::" + cgroup_of(os.getpid()).rstrip("/") + "/" + leaf
+
+
 async def test_spawn_into_missing_cgroup_fails_cleanly(procs: Spawner) -> None:
     with pytest.raises(SpawnError, match=r'^cgroup "/nonexistent/cg"'):
         procs.start([SLEEP, "60"], cgroup="/nonexistent/cg")
@@ -820,10 +878,12 @@ async def test_scope_in_a_cgroup_signals_every_process_and_only_those(
 
 
 async def test_a_manager_stranded_in_a_job_cgroup_is_not_a_spawn_failure(
-    procs: Spawner, cgroup_dir: str, monkeypatch: pytest.MonkeyPatch
+    procs: Spawner, cgroup_dir: str, monkeypatch: pytest.MonkeyPatch, spawn_path: str
 ) -> None:
     # A bug found by the house review: a failed move back home after a fast-path spawn was
     # caught as a failed spawn (an OSError), and the manager stayed in the job's leaf.
+    if spawn_path == CLONE:
+        pytest.skip("the clone spawn never moves the manager")
     from busmgr.process import StrandedError, spawning
     from busmgr.process.cgroups import cgroup_return, own_cgroup_procs
 

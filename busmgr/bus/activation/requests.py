@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from busmgr import ERROR_PREFIX
+from busmgr import ERROR_PREFIX, trace
 from busmgr.errors import ManagerError
 
 log = logging.getLogger("busmgr")
@@ -73,6 +73,8 @@ class ActivationRequests:
 
     def request(self, key: str, bus_name: str, failed: Callable[[Failed], None]) -> None:
         """Start the provider of ``bus_name`` unless a start for ``key`` is under way."""
+        if trace.ON:
+            trace.begin(bus_name)
         if self.pending(key):
             return  # one activation serves every caller the daemon holds for this name
         request = self._pending[key] = _Request(bus_name)
@@ -98,6 +100,8 @@ class ActivationRequests:
         finally:
             if self._pending.get(key) is request:
                 del self._pending[key]
+        if trace.ON:
+            trace.end(request.bus_name, outcome.message if outcome else "ok")
         if outcome is not None:
             if request.satisfied:
                 log.info(
