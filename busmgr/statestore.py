@@ -1,13 +1,17 @@
 """The state store: the manager's :class:`~busmgr.snapshot.Saved` state in ``--state-dir``.
 
-Model: an observer of the jobs. Any change marks the state dirty and schedules one write: on
-the next loop turn after a quiet spell, else :data:`DELAY` seconds after the previous write,
-so a lone change is on disk at once and a burst of a thousand job changes costs a handful of
-writes, not a thousand. A write replaces ``state.json`` atomically (``state.json.new``, then
-``rename``): a manager killed at any moment leaves the previous state or the new one, never a
-mix. The periodic writes are not fsync'd: the file describes running processes, which a power
-loss takes down with the page cache; what it must survive is the death of the manager, and the
-kernel keeps written pages for that. A re-exec writes with fsync all the same (:meth:`save`).
+Model: an observer of the jobs. Any change marks the state dirty and schedules one write,
+:data:`DELAY` seconds after the first change since the last write, so a burst of a thousand job
+changes costs a handful of writes, not a thousand, and a write never comes between an activation
+request and its spawn, nor in the milliseconds the service then takes to claim its bus name while
+its caller waits: building and writing the snapshot holds the loop for a fraction of a millisecond.
+A process started less than :data:`DELAY` before the manager died is not in the file; the next
+manager does not adopt it, and clears (stops) its job's cgroup leaf. A write replaces
+``state.json`` atomically (``state.json.new``, then ``rename``): a manager killed at any moment
+leaves the previous state or the new one, never a mix. The periodic writes are not fsync'd: the
+file describes running processes, which a power loss takes down with the page cache; what it must
+survive is the death of the manager, and the kernel keeps written pages for that. A re-exec writes
+with fsync all the same (:meth:`save`).
 
 The state directory is held by one manager at a time (:class:`StateLock`, an ``flock`` on
 ``lock``): two managers restoring and writing the same state would each adopt the other's jobs.
@@ -94,7 +98,6 @@ class StateStore(JobObserver):
         self._timer: asyncio.TimerHandle | None = None
         self.writes = 0
         self.enabled = True
-        self._last = float("-inf")  # loop time of the last write
 
     @staticmethod
     def read(directory: Path, boot: str) -> Saved | None:
@@ -118,12 +121,10 @@ class StateStore(JobObserver):
 
     # ------------------------------------------------------------------ observer
     def mark(self) -> None:
-        """Something changed: write on the next loop turn if nothing was written in the last
-        :data:`DELAY` seconds, else when they are over (so a lone change is recorded at once,
-        and a burst costs one write per :data:`DELAY`)."""
+        """Something changed: write :data:`DELAY` seconds from now, unless a write is due
+        already (a burst costs one write per :data:`DELAY`)."""
         if self._timer is None and self.enabled:
-            wait = max(0.0, self._last + DELAY - self.loop.time())
-            self._timer = self.loop.call_later(wait, self._write_later)
+            self._timer = self.loop.call_later(DELAY, self._write_later)
 
     def job_changed(self, job: Job) -> None:
         self.mark()
@@ -159,7 +160,6 @@ class StateStore(JobObserver):
                 os.fsync(fh.fileno())
         os.replace(tmp, self.path)
         self.writes += 1
-        self._last = self.loop.time()
 
     def discard(self) -> None:
         """The manager stopped every job and leaves: nothing to restore next time."""

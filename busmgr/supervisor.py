@@ -145,13 +145,17 @@ class Supervisor:
         self, job: Job, processes: Mapping[ProcessKind, tuple[int, int]]
     ) -> dict[ProcessKind, int]:
         """Take back the processes a previous manager recorded for ``job`` (``kind -> (pid,
-        start time)``): only those still alive with the same start time (a pid reused since
-        is someone else's). Returns the live ones by kind."""
+        start time)``): only those still alive with the same start time and, where the job has
+        a cgroup leaf, inside it (a pid reused since is someone else's; a start time counts
+        in ticks of 10 ms, which a process started just before the job's may share). Returns
+        the live ones by kind."""
         live: dict[ProcessKind, int] = {}
         scope = self.scope(job)
-        scope.exists()
+        in_leaf = scope.exists() and scope.cgroup is not None
         for kind, (pid, started) in processes.items():
             if not started or process.proc_start_time(pid) != started:
+                continue
+            if in_leaf and not scope.contains(pid):
                 continue
             if process.proc_state(pid) in ("Z", "X", "") and process.parent_pid(pid) != os.getpid():
                 continue
