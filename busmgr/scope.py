@@ -7,17 +7,20 @@ only asks :meth:`ProcessScope.alive` and :meth:`ProcessScope.kill`, the bus asks
 Two models, chosen once per manager process by :func:`setup_cgroups`:
 
 * **cgroup v2** (wherever this process sits in a writable cgroup2 hierarchy): the manager makes
-  ``<mount><its own cgroup>/busmgr-<pid>/`` and, per job instance, a leaf
-  ``<escaped job>[.<escaped instance>]`` (:func:`busmgr.escape.escape`: every byte outside
-  ``[A-Za-z0-9]`` and a leading digit become ``_xx``, so ``.`` cannot occur inside a part).
-  Every process of the job is born in its leaf (:func:`busmgr.process.spawn` with ``cgroup=``),
-  and so is everything it forks, double-forked and re-parented daemons included: no process can
-  leave except by writing to another cgroup's ``cgroup.procs``, which needs privileges over
-  both. Only leaves hold processes and no controller is enabled, so cgroup v2's "no internal
-  processes" rule never applies; the manager itself stays in its own cgroup. A leaf is made on
-  the job's first spawn and removed when the job is at rest and empty; ``busmgr-<pid>`` is
-  removed when the manager exits (:meth:`CgroupHierarchy.remove`). The hierarchy is a value
-  the supervisor holds (:meth:`CgroupHierarchy.create`), not a module global.
+  ``<mount><its own cgroup>/busmgr-<pid>/`` and, per job instance, a leaf ``<escaped
+  job>[.<escaped instance>]`` (:func:`busmgr.escape.escape`: every byte outside ``[A-Za-z0-9]``
+  and a leading digit become ``_xx``, so ``.`` cannot occur inside a part). Every process of the
+  job is born in its leaf (:func:`busmgr.process.spawn` with ``cgroup=``), and so is everything
+  it forks, double-forked and re-parented daemons included: no process can leave except by
+  writing to another cgroup's ``cgroup.procs``, which needs privileges over both. Only leaves
+  hold processes and no controller is enabled, so cgroup v2's "no internal processes" rule never
+  applies; the manager itself stays in its own cgroup. A leaf is made on the job's first spawn
+  and removed when the job is at rest and empty, except the leaf of a job that provides a bus
+  name without ``instance``, which waits empty for the next activation (making a cgroup takes the
+  kernel's cgroup lock, which migrations elsewhere on the machine may hold for milliseconds);
+  ``busmgr-<pid>`` is removed when the manager exits (:meth:`CgroupHierarchy.remove`). The
+  hierarchy is a value the supervisor holds (:meth:`CgroupHierarchy.create`), not a module
+  global.
 * **sessions** (no writable cgroup2: another user's hierarchy, a v1-only machine, or
   ``BUSMGR_CGROUPS=0``): every process a job spawns leads a new session (``setsid``), so the
   job's processes are the members of those sessions; the manager is a child subreaper, so what
@@ -235,11 +238,15 @@ class ProcessScope:
         for pid in self.pids():
             process.kill_pid(pid, signum)
 
-    def release(self) -> bool:
-        """The job is at rest: remove its leaf if empty. True if nothing is left of the scope
-        (False: processes remain, the scope must be kept)."""
+    def release(self, *, keep_leaf: bool = False) -> bool:
+        """The job is at rest: remove its leaf if empty (``keep_leaf``: leave the empty leaf
+        for the job's next start, which then finds it made). True if nothing is left of the
+        scope (False: processes remain, the scope must be kept)."""
         if self.cgroup is not None and self._created:
-            if not process.cgroup_remove(self.cgroup):
+            if keep_leaf:
+                if process.cgroup_populated(self.cgroup):
+                    return False
+            elif not process.cgroup_remove(self.cgroup):
                 return False
             self._created = False
         self._sessions.clear()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import enum
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,8 +194,12 @@ def _ints(values: Sequence[int]) -> ctypes.Array[ctypes.c_int]:
     return (ctypes.c_int * max(1, len(values)))(*values)
 
 
+_ENCODING, _ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+
+
 def _bytes(text: str, what: str) -> bytes:
-    data = os.fsencode(text)
+    """``text`` as ``os.fsencode`` would encode it; no NUL byte may be in it."""
+    data = text.encode(_ENCODING, _ERRORS)
     if b"\0" in data:
         raise ValueError(f"embedded null byte in {what}")
     return data
@@ -209,11 +214,12 @@ def clone_spawn(req: CloneRequest) -> int:
     if lib is None:
         raise RuntimeError("the clone spawn library is not built")
     argv = [_bytes(a, "an argument") for a in req.argv]
-    env = []
-    for key, value in req.env.items():
+    env = [f"{key}={value}".encode(_ENCODING, _ERRORS) for key, value in req.env.items()]
+    for (key, _value), entry in zip(req.env.items(), env, strict=True):
         if not key or "=" in key:
             raise ValueError("illegal environment variable name")
-        env.append(_bytes(key, "an environment name") + b"=" + _bytes(value, "the environment"))
+        if b"\0" in entry:
+            raise ValueError("embedded null byte in the environment")
     slot = -1
     if req.n_listen:
         slot = len(env)
