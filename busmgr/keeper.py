@@ -43,6 +43,7 @@ from busmgr.bus.broker_policy import session_policy
 from busmgr.bus.daemon import PrivateBus, start_private_bus
 from busmgr.bus.launch import BusLauncher, LaunchedBus
 from busmgr.bus.link import BusLink, LinkError
+from busmgr.bus.patience import service_start_timeout
 from busmgr.environment import Environment
 from busmgr.manager import Manager
 from busmgr.snapshot import SavedBus, SavedProcess
@@ -133,8 +134,20 @@ class BusKeeper:
             await self._start_bus(saved if saved is not None and saved.is_dir() else None)
         if self.address is None:
             raise LinkError("no bus address")
+        self.manager.set_bus_timeout(self.activation_timeout())
         await self.manager.connect(self.address)
         return self.address
+
+    def activation_timeout(self) -> float | None:
+        """The bus daemon's ``service_start_timeout``, seconds, as the configuration busmgr
+        started it with says; None where busmgr cannot know (someone else's bus) or there is
+        none (dbus-broker: only the callers' own timeout)."""
+        bus = self.bus
+        if isinstance(bus, PrivateBus):
+            return service_start_timeout(bus.config)
+        if isinstance(bus, LaunchedBus):
+            return service_start_timeout(bus.config_file)
+        return None
 
     async def go_live(self) -> None:
         await self.manager.go_live(self.servicedir, own_servicedir=self.private)

@@ -33,6 +33,7 @@ from busmgr.bus.auth import CallerGate, CallerPolicy
 from busmgr.bus.face import BusFace, Insight, Operations
 from busmgr.bus.link import BusLink
 from busmgr.bus.names import NameWatcher
+from busmgr.bus.patience import patience
 from busmgr.bus.signal_events import SignalEventBridge
 from busmgr.catalog import Catalog, Sources, load_catalog_sliced
 from busmgr.control import Control
@@ -163,7 +164,7 @@ class Manager:
         # What to do when the bus connection is lost (the runtime's policy: reconnect, or
         # restart the private bus); the core never learns about it.
         self.on_bus_lost: Callable[[], None] | None = None
-        self.requests = ActivationRequests(self.control)
+        self.requests = ActivationRequests(self.control, self._has_owner)
         self.activation: ActivationBackend | None = None
         self._backend: BackendFactory | None = None  # None: the dbus-daemon backend
         self.names: NameWatcher | None = None
@@ -212,6 +213,9 @@ class Manager:
 
     def now(self) -> float:
         return self.loop.time()
+
+    def check_bus_name(self, job: Job) -> None:
+        self.bus_names.check_owner(job)
 
     def watch_readiness(self, job: Job) -> None:
         if "dbus" in job.pending_ready:
@@ -347,6 +351,22 @@ class Manager:
         await self._refresh_activation()
         for job in list(self.registry.jobs()):
             self.bus_names.recheck(job)
+
+    def set_bus_timeout(self, seconds: float | None) -> None:
+        """The bus gives an activation ``seconds`` (its ``service_start_timeout``; None: not
+        known, or none): from it, how long busmgr lets one take before it fails the request
+        with its own reason (:mod:`busmgr.bus.patience`)."""
+        self.control.activation_patience = patience(seconds)
+        log.debug(
+            "activation requests fail after %gs (the bus allows %s)",
+            self.control.activation_patience,
+            "?" if seconds is None else f"{seconds:g}s",
+        )
+
+    async def _has_owner(self, name: str) -> bool:
+        """Whether the bus says ``name`` has an owner now (False without a bus)."""
+        names = self.names
+        return names is not None and bool(await names.current_owner(name))
 
     def _owner_changed(self, name: str, owner: str) -> None:
         """A watched bus name has a new owner (``""``: none): readiness, then activation."""

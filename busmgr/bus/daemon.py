@@ -31,6 +31,7 @@ from busmgr import process
 from busmgr.jobclass import ConsoleMode, ExecContext
 
 DBUS_DAEMON = "dbus-daemon"
+CONFIG_FILE = "bus.conf"
 
 _CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
@@ -61,6 +62,11 @@ class PrivateBus:
     directory: Path
     servicedir: Path
 
+    @property
+    def config(self) -> Path:
+        """The daemon's configuration file."""
+        return self.directory / CONFIG_FILE
+
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -78,7 +84,7 @@ def write_config(directory: Path) -> tuple[Path, Path, Path]:
     servicedir = directory / "services"
     servicedir.mkdir(mode=0o700, exist_ok=True)
     socket = directory / "bus"
-    config = directory / "bus.conf"
+    config = directory / CONFIG_FILE
     config.write_text(
         _CONFIG.format(socket=xml_escape(str(socket)), servicedir=xml_escape(str(servicedir)))
     )
