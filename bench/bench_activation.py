@@ -45,6 +45,14 @@ counted. *Warm call* is the same call to the already running service: the plain 
 trip. *20 concurrent first calls* sends twenty calls at once to the unowned echo name and times
 the last reply; exactly one service process must serve them all.
 
+*Never claims its name*: the service (`/bin/sleep 60`) runs but never claims its name; one call on
+each set-up, all three at once. The stock daemon fails the call when its `service_start_timeout`
+(25 s) runs out, with `TimedOut` and no reason; busmgr reads that limit from the bus's
+configuration and fails the request a margin before it (22.5 s, before the callers' own 25 s
+method call timeout too) with its own reason, while the job goes on to its `ready timeout`. The
+broker has no activation timeout: busmgr's `Reset` is the callers' only answer before their
+own timeout. (Not run with `--quick`.)
+
 *Failure*: the service (`/bin/sh -c "exit 3"`) exits with status 3 before claiming its name.
 The figure is the time until the caller receives the error. busmgr reports the job's failure to
 the daemon (`ActivationFailure`), so the caller hears at once why; the stock daemon notices
@@ -56,6 +64,8 @@ timeout).
 ECHO = "org.bench.Echo"
 DCONF = "ca.desrt.dconf"
 FAIL = "org.bench.Fail"
+SILENT = "org.bench.Silent"
+SILENT_CMD = "/bin/sleep 60"
 PATH = "/org/example/Echo"
 IFACE = "org.example.Echo"
 ECHO_CMD = (
@@ -96,6 +106,8 @@ class Side:
     first: dict[str, list[int]] = field(default_factory=dict)
     warm: dict[str, list[int]] = field(default_factory=dict)
     fail: list[int] = field(default_factory=list)
+    silent: list[int] = field(default_factory=list)
+    silent_error: str = ""
     concurrent: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     fail_errors: set[str] = field(default_factory=set)
@@ -132,6 +144,21 @@ class Side:
             self.errors.append("a call to the failing service got no reply within 40 s")
         else:
             self.errors.append("a call to the failing service succeeded")
+
+    async def never_claimed(self) -> None:
+        """One call to the service that never claims its name: the error and when it came."""
+        t0 = time.perf_counter_ns()
+        try:
+            await benchlib.call(self.bus, benchlib.ping(SILENT), timeout=60)
+        except DBusError as e:
+            self.silent.append(time.perf_counter_ns() - t0)
+            self.silent_error = f"{e.type}: {e.text}"
+        except TimeoutError:
+            self.errors.append("a call to the silent service got no reply within 60 s")
+        else:
+            self.errors.append("a call to the silent service succeeded")
+        if self.session is not None:
+            await self.session.stop("silent")
 
     async def stop_service(self, svc: Service) -> None:
         if self.session is not None:
@@ -170,8 +197,10 @@ async def activations(sides: list[Side], svc: Service, rounds: int) -> None:
 async def measure(quick: bool) -> dict[str, Any]:
     jobs = {svc.job: f"dbus {svc.name}\nexec {svc.command}\n" for svc in SERVICES}
     jobs["fail"] = f"dbus {FAIL}\nexec {FAIL_CMD}\n"
+    jobs["silent"] = f"dbus {SILENT}\nexec {SILENT_CMD}\n"
     stock_files = {svc.name: svc.command for svc in SERVICES}
     stock_files[FAIL] = FAIL_CMD
+    stock_files[SILENT] = SILENT_CMD
     rounds = {"dconf": 5 if quick else 30, "echo": 3 if quick else 12}
     fail_rounds = 3 if quick else 10
     anomalies: list[str] = []
@@ -201,6 +230,8 @@ async def measure(quick: bool) -> dict[str, Any]:
         for _ in range(fail_rounds):
             for side in sides:
                 await side.failing_call()
+        if not quick:
+            await asyncio.gather(*(side.never_claimed() for side in sides))
         # Nothing may be left of the failed service, and the services must be stopped.
         for label, sess in (("busmgr", s), ("busmgr + dbus-broker", b)):
             extra_procs = [
@@ -229,8 +260,9 @@ def run(quick: bool) -> dict[str, Any]:
         ("dconf: warm call (service running)", lambda side: side.warm.get("dconf", [])),
         ("echo: warm call (service running)", lambda side: side.warm.get("echo", [])),
         ("failure: service exits 3", lambda side: side.fail),
+        ("failure: service never claims its name", lambda side: side.silent),
     ]
-    keys = ["dconf", "echo", "concurrent", "dconf warm", "echo warm", "fail"]
+    keys = ["dconf", "echo", "concurrent", "dconf warm", "echo warm", "fail", "silent"]
     for (label, samples), key in zip(cases, keys, strict=True):
         a = benchlib.summary(samples(stock), "ms")
         b = benchlib.summary(samples(bm), "ms")
@@ -259,6 +291,9 @@ def run(quick: bool) -> dict[str, Any]:
         if br.fail_errors
         else "busmgr + dbus-broker: no error reply was received for the failing service",
     ]
+    for side, who in ((bm, "busmgr"), (stock, "the stock daemon"), (br, "busmgr + dbus-broker")):
+        if side.silent_error:
+            notes.append(f"Never claims its name, the error from {who}: {side.silent_error}")
     anomalies = m["anomalies"]
     for side in ("busmgr", "broker"):
         fail = data["fail"][side]
@@ -266,6 +301,14 @@ def run(quick: bool) -> dict[str, Any]:
             anomalies.append(
                 f"{side} failure latency p95 {fail['p95']:.0f} ms is over the 1 s target"
             )
+        silent = data["silent"][side]
+        if silent["n"] and silent["median"] >= 25000:
+            anomalies.append(
+                f"{side}: the call to a service that never claims its name got its error after"
+                f" {silent['median'] / 1000:.1f} s, not before the bus's 25 s"
+            )
+    if bm.silent_error and not bm.silent_error.startswith("org.busmgr.Error.JobFailed"):
+        anomalies.append(f"busmgr: the never-claiming call got {bm.silent_error}")
     headline = [
         benchlib.headline(
             "dconf-service cold activation, first call to reply (median; target <= 1.10x)",
@@ -287,6 +330,14 @@ def run(quick: bool) -> dict[str, Any]:
             data["dconf"]["stock"]["median"],
             "ms",
             "stock dbus-daemon",
+        ),
+        benchlib.headline(
+            "activation of a service that never claims its name, call to error "
+            "(target: before the bus timeout, with busmgr's reason)",
+            data["silent"]["busmgr"]["median"],
+            data["silent"]["stock"]["median"],
+            "ms",
+            "stock dbus-daemon's timeout",
         ),
         benchlib.headline(
             "activation failure, call to error (p95; target < 1 s)",
