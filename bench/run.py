@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE))
 
 import benchlib  # noqa: E402  (bench/ is not a package; run.py puts it on the path)
 
-BENCHMARKS = ["spawn", "jobs", "activation", "events", "memory", "burst", "cli"]
+BENCHMARKS = ["spawn", "jobs", "activation", "events", "memory", "burst", "cli", "session"]
 TITLES = {
     "spawn": "1. Spawn cost",
     "jobs": "2. Job start and stop through the manager",
@@ -41,6 +41,7 @@ TITLES = {
     "memory": "5. Memory",
     "burst": "6. Bursts: one event starts 200 jobs",
     "cli": "7. The command line's round trip",
+    "session": "8. Session start-up",
 }
 # Explanations of failures that have been diagnosed: (text that identifies the failure in an
 # anomaly, what it is). The report adds the explanation whenever the failure shows up again.

@@ -29,6 +29,7 @@ import os
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from busmgr import process
 from busmgr.bus.activation import (
@@ -38,8 +39,6 @@ from busmgr.bus.activation import (
     BrokerActivation,
 )
 from busmgr.bus.address import without_guid
-from busmgr.bus.broker_launch import LaunchedBroker, launch_broker
-from busmgr.bus.broker_policy import session_policy
 from busmgr.bus.daemon import PrivateBus, start_private_bus
 from busmgr.bus.launch import BusLauncher, LaunchedBus
 from busmgr.bus.link import BusLink, LinkError
@@ -47,6 +46,9 @@ from busmgr.bus.patience import service_start_timeout
 from busmgr.environment import Environment
 from busmgr.manager import Manager
 from busmgr.snapshot import SavedBus, SavedProcess
+
+if TYPE_CHECKING:  # imported when a broker is launched: a dbus-daemon session never needs it
+    from busmgr.bus.broker_launch import LaunchedBroker
 
 log = logging.getLogger("busmgr")
 
@@ -112,13 +114,21 @@ class BusKeeper:
             _link: BusLink, requests: ActivationRequests, environment: Environment
         ) -> ActivationBackend:
             # The broker of now: after a restart, the new one's controller.
-            if not isinstance(self.bus, LaunchedBroker):
+            bus = self._broker()
+            if bus is None:
                 raise LinkError("no dbus-broker running")
             return BrokerActivation(
-                self.bus.controller, requests, environment, manager.reload_configuration
+                bus.controller, requests, environment, manager.reload_configuration
             )
 
         return broker_activation
+
+    def _broker(self) -> LaunchedBroker | None:
+        """The broker busmgr launched, if that is the bus."""
+        bus = self.bus
+        if not self.broker or bus is None or isinstance(bus, PrivateBus | LaunchedBus):
+            return None
+        return bus
 
     @property
     def servicedir(self) -> Path | None:
@@ -201,7 +211,10 @@ class BusKeeper:
 
     async def _start_broker(self) -> None:
         """dbus-broker, busmgr its launcher; again at the same socket after a restart."""
-        old = self.bus if isinstance(self.bus, LaunchedBroker) else None
+        from busmgr.bus.broker_launch import launch_broker
+        from busmgr.bus.broker_policy import session_policy
+
+        old = self._broker()
         if old is not None:
             with contextlib.suppress(FileNotFoundError):
                 old.socket_path.unlink()
@@ -232,7 +245,7 @@ class BusKeeper:
         """The private bus, for the state store (None on someone else's bus, or a broker:
         it does not outlive its launcher)."""
         bus = self.bus
-        if bus is None or self.address is None or isinstance(bus, LaunchedBroker):
+        if bus is None or self.address is None or self._broker() is not None:
             return None
         directory = bus.servicedir if isinstance(bus, LaunchedBus) else bus.directory
         if directory is None:
@@ -250,7 +263,8 @@ class BusKeeper:
         self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW] + [now]
         info = fut.result()
         how = info.describe() if info is not None else "exited"
-        name = self.bus.name if isinstance(self.bus, LaunchedBroker) else "dbus-daemon"
+        broker = self._broker()
+        name = broker.name if broker is not None else "dbus-daemon"
         name = f"the private {name}" if self.private else f"the {name} busmgr launched"
         if len(self._restarts) > RESTARTS:
             self.manager.fatal(f"{name} {how}, {RESTARTS} restarts in {RESTART_WINDOW:g}s")
@@ -304,8 +318,9 @@ class BusKeeper:
         bus, exited, pid = self.bus, self._bus_exit, self._pid
         if bus is None or exited is None or not pid:
             return
-        if isinstance(bus, LaunchedBroker) and not exited.done():
-            bus.close()  # the broker exits when its controller goes away
+        broker = self._broker()
+        if broker is not None and not exited.done():
+            broker.close()  # the broker exits when its controller goes away
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(exited), STOP_TIMEOUT)
         if not exited.done():

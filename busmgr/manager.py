@@ -395,6 +395,8 @@ class Manager:
         if saved is not None and handed_over:
             self._take_over(saved)
         classes = list((await self.load()).classes.values())
+        if trace.ON:
+            trace.step("start-up", "jobs loaded")
         deadline = self.loop.time() + INSTALL_SLICE
         for start in range(0, len(classes), INSTALL_BATCH):
             self.registry.add_classes(classes[start : start + INSTALL_BATCH])
@@ -404,8 +406,12 @@ class Manager:
         if saved is not None:
             restore(saved, self.registry, self.supervisor, self.environment)
             self.started_up = saved.started
+        if trace.ON:
+            trace.step("start-up", "jobs added")
         if self.link.connected:
             await self.go_live(servicedir, own_servicedir=own_servicedir)
+        if trace.ON:
+            trace.step("start-up", "live")
         self.observers.subscribe(self.store)
         self.observers.subscribe(_Moved(self._moved))
         self.store.mark()

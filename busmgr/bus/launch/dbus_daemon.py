@@ -37,9 +37,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from xml.sax.saxutils import escape as xml_escape
 
 from busmgr import process
+from busmgr.bus.daemon import xml_text
 from busmgr.jobclass import ConsoleMode, ExecContext
 from busmgr.options import DEFAULT_SYSTEM_BUS_ADDRESS, Mode
 
@@ -175,7 +175,7 @@ class DbusDaemonLauncher:
                 "without --launch-bus on that bus"
             )
         text = _CONFIG.format(
-            servicedir=xml_escape(str(self.servicedir)), config=xml_escape(str(config))
+            servicedir=xml_text(str(self.servicedir)), config=xml_text(str(config))
         )
         tmp = self.config_file.with_name(self.config_file.name + ".new")
         tmp.write_text(text)
