@@ -272,11 +272,12 @@ class Manager:
         classes = list(self.registry.classes.values())
         if self.activation is not None:
             await self.activation.refresh(classes, self.catalog.units, self.catalog.skipped)
-        if self.names is not None:
-            # Follow every provided name now: a start later finds its owner known already.
-            for cls in classes:
-                if cls.dbus_name:
-                    await self.names.watch(cls.dbus_name)
+        names = self.names
+        if names is not None:
+            # Follow every provided name now: a start later finds its owner known already. The
+            # round trips (a match rule and the owner, per name) go out together.
+            provided = {cls.dbus_name for cls in classes if cls.dbus_name}
+            await asyncio.gather(*(names.watch(name) for name in sorted(provided)))
 
     # ======================================================== the bus
     async def connect(self, address: str) -> None:
