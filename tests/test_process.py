@@ -582,6 +582,30 @@ async def test_caps_keep_lets_nobody_bind_low_port(procs: Spawner, tmp_path: Pat
         assert expected in log.read_text()
 
 
+async def named(procs: Spawner, ctx: ExecContext, name: str) -> tuple[Child, str]:
+    """A shell started with ``proc name``, once it runs (it says so through a FIFO any user
+    may write), and its script. The kernel names a new program a moment after it lets a
+    vfork parent go on: looking at once could see the old name. The shell keeps its own name
+    (it execs nothing) and then waits, with no child, opening a FIFO nobody writes to."""
+    where = Path(tempfile.mkdtemp(prefix="busmgr-test-", dir="/tmp"))
+    try:
+        where.chmod(0o755)
+        fifo, hold = where / "up", where / "hold"
+        for path in (fifo, hold):
+            os.mkfifo(path)
+            path.chmod(0o666)
+        fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)  # never EOF: we write too
+        try:
+            script = f"echo up >{fifo}; read x <{hold}"
+            child = procs.start(["sh", "-c", script], ctx, proc_name=name)
+            assert await read_line(fd) == b"up\n"
+        finally:
+            os.close(fd)
+    finally:
+        shutil.rmtree(where)
+    return child, script
+
+
 @pytest.mark.parametrize("ctx", [ExecContext(), SLOW], ids=["fast", "slow"])
 async def test_proc_name(
     procs: Spawner, ctx: ExecContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -589,21 +613,24 @@ async def test_proc_name(
     links = tmp_path / "tmp"
     links.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(links))  # where spawn() puts its symlink
-    child = procs.start([os.path.basename(SLEEP), "60"], ctx, proc_name="my-daemon")
+    child, script = await named(procs, ctx, "my-daemon")
     assert Path(f"/proc/{child.pid}/comm").read_text() == "my-daemon\n"
-    assert os.path.realpath(f"/proc/{child.pid}/exe") == os.path.realpath(SLEEP)
-    assert Path(f"/proc/{child.pid}/cmdline").read_bytes() == b"sleep\x0060\x00"
+    sh = shutil.which("sh") or "/bin/sh"
+    assert os.path.realpath(f"/proc/{child.pid}/exe") == os.path.realpath(sh)
+    assert Path(f"/proc/{child.pid}/cmdline").read_bytes() == b"sh\x00-c\x00" + (
+        script.encode() + b"\x00"
+    )
     assert list(links.iterdir()) == []  # removed once exec had happened
 
 
 @needs_root
 async def test_proc_name_as_other_user(procs: Spawner) -> None:
-    child = procs.start([SLEEP, "60"], ExecContext(setuid="nobody"), proc_name="nobodyd")
+    child, _ = await named(procs, ExecContext(setuid="nobody"), "nobodyd")
     assert Path(f"/proc/{child.pid}/comm").read_text() == "nobodyd\n"
 
 
 async def test_proc_name_truncated_by_kernel(procs: Spawner) -> None:
-    child = procs.start([SLEEP, "60"], proc_name="a-very-long-process-name")
+    child, _ = await named(procs, PLAIN, "a-very-long-process-name")
     assert Path(f"/proc/{child.pid}/comm").read_text() == "a-very-long-pro\n"  # 15 bytes
 
 
