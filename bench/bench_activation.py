@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +54,21 @@ configuration and fails the request a margin before it (22.5 s, before the calle
 method call timeout too) with its own reason, while the job goes on to its `ready timeout`. The
 broker has no activation timeout: busmgr's `Reset` is the callers' only answer before their
 own timeout. (Not run with `--quick`.)
+
+*Where the time goes*: `BUSMGR_TRACE=1` makes the manager log each activation's steps with
+their time from the request; a session of its own, traced after the measured runs, gives the
+last table. A profile of the manager (py-spy at 2000 Hz over 150 dconf activations;
+`bench/profile_activation.py` makes one) and the trace found, before issue 13: the manager moved
+itself into the job's cgroup around `posix_spawn`, which waits for an RCU grace period after a
+quiet spell (8-20 ms, every cold activation); it wrote its state file between the request and
+the spawn (a fraction of a millisecond); it read `/proc/PID/stat` of the new process, which
+waits while the program maps its libraries (0.5 ms); and it sent its signals, which the bus
+daemon must route, while the service was claiming its name. The clone spawn (born in the
+cgroup), the state written 0.1 s after a change, the start time read when a snapshot needs it,
+and the signals held while a `dbus` job is on its way up (at most 50 ms) took them off the
+path. Left on it: the request's own hop (the daemon's `ActivationRequest` to busmgr), three
+turns of the manager's loop (the request, the `dbus-activation` event, the job's `starting`
+event) and the spawn.
 
 *Failure*: the service (`/bin/sh -c "exit 3"`) exits with status 3 before claiming its name.
 The figure is the time until the caller receives the error. busmgr reports the job's failure to
@@ -247,8 +264,44 @@ async def measure(quick: bool) -> dict[str, Any]:
     return {"sides": {side.label: side for side in sides}, "anomalies": anomalies}
 
 
+TRACE_LINE = re.compile(r"busmgr: trace ca\.desrt\.dconf: (.*) ms: ok$", re.MULTILINE)
+#: The traced steps shown, in the order they happen (see busmgr/trace.py).
+TRACED = {
+    "activate": "the request reaches the activation path",
+    "starting": "the job is starting (the dbus-activation event handled)",
+    "spawn main": "the spawn begins",
+    "spawned main": "the spawn returns (the service has exec'd)",
+    "owned": "the service owns its name (the bus delivers the call)",
+    "running": "the job is running (the owner checked to be its process)",
+}
+
+
+async def traced(rounds: int) -> dict[str, list[float]]:
+    """Step offsets (ms from the request) of dconf activations in a session of its own with
+    ``BUSMGR_TRACE=1``, after the measured ones (its log lines are not on their path)."""
+    jobs = {DCONF: f"dbus {DCONF}\nexec {DCONF_CMD}\n"}
+    os.environ["BUSMGR_TRACE"] = "1"
+    try:
+        async with benchlib.Session(jobs, label="activation bench (traced)") as s:
+            assert s.bus is not None
+            side = Side("traced", s.bus, s)
+            await side.watch.subscribe()
+            await activations([side], SERVICES[0], rounds)
+            text = (s.tmp / "stderr.log").read_text(errors="replace")
+    finally:
+        del os.environ["BUSMGR_TRACE"]
+    steps: dict[str, list[float]] = {}
+    for line in TRACE_LINE.findall(text)[1:]:  # the first warmed the page cache
+        for part in line.split(" | "):
+            what, _, ms = part.rpartition(" ")
+            if what in TRACED:
+                steps.setdefault(what, []).append(float(ms))
+    return steps
+
+
 def run(quick: bool) -> dict[str, Any]:
     m = asyncio.run(measure(quick))
+    steps = asyncio.run(traced(5 if quick else 20))
     sides: dict[str, Side] = m["sides"]
     stock, bm, br = sides["stock"], sides["busmgr"], sides["broker"]
     rows = []
@@ -294,6 +347,25 @@ def run(quick: bool) -> dict[str, Any]:
     for side, who in ((bm, "busmgr"), (stock, "the stock daemon"), (br, "busmgr + dbus-broker")):
         if side.silent_error:
             notes.append(f"Never claims its name, the error from {who}: {side.silent_error}")
+    step_rows = [
+        [what, TRACED[what], statistics.median(steps[what]), len(steps[what])]
+        for what in TRACED
+        if steps.get(what)
+    ]
+    if all(steps.get(k) for k in ("spawn main", "spawned main", "owned")):
+        to_spawn = statistics.median(steps["spawn main"])
+        spawn = statistics.median(
+            b - a for a, b in zip(steps["spawn main"], steps["spawned main"], strict=True)
+        )
+        owned = statistics.median(steps["owned"])
+        extra = data["dconf"]["busmgr"]["median"] - data["dconf"]["stock"]["median"]
+        notes.append(
+            f"Traced (a session of its own, BUSMGR_TRACE=1): busmgr's path from the"
+            f" activation request to the spawn takes {to_spawn:.2f} ms, the spawn itself (into"
+            f" the job's cgroup, until the service has exec'd) {spawn:.2f} ms, and the name is"
+            f" owned {owned:.1f} ms after the request. In the measured runs a dconf activation"
+            f" through busmgr took {extra:+.2f} ms against the stock daemon spawning it itself."
+        )
     anomalies = m["anomalies"]
     for side in ("busmgr", "broker"):
         fail = data["fail"][side]
@@ -365,7 +437,12 @@ def run(quick: bool) -> dict[str, Any]:
                     "samples",
                 ],
                 rows,
-            )
+            ),
+            benchlib.table(
+                "Where the time goes in a dconf activation through busmgr: ms from the request",
+                ["step", "what", "median ms", "samples"],
+                step_rows,
+            ),
         ],
         notes=notes,
         anomalies=anomalies,

@@ -217,10 +217,14 @@ class Control:
 
     async def _await(self, job: Job, fut: Outcome, deadline: float | None = None) -> None:
         failure, _how = await self._until(fut, deadline)
-        if failure is not None and self.shutting_down and failure.status is None:
-            raise ManagerError("JobFailed", f"job {job.label}: the manager is shutting down")
         if failure is not None:
-            raise ManagerError("JobFailed", self.failure_message(job, failure))
+            raise self._failed(job, failure)
+
+    def _failed(self, job: Job, failure: Failure) -> ManagerError:
+        """The ``JobFailed`` a waiter of ``job`` gets for ``failure``."""
+        if self.shutting_down and failure.status is None:
+            return ManagerError("JobFailed", f"job {job.label}: the manager is shutting down")
+        return ManagerError("JobFailed", self.failure_message(job, failure))
 
     def failure_message(self, job: Job, failure: Failure) -> str:
         """``job X failed: RESULT=failed PROCESS=main exited with status 1; last output: ...``"""
@@ -312,29 +316,9 @@ class Control:
         traced = trace.ON and trace.begin(bus_name, "activate")
         patience = self.activation_patience
         deadline = None if patience is None else self.loop.time() + patience
-        done: asyncio.Future[Block] = self.loop.create_future()
-        self.queue.emit(
-            Event.make(DBUS_ACTIVATION, env), lambda b: done.done() or done.set_result(b)
-        )
         try:
             try:
-                block = await self._until(done, deadline)
-                if block.failed:
-                    raise ManagerError("JobFailed", "; ".join(block.failures))
-                job = self.registry.instance(cls.name, instance)
-                if job is not None and job.goal is not Goal.STOP:
-                    if job.state is not State.RUNNING:
-                        # Not started by this event (a start was already under way): wait.
-                        waiter, fut = self.waiter(Goal.START)
-                        job.add_waiter(waiter)
-                        await self._await(job, fut, deadline)
-                elif not block.held:  # the event started nothing: say why
-                    problem = instance_problem(cls.name, instance) if cls.instance else None
-                    if self.shutting_down:
-                        problem = "the manager is shutting down"
-                    raise ManagerError(
-                        "JobFailed", f"job {cls.name} was not started: {problem or 'refused'}"
-                    )
+                await self._activation(cls, instance, env, deadline)
             except TimeoutError:
                 job = self.registry.instance(cls.name, instance)
                 text = self.not_claimed_message(cls, job, bus_name, patience or 0.0)
@@ -348,6 +332,50 @@ class Control:
         if traced:
             trace.end(bus_name, "ok")
         return cls.name, instance
+
+    async def _activation(
+        self, cls: JobClass, instance: str, env: dict[str, str], deadline: float | None
+    ) -> None:
+        """Emit ``dbus-activation`` and wait until the provider got there; raises
+        ``ManagerError``, or ``TimeoutError`` at ``deadline``.
+
+        A start that was under way before the request (the event joined it) may belong to a
+        process that died a moment ago, its exit not yet seen: the bus asks again as soon as
+        the name is free. So when a start this event did not make fails, or the job went down
+        between the event and the look at it, the event is emitted once more, which starts
+        the job anew; a second failure is the answer."""
+        for again in (True, False):
+            done: asyncio.Future[Block] = self.loop.create_future()
+            self.queue.emit(
+                Event.make(DBUS_ACTIVATION, env),
+                lambda b, done=done: done.done() or done.set_result(b),
+            )
+            block = await self._until(done, deadline)
+            if block.failed:
+                raise ManagerError("JobFailed", "; ".join(block.failures))
+            job = self.registry.instance(cls.name, instance)
+            if job is not None and job.goal is not Goal.STOP:
+                if job.state is State.RUNNING:
+                    return
+                # A start already under way, not made by this event: wait for it.
+                waiter, fut = self.waiter(Goal.START)
+                job.add_waiter(waiter)
+                failure, _how = await self._until(fut, deadline)
+                if failure is None:
+                    return
+                if again and not block.held and not self.shutting_down:
+                    continue
+                raise self._failed(job, failure)
+            if block.held:  # started by this event, at rest since (stopped right after)
+                return
+            if job is not None and again and not self.shutting_down:
+                continue  # on its way up at the event, down since: start it anew
+            problem = instance_problem(cls.name, instance) if cls.instance else None
+            if self.shutting_down:
+                problem = "the manager is shutting down"
+            raise ManagerError(
+                "JobFailed", f"job {cls.name} was not started: {problem or 'refused'}"
+            )
 
     def not_claimed_message(
         self, cls: JobClass, job: Job | None, bus_name: str, waited: float

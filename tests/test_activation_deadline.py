@@ -87,6 +87,7 @@ JOBS = {
     # name, then exits 0.
     "wrapper": "dbus org.test.Wrapped\nexec gdbus wait --session --timeout 20 org.test.Wrapped\n",
     "blink": service("org.test.Blink"),
+    "phoenix": service("org.test.Phoenix"),
 }
 
 
@@ -331,3 +332,22 @@ async def test_a_job_stopped_right_after_its_activation_sends_no_activation_fail
     await monitor.settle(session.bus)
     assert monitor.seen == []
     assert "activation of org.test.Blink failed" not in session.stderr.read_text()
+
+
+async def test_a_call_right_after_the_service_died_starts_it_again(
+    session: Session, monitor: FailureMonitor
+) -> None:
+    # The bus asks for the name again as soon as it is free, which may be before busmgr has
+    # seen the process exit: the request must start the job anew, not join the dying start
+    # and fail with it, nor find the job gone down and refuse.
+    pids = []
+    for _ in range(15):
+        reply = await call(session.bus, "org.test.Phoenix", "Pid")
+        assert reply.message_type is MessageType.METHOD_RETURN, (reply.error_name, reply.body)
+        pids.append(reply.body[0])
+        os.kill(reply.body[0], signal.SIGKILL)  # a process this session started
+        await wait_unowned(session.bus, "org.test.Phoenix")
+    assert len(set(pids)) == len(pids)
+    await monitor.settle(session.bus)
+    assert monitor.seen == []
+    assert "activation of org.test.Phoenix failed" not in session.stderr.read_text()
