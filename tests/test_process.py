@@ -1,8 +1,10 @@
 """busmgr.process with real processes: spawn (every path), the Reaper, signalling helpers.
 
-Every test runs twice (:func:`spawn_path`): with the clone spawn (the C library, where it was
-built) and with the Python paths alone (``posix_spawn``, the manager moving itself into a
-job's cgroup, ``fork``), which busmgr takes where the library is missing.
+Every test runs three times (:func:`spawn_path`): with the clone spawn (the C library, where
+it was built), with that library's own fallback (``vfork``, the child joining its cgroup
+itself: older kernels, seccomp filters refusing ``clone3``), and with the Python paths alone
+(``posix_spawn``, the manager moving itself into a job's cgroup, ``fork``), which busmgr takes
+where the library is missing.
 
 The Reaper calls ``waitpid(-1)`` and makes the pytest process a child subreaper, so the whole
 module shares one loop and one Reaper (module-scoped fixtures), the subreaper flag is cleared at
@@ -70,19 +72,22 @@ SLOW = ExecContext(umask=0o022)
 PLAIN = ExecContext()
 
 
-CLONE, PYTHON = "clone", "python"
+CLONE, VFORK, PYTHON = "clone", "vfork", "python"
 
 
-@pytest.fixture(scope="module", autouse=True, params=[CLONE, PYTHON])
+@pytest.fixture(scope="module", autouse=True, params=[CLONE, VFORK, PYTHON])
 def spawn_path(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Which spawn paths ``spawn()`` may take: the clone spawn (skipped, with the reason,
-    where the library was not built), or only the Python ones."""
-    if request.param == CLONE and not clonespawn.available():
+    """Which spawn paths ``spawn()`` may take: the clone spawn, its ``vfork`` fallback
+    (both skipped, with the reason, where the library was not built), or only the Python
+    ones."""
+    if request.param != PYTHON and not clonespawn.available():
         pytest.skip("the clone spawn library is not built (setup.py; needs gcc)")
     saved = clonespawn.enabled
-    clonespawn.enabled = request.param == CLONE
+    clonespawn.enabled = request.param != PYTHON
+    clonespawn.use_clone3(request.param == CLONE)
     yield request.param
     clonespawn.enabled = saved
+    clonespawn.use_clone3(True)
 
 
 @pytest.fixture(scope="module")
@@ -840,9 +845,10 @@ async def test_the_clone_spawn_is_born_in_the_cgroup_without_moving_the_manager(
 ) -> None:
     # The migration of the manager itself (the Python fast path's way in) waits for an RCU
     # grace period after a quiet spell: the clone spawn must never take it, with or without
-    # settings, and the process must be in its leaf before its first instruction.
-    if spawn_path != CLONE:
-        pytest.skip("only the clone spawn is born in its cgroup")
+    # settings, and the process must be in its leaf before its first instruction (born there
+    # by clone3; on the vfork fallback it moves itself, before exec).
+    if spawn_path == PYTHON:
+        pytest.skip("the Python fast path moves the manager into the cgroup")
     from busmgr.process import spawning
 
     def moved(_path: str) -> None:
@@ -909,7 +915,7 @@ async def test_a_manager_stranded_in_a_job_cgroup_is_not_a_spawn_failure(
 ) -> None:
     # A bug found by the house review: a failed move back home after a fast-path spawn was
     # caught as a failed spawn (an OSError), and the manager stayed in the job's leaf.
-    if spawn_path == CLONE:
+    if spawn_path != PYTHON:
         pytest.skip("the clone spawn never moves the manager")
     from busmgr.process import StrandedError, spawning
     from busmgr.process.cgroups import cgroup_return, own_cgroup_procs

@@ -470,6 +470,13 @@ pid_t busmgr_clonespawn(struct busmgr_spawn *req)
     return pid;
 }
 
+/* Whether to try clone3 (the default) or to use vfork from now on (the fallback's path, which
+ * the tests take on purpose). */
+void busmgr_clonespawn_use_clone3(int on)
+{
+    clone3_works = on ? -1 : 0;
+}
+
 /* The size of struct busmgr_spawn: the binding checks its own layout against it once. */
 int busmgr_clonespawn_size(void)
 {

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CloneFailed", "CloneRequest", "Step", "available", "clone_spawn"]
+__all__ = ["CloneFailed", "CloneRequest", "Step", "available", "clone_spawn", "use_clone3"]
 
 _UINT64 = (1 << 64) - 1
 
@@ -168,6 +168,8 @@ def _load() -> ctypes.CDLL | None:
                 continue  # built from another version of the C file
             lib.busmgr_clonespawn.argtypes = [ctypes.POINTER(_Spawn)]
             lib.busmgr_clonespawn.restype = ctypes.c_int
+            lib.busmgr_clonespawn_use_clone3.argtypes = [ctypes.c_int]
+            lib.busmgr_clonespawn_use_clone3.restype = None
         except (OSError, AttributeError):
             continue
         _lib = lib
@@ -182,6 +184,15 @@ enabled = True
 def available() -> bool:
     """Whether :func:`clone_spawn` can be used here."""
     return enabled and _load() is not None
+
+
+def use_clone3(on: bool) -> None:
+    """Try ``clone3`` (the default), or take the library's fallback from now on: ``vfork``,
+    the child joining its cgroup itself (what kernels before 5.7, seccomp filters that refuse
+    ``clone3`` and other architectures get). For tests."""
+    lib = _load()
+    if lib is not None:
+        lib.busmgr_clonespawn_use_clone3(int(on))
 
 
 def _strings(values: Sequence[bytes]) -> ctypes.Array[ctypes.c_char_p]:
