@@ -218,7 +218,7 @@ async def measure(quick: bool) -> dict[str, Any]:
     stock_files = {svc.name: svc.command for svc in SERVICES}
     stock_files[FAIL] = FAIL_CMD
     stock_files[SILENT] = SILENT_CMD
-    rounds = {"dconf": 5 if quick else 30, "echo": 3 if quick else 12}
+    rounds = {"dconf": 5 if quick else 60, "echo": 3 if quick else 20}
     fail_rounds = 3 if quick else 10
     anomalies: list[str] = []
     async with (
