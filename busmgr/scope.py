@@ -35,6 +35,7 @@ descend from one it was given, so stopping a job can never touch a process start
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -124,15 +125,18 @@ class CgroupHierarchy:
         name = escape(job) + ("." + escape(instance) if instance else "")
         return os.path.join(self.base, name), f"{self.relative}/{name}"
 
-    def remove(self) -> list[str]:
+    async def remove(self) -> list[str]:
         """Remove every empty leaf, then the directory itself; returns what could not be
-        removed because it still has processes (SIGKILLed first: the manager is exiting)."""
+        removed because it still has processes (SIGKILLed first: the manager is exiting).
+        One removal per loop turn: each takes the kernel's cgroup lock, which a migration
+        elsewhere on the machine holds for an RCU grace period, and the leaves of jobs that
+        provide bus names are all still there at exit."""
         left = []
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.base):
-                if entry.is_dir(follow_symlinks=False) and not process.cgroup_remove(entry.path):
-                    process.cgroup_kill(entry.path)
-                    left.append(entry.path)
+        for leaf in self.leaves():
+            if not process.cgroup_remove(leaf):
+                process.cgroup_kill(leaf)
+                left.append(leaf)
+            await asyncio.sleep(0)
         if not left:
             process.cgroup_remove(self.base)
         return left

@@ -117,7 +117,7 @@ class Supervisor:
         if left:
             log.warning("terminated processes left at exit: %s", " ".join(map(str, left)))
         if self.hierarchy is not None:
-            stuck = self.hierarchy.remove()
+            stuck = await self.hierarchy.remove()
             if stuck:
                 log.warning("cgroups still populated at exit: %s", ", ".join(stuck))
             self.hierarchy = None
