@@ -27,7 +27,7 @@ against its own idle supervisor with one running program:
   *busmgr status*: one line per instance; *busmgr list*: the table.
 * *supervisorctl status NAME*: supervisor (installed from the package registry into the
   virtual environment of the peers, `busmgr-bench-peers` under the system temp directory,
-  shared with section 8; never a dependency of busmgr) with one `[program]` running
+  shared with section 9; never a dependency of busmgr) with one `[program]` running
   `sleep 1000`, asked over its Unix socket.
 * *busctl get-property*: systemd's C client reading the instance's `State` property (one call
   on the same bus): the floor of a D-Bus round trip from a command.

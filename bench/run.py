@@ -40,6 +40,7 @@ BENCHMARKS = [
     "memory",
     "burst",
     "cli",
+    "session",
     "peers",
     "scale",
     "soak",
@@ -52,9 +53,10 @@ TITLES = {
     "memory": "5. Memory",
     "burst": "6. Bursts: one event starts 200 jobs",
     "cli": "7. The command line's round trip",
-    "peers": "8. Side by side: supervisord, circus and the floor",
-    "scale": "9. Cost curves: 10 to 5,000 jobs",
-    "soak": "10. Soak: 10,000 start/stop cycles, 1,000 respawns, 1,000 activations",
+    "session": "8. Session start-up",
+    "peers": "9. Side by side: supervisord, circus and the floor",
+    "scale": "10. Cost curves: 10 to 5,000 jobs",
+    "soak": "11. Soak: 10,000 start/stop cycles, 1,000 respawns, 1,000 activations",
 }
 # Explanations of failures that have been diagnosed: (text that identifies the failure in an
 # anomaly, what it is). The report adds the explanation whenever the failure shows up again.
@@ -202,7 +204,7 @@ def document(results: list[tuple[dict[str, Any], float]], info: dict[str, str], 
             "## Side by side: peers and floors",
             "",
             "Every figure of busmgr beside supervisord's, circus' and the floor's, measured in the"
-            " same run, the systems taking turns (section 8 says how, and what bounds each"
+            " same run, the systems taking turns (section 9 says how, and what bounds each"
             " figure that misses its target).",
             "",
         ]

@@ -1,5 +1,5 @@
 """``python -m busmgr`` is the ``busmgr`` command."""
 
-from busmgr.cli import main
+from busmgr.cli import entry
 
-raise SystemExit(main())
+entry()

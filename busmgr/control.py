@@ -21,8 +21,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from busmgr import trace
 from busmgr.environment import Environment
 from busmgr.errors import ManagerError
 from busmgr.escape import escape
@@ -62,6 +63,7 @@ def instance_problem(job: str, instance: str) -> str | None:
 
 
 Outcome = asyncio.Future[tuple[Failure | None, str]]
+_T = TypeVar("_T")
 
 #: Seconds ``EndSession`` waits for what ``desktop-end`` started or stopped before the manager
 #: shuts down all the same.
@@ -97,6 +99,10 @@ class Control:
         self.signaller = signaller
         self._request_shutdown = request_shutdown
         self.shutting_down = False
+        # Seconds an activation may take before it fails with busmgr's reason, before the bus
+        # or the caller gives up (None: no limit); the manager sets it from the bus
+        # (busmgr.bus.patience). The job itself goes on, up to its own ready timeout.
+        self.activation_patience: float | None = None
         self._ending: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ looking up
@@ -223,8 +229,14 @@ class Control:
 
         return Waiter(done, want=Goal.START), fut
 
-    @staticmethod
-    async def _await(fut: asyncio.Future[str | None]) -> None:
+    async def _until(self, fut: asyncio.Future[_T], deadline: float | None) -> _T:
+        """``await fut``, or ``TimeoutError`` at loop time ``deadline`` (``fut`` is then
+        cancelled: whoever would resolve it checks ``done()`` first)."""
+        if deadline is None:
+            return await fut
+        return await asyncio.wait_for(fut, max(0.0, deadline - self.loop.time()))
+
+    async def _await(self, fut: asyncio.Future[str | None]) -> None:
         """Wait for a :meth:`start_waiter`'s future; a failure raises ``JobFailed``."""
         message = await fut
         if message is not None:
@@ -301,10 +313,14 @@ class Control:
         its ``activated_by`` (and any job whose ``start on`` names it), and which finishes
         when the provider got there. The event's outcome decides: a job that reached running
         (it owned the name: the bus delivered the callers' messages) is a success even if it
-        was stopped right after; a job that failed on the way is a failure with its reason,
-        once (``JobFailed``, logged unless ``quiet``: an activation backend logs what it
-        reports itself). The instance is looked up afterwards, never
-        created, so one that failed and was removed leaves nothing behind.
+        was stopped right after, and so is a wrapper that exited once another process owned
+        the name (:meth:`busmgr.job.Job.bus_name_checked`); a job that failed on the way is a
+        failure with its reason, once (``JobFailed``, logged unless ``quiet``: an activation
+        backend logs what it reports itself). A job that has not got there
+        :attr:`activation_patience` seconds after the request fails the request with what it
+        is doing (:meth:`not_claimed_message`), before the bus and the caller give up; the
+        job goes on. The instance is looked up afterwards, never created, so one that failed
+        and was removed leaves nothing behind.
         """
         if not bus_name:
             raise ManagerError("InvalidArgs", "the bus name is empty")
@@ -313,33 +329,96 @@ class Control:
             raise ManagerError("NoProvider", f'no job provides the bus name "{bus_name}"')
         env = {"NAME": bus_name}
         instance = self.instance_name(cls, env)
-        done: asyncio.Future[Block] = self.loop.create_future()
-        self.queue.emit(
-            Event.make(DBUS_ACTIVATION, env), lambda b: done.done() or done.set_result(b)
-        )
-        block = await done
+        traced = trace.ON and trace.begin(bus_name, "activate")
+        patience = self.activation_patience
+        deadline = None if patience is None else self.loop.time() + patience
         try:
+            try:
+                await self._activation(cls, instance, env, deadline)
+            except TimeoutError:
+                job = self.registry.instance(cls.name, instance)
+                text = self.not_claimed_message(cls, job, bus_name, patience or 0.0)
+                raise ManagerError("JobFailed", text) from None
+        except ManagerError as err:
+            if traced:
+                trace.end(bus_name, err.message)
+            if not quiet:
+                log.warning("activation of %s failed: %s", bus_name, err.message)
+            raise
+        if traced:
+            trace.end(bus_name, "ok")
+        return cls.name, instance
+
+    async def _activation(
+        self, cls: JobClass, instance: str, env: dict[str, str], deadline: float | None
+    ) -> None:
+        """Emit ``dbus-activation`` and wait until the provider got there; raises
+        ``ManagerError``, or ``TimeoutError`` at ``deadline``.
+
+        A start that was under way before the request (the event joined it) may belong to a
+        process that died a moment ago, its exit not yet seen: the bus asks again as soon as
+        the name is free. So when a start this event did not make fails, or the job went down
+        between the event and the look at it, the event is emitted once more, which starts
+        the job anew; a second failure is the answer."""
+        for again in (True, False):
+            done: asyncio.Future[Block] = self.loop.create_future()
+            self.queue.emit(
+                Event.make(DBUS_ACTIVATION, env),
+                lambda b, done=done: done.done() or done.set_result(b),
+            )
+            block = await self._until(done, deadline)
             if block.failed:
                 raise ManagerError("JobFailed", "; ".join(block.failures))
             job = self.registry.instance(cls.name, instance)
             if job is not None and job.goal is not Goal.STOP:
-                if job.state is not State.RUNNING:
-                    # Not started by this event (a start was already under way): wait for it.
-                    waiter, fut = self.start_waiter(job)
-                    job.add_waiter(waiter)
-                    await self._await(fut)
-            elif not block.held:  # the event started nothing: say why
-                problem = instance_problem(cls.name, instance) if cls.instance else None
-                if self.shutting_down:
-                    problem = "the manager is shutting down"
-                raise ManagerError(
-                    "JobFailed", f"job {cls.name} was not started: {problem or 'refused'}"
-                )
-        except ManagerError as err:
-            if not quiet:
-                log.warning("activation of %s failed: %s", bus_name, err.message)
-            raise
-        return cls.name, instance
+                if job.state is State.RUNNING:
+                    return
+                # A start already under way, not made by this event: wait for it.
+                waiter, fut = self.start_waiter(job)
+                job.add_waiter(waiter)
+                message = await self._until(fut, deadline)
+                if message is None:
+                    return
+                if again and not block.held and not self.shutting_down:
+                    continue
+                raise ManagerError("JobFailed", message)
+            if block.held:  # started by this event, at rest since (stopped right after)
+                return
+            if job is not None and again and not self.shutting_down:
+                continue  # on its way up at the event, down since: start it anew
+            problem = instance_problem(cls.name, instance) if cls.instance else None
+            if self.shutting_down:
+                problem = "the manager is shutting down"
+            raise ManagerError(
+                "JobFailed", f"job {cls.name} was not started: {problem or 'refused'}"
+            )
+
+    def not_claimed_message(
+        self, cls: JobClass, job: Job | None, bus_name: str, waited: float
+    ) -> str:
+        """Why an activation of ``bus_name`` is not done after ``waited`` seconds: ``job
+        silent did not claim org.x.Y within 22.5s: its main process 4242 is running and has
+        not claimed it; the job goes on (ready timeout 90s); last output: ...``"""
+        label = job.label if job is not None else cls.name
+        if job is None or job.goal is Goal.STOP:
+            what = "it is not starting (any more)"
+        elif job.state is State.SPAWNED and job.main_pid:
+            what = f"its main process {job.main_pid} is running and has not claimed it"
+        elif job.state in (State.PRE_START, State.POST_START):
+            what = f"its {job.state.value} process is still running"
+        elif job.state is State.STARTING:
+            what = "it is still starting: jobs its starting event started are not there yet"
+        else:
+            what = f"it is {job.goal.public}/{job.state.value}"
+        text = f"job {label} did not claim {bus_name} within {waited:g}s: {what}"
+        if job is not None and job.goal is not Goal.STOP:
+            text += f"; the job goes on (ready timeout {job.jobclass.ready_timeout:g}s)"
+        if job is not None and job.jobclass.context.console is ConsoleMode.LOG:
+            self.joblog.drain(job)  # what it wrote by now, not only what was read by now
+            tail = self.joblog.tail(job)
+            if tail:
+                text += "; last output: " + " | ".join(tail)
+        return text
 
     @property
     def ending(self) -> bool:

@@ -169,6 +169,12 @@ class JobHost(Protocol):
         calls :meth:`Job.ready` for each as it happens."""
         ...
 
+    def check_bus_name(self, job: Job) -> None:
+        """The main process of ``job`` exited 0 while the job waited for its bus name: find
+        out whether the name has an owner now (asking the bus, which decides) and call
+        :meth:`Job.bus_name_checked` with the answer (later, from the loop)."""
+        ...
+
     def changed(self, job: Job) -> None:
         """Some property of the job changed: publish it (coalesced per loop turn)."""
         ...
@@ -277,6 +283,8 @@ class Job:
         self.status_text = ""
         self.start_count = 0
         self.ready_deadline = 0.0  # host.now() when the current wait for readiness times out
+        # This start ended as a wrapper's does (see bus_name_checked): done, not failed.
+        self.served = False
 
     # ----------------------------------------------------------------- views
     def __repr__(self) -> str:
@@ -451,6 +459,7 @@ class Job:
             self.goal = Goal.START
             self.failure = None
             self.ready_reached = False
+            self.served = False
             self.start_count += 1
             if self.host.emit_job_event(self, self.job_event("starting"), self._starting_finished):
                 return next_state(state, self.goal)
@@ -571,6 +580,29 @@ class Job:
             self._cancel_timer()
             self._change_state(next_state(self.state, self.goal))
 
+    def bus_name_checked(self, owned: bool) -> None:
+        """The answer to :meth:`JobHost.check_bus_name`, after main exited 0 while the job
+        waited for its bus name. ``owned``: the name has an owner, so the bus has delivered
+        the calls that waited for it; that owner is not the job's (else the job would be
+        ready), so main was a wrapper that waited for it. The start did what it was for: the
+        job stops, not failed (``served``), and whoever waited for the start is told it went
+        well. Not owned: main exited before it was ready, a failed start. Only acts while the
+        job still waits in ``spawned`` with no main process."""
+        if (
+            self.state is not State.SPAWNED
+            or self.pending_ready != {"dbus"}
+            or ProcessKind.MAIN in self.pids
+        ):
+            return
+        self._cancel_timer()
+        self.pending_ready.clear()
+        if owned:
+            self.served = True
+        else:
+            self._fail(Failure("main", 0, None, "exited before it was ready"))
+        self.goal = Goal.STOP
+        self._change_state(State.STOPPING)
+
     def ready_failed(self, reason: str) -> None:
         """The host saw that what ``pending_ready`` waits for can no longer happen (a forking
         main exited 0 but left no daemon): the start fails as on a ready timeout. Only acts
@@ -651,6 +683,11 @@ class Job:
             ):
                 # The host follows the fork; ready() brings the daemon's pid, ready_failed()
                 # says there is none. Any other exit of a forking main fails the start below.
+                return
+            if self.pending_ready == {"dbus"} and status == 0 and signum is None:
+                # Perhaps a wrapper that exits once another process owns the name (Telepathy's
+                # mc-wait-for-name): the host asks the bus, bus_name_checked() decides.
+                self.host.check_bus_name(self)
                 return
             self._cancel_timer()
             self.pending_ready.clear()
@@ -782,6 +819,8 @@ class Job:
                 w.callback(self.failure, "failed")
             elif self.jobclass.task and self.ready_reached:
                 w.callback(None, "finished")
+            elif self.served:
+                w.callback(None, "served")
             else:
                 w.callback(Failure("main", reason="stopped before it was running"), "stopped")
 

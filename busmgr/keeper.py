@@ -29,6 +29,7 @@ import os
 import signal
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from busmgr import process
 from busmgr.bus.activation import (
@@ -38,15 +39,17 @@ from busmgr.bus.activation import (
     BrokerActivation,
 )
 from busmgr.bus.address import without_guid
-from busmgr.bus.broker_launch import LaunchedBroker, launch_broker, standard_bus
-from busmgr.bus.broker_policy import session_policy
 from busmgr.bus.daemon import PrivateBus, start_private_bus
 from busmgr.bus.launch import BusLauncher, LaunchedBus
 from busmgr.bus.link import BusLink, LinkError
+from busmgr.bus.patience import service_start_timeout
 from busmgr.environment import Environment
 from busmgr.manager import Manager
 from busmgr.options import Mode
 from busmgr.snapshot import SavedBus, SavedProcess
+
+if TYPE_CHECKING:  # imported when a broker is launched: a dbus-daemon session never needs it
+    from busmgr.bus.broker_launch import LaunchedBroker
 
 log = logging.getLogger("busmgr")
 
@@ -119,13 +122,21 @@ class BusKeeper:
             _link: BusLink, requests: ActivationRequests, environment: Environment
         ) -> ActivationBackend:
             # The broker of now: after a restart, the new one's controller.
-            if not isinstance(self.bus, LaunchedBroker):
+            bus = self._broker()
+            if bus is None:
                 raise LinkError("no dbus-broker running")
             return BrokerActivation(
-                self.bus.controller, requests, environment, manager.reload_configuration
+                bus.controller, requests, environment, manager.reload_configuration
             )
 
         return broker_activation
+
+    def _broker(self) -> LaunchedBroker | None:
+        """The broker busmgr launched, if that is the bus."""
+        bus = self.bus
+        if not self.broker or bus is None or isinstance(bus, PrivateBus | LaunchedBus):
+            return None
+        return bus
 
     @property
     def servicedir(self) -> Path | None:
@@ -141,8 +152,20 @@ class BusKeeper:
             await self._start_bus(saved if saved is not None and saved.is_dir() else None)
         if self.address is None:
             raise LinkError("no bus address")
+        self.manager.set_bus_timeout(self.activation_timeout())
         await self.manager.connect(self.address)
         return self.address
+
+    def activation_timeout(self) -> float | None:
+        """The bus daemon's ``service_start_timeout``, seconds, as the configuration busmgr
+        started it with says; None where busmgr cannot know (someone else's bus) or there is
+        none (dbus-broker: only the callers' own timeout)."""
+        bus = self.bus
+        if isinstance(bus, PrivateBus):
+            return service_start_timeout(bus.config)
+        if isinstance(bus, LaunchedBus):
+            return service_start_timeout(bus.config_file)
+        return None
 
     async def go_live(self) -> None:
         await self.manager.go_live(self.servicedir, own_servicedir=self.private)
@@ -196,7 +219,10 @@ class BusKeeper:
 
     async def _start_broker(self) -> None:
         """dbus-broker, busmgr its launcher; again at the same socket after a restart."""
-        old = self.bus if isinstance(self.bus, LaunchedBroker) else None
+        from busmgr.bus.broker_launch import launch_broker, standard_bus
+        from busmgr.bus.broker_policy import session_policy
+
+        old = self._broker()
         if old is not None:
             with contextlib.suppress(FileNotFoundError):
                 old.socket_path.unlink()
@@ -235,7 +261,7 @@ class BusKeeper:
         """The private bus, for the state store (None on someone else's bus, or a broker:
         it does not outlive its launcher)."""
         bus = self.bus
-        if bus is None or self.address is None or isinstance(bus, LaunchedBroker):
+        if bus is None or self.address is None or self._broker() is not None:
             return None
         directory = bus.servicedir if isinstance(bus, LaunchedBus) else bus.directory
         if directory is None:
@@ -247,19 +273,24 @@ class BusKeeper:
         return self._closing or self.manager.stopped.done()
 
     def _bus_exited(self, fut: asyncio.Future[process.ExitInfo | None]) -> None:
-        if self._stopping() or fut is not self._bus_exit:
+        """The bus process exited: say so and start it again. The recovery of the lost
+        connection may have seen the exit first (this callback runs a loop turn after it) and
+        started the next bus already: the exit is still told and counted, not recovered twice."""
+        if self._stopping():
             return
         now = self.loop.time()
         self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW] + [now]
         info = fut.result()
         how = info.describe() if info is not None else "exited"
-        name = self.bus.name if isinstance(self.bus, LaunchedBroker) else "dbus-daemon"
+        broker = self._broker()
+        name = broker.name if broker is not None else "dbus-daemon"
         name = f"the private {name}" if self.private else f"the {name} busmgr launched"
         if len(self._restarts) > RESTARTS:
             self.manager.fatal(f"{name} {how}, {RESTARTS} restarts in {RESTART_WINDOW:g}s")
             return
         log.warning("%s %s; starting it again at %s", name, how, self.address)
-        self._recover()
+        if fut is self._bus_exit:
+            self._recover()
 
     def _lost(self) -> None:
         if not self._stopping():
@@ -317,8 +348,9 @@ class BusKeeper:
         bus, exited, pid = self.bus, self._bus_exit, self._pid
         if bus is None or exited is None or not pid:
             return
-        if isinstance(bus, LaunchedBroker) and not exited.done():
-            bus.close()  # the broker exits when its controller goes away
+        broker = self._broker()
+        if broker is not None and not exited.done():
+            broker.close()  # the broker exits when its controller goes away
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(exited), STOP_TIMEOUT)
         if not exited.done():

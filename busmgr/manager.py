@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from busmgr import MANAGER_BUS_NAME, process
+from busmgr import MANAGER_BUS_NAME, process, trace
 from busmgr.bus.activation import (
     SYSTEMD,
     ActivationBackend,
@@ -34,6 +34,7 @@ from busmgr.bus.auth import CallerGate, CallerPolicy
 from busmgr.bus.face import BusFace, Insight, Operations
 from busmgr.bus.link import BusLink
 from busmgr.bus.names import NameWatcher
+from busmgr.bus.patience import patience
 from busmgr.bus.signal_events import SignalEventBridge
 from busmgr.catalog import Catalog, Sources, load_catalog_sliced
 from busmgr.control import Control
@@ -184,7 +185,7 @@ class Manager:
         # What to do when the bus connection is lost (the runtime's policy: reconnect, or
         # restart the private bus); the core never learns about it.
         self.on_bus_lost: Callable[[], None] | None = None
-        self.requests = ActivationRequests(self.control)
+        self.requests = ActivationRequests(self.control, self._has_owner)
         self.activation: ActivationBackend | None = None
         self._backend: BackendFactory | None = None  # None: the dbus-daemon backend
         self.names: NameWatcher | None = None
@@ -209,6 +210,11 @@ class Manager:
 
     # ======================================================== JobHost glue
     def spawn(self, job: Job, kind: ProcessKind, env: Mapping[str, str]) -> int:
+        if trace.ON and job.jobclass.dbus_name:
+            trace.step(job.jobclass.dbus_name, f"spawn {kind.value}")
+            pid = self.supervisor.spawn(job, kind, env)
+            trace.step(job.jobclass.dbus_name, f"spawned {kind.value}")
+            return pid
         return self.supervisor.spawn(job, kind, env)
 
     def kill(self, job: Job, signum: int) -> None:
@@ -234,6 +240,9 @@ class Manager:
     def now(self) -> float:
         return self.loop.time()
 
+    def check_bus_name(self, job: Job) -> None:
+        self.bus_names.check_owner(job)
+
     def watch_readiness(self, job: Job) -> None:
         if "dbus" in job.pending_ready:
             self.bus_names.watch(job)
@@ -241,6 +250,8 @@ class Manager:
             self.supervisor.expect.watch(job)
 
     def changed(self, job: Job) -> None:
+        if trace.ON and job.jobclass.dbus_name:
+            trace.step(job.jobclass.dbus_name, job.state.value)
         self.observers.job_changed(job)
 
     def finished(self, job: Job) -> None:
@@ -288,11 +299,12 @@ class Manager:
         classes = list(self.registry.classes.values())
         if self.activation is not None:
             await self.activation.refresh(classes, self.catalog.units, self.catalog.skipped)
-        if self.names is not None:
-            # Follow every provided name now: a start later finds its owner known already.
-            for cls in classes:
-                if cls.dbus_name:
-                    await self.names.watch(cls.dbus_name)
+        names = self.names
+        if names is not None:
+            # Follow every provided name now: a start later finds its owner known already. The
+            # round trips (a match rule and the owner, per name) go out together.
+            provided = {cls.dbus_name for cls in classes if cls.dbus_name}
+            await asyncio.gather(*(names.watch(name) for name in sorted(provided)))
 
     # ======================================================== the bus
     async def connect(self, address: str) -> None:
@@ -368,8 +380,26 @@ class Manager:
         for job in list(self.registry.jobs()):
             self.bus_names.recheck(job)
 
+    def set_bus_timeout(self, seconds: float | None) -> None:
+        """The bus gives an activation ``seconds`` (its ``service_start_timeout``; None: not
+        known, or none): from it, how long busmgr lets one take before it fails the request
+        with its own reason (:mod:`busmgr.bus.patience`)."""
+        self.control.activation_patience = patience(seconds)
+        log.debug(
+            "activation requests fail after %gs (the bus allows %s)",
+            self.control.activation_patience,
+            "?" if seconds is None else f"{seconds:g}s",
+        )
+
+    async def _has_owner(self, name: str) -> bool:
+        """Whether the bus says ``name`` has an owner now (False without a bus)."""
+        names = self.names
+        return names is not None and bool(await names.current_owner(name))
+
     def _owner_changed(self, name: str, owner: str) -> None:
         """A watched bus name has a new owner (``""``: none): readiness, then activation."""
+        if trace.ON:
+            trace.step(name, "owned" if owner else "unowned")
         self.bus_names.owner_changed(name, owner)
         if owner:
             self.requests.name_owned(name)
@@ -393,6 +423,8 @@ class Manager:
         if saved is not None and handed_over:
             self._take_over(saved)
         classes = list((await self.load()).classes.values())
+        if trace.ON:
+            trace.step("start-up", "jobs loaded")
         deadline = self.loop.time() + INSTALL_SLICE
         for start in range(0, len(classes), INSTALL_BATCH):
             self.registry.add_classes(classes[start : start + INSTALL_BATCH])
@@ -408,8 +440,12 @@ class Manager:
                 job = self.registry.instance(name, instance)
                 if job is not None:
                     self.timeline.seed(job, since, running)
+        if trace.ON:
+            trace.step("start-up", "jobs added")
         if self.link.connected:
             await self.go_live(servicedir, own_servicedir=own_servicedir)
+        if trace.ON:
+            trace.step("start-up", "live")
         self.observers.subscribe(self.store)
         self.observers.subscribe(_Moved(self._moved))
         _freeze_heap()

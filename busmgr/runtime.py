@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from busmgr import process
+from busmgr import process, trace
 from busmgr.bus.launch import BusLauncher, DbusDaemonLauncher
 from busmgr.bus.link import LinkError
 from busmgr.jobclass import ConsoleMode, ExecContext, JobClass
@@ -56,6 +56,7 @@ log = logging.getLogger("busmgr")
 
 __all__ = ["Plan", "daemon_plan", "run", "run_daemon", "run_session", "session_plan"]
 
+STARTUP, SHUTDOWN = "start-up", "shutdown"  # the trace's keys for these steps
 COMMAND_GRACE = 10.0  # seconds a session command has to exit after SIGTERM/SIGINT
 FINISH_TIMEOUT = 5.0  # seconds leftover children get between TERM and KILL at exit
 
@@ -292,6 +293,9 @@ def _watch_loop(loop: asyncio.AbstractEventLoop, environ: Mapping[str, str]) -> 
 async def _main(plan: Plan) -> int:
     loop = asyncio.get_running_loop()
     _watch_loop(loop, plan.config.environ)
+    if plan.config.environ.get("BUSMGR_TRACE", "") not in ("", "0"):
+        trace.enable()  # a debug option: one line of step times per activation, and start-up
+        trace.begin(STARTUP, f"main ({process.proc_age():.3g}s after exec)")
     state_dir = plan.config.state_dir
     try:
         lock = StateLock.acquire(state_dir)
@@ -334,6 +338,8 @@ async def _main(plan: Plan) -> int:
             if not directory.is_dir():
                 log.warning("warning: job directory %s does not exist: no jobs from it", directory)
         address = await keeper.start()
+        if trace.ON:
+            trace.step(STARTUP, "on the bus")
         await manager.begin(
             keeper.servicedir,
             own_servicedir=keeper.private,
@@ -349,10 +355,16 @@ async def _main(plan: Plan) -> int:
             _watch_command(manager, saved.command.pid)
         elif plan.command and not reexec:
             _start_command(manager, plan.command)
+        if trace.ON:
+            trace.end(STARTUP, "ready")
         await manager.stopped
+        if trace.ON:
+            trace.begin(SHUTDOWN, "stop")
         if manager.reexec_requested:
             await _reexec(manager, keeper, lock)  # returns only if the exec failed
         clean = await manager.stop_everything()
+        if trace.ON:
+            trace.step(SHUTDOWN, "jobs stopped")
         status = manager.exit_status if clean or manager.exit_status else 1
     except (process.SpawnError, LinkError, PlanError, OSError) as err:
         print(f"busmgr: {_one_line(err)}", file=sys.stderr)
@@ -365,7 +377,11 @@ async def _main(plan: Plan) -> int:
     finally:
         manager.control.shutting_down = True
         await manager.close()
+        if trace.ON:
+            trace.step(SHUTDOWN, "off the bus")
         await keeper.stop()
+        if trace.ON:
+            trace.step(SHUTDOWN, "bus stopped")
         if plan.address_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 plan.address_file.unlink()
@@ -376,6 +392,8 @@ async def _main(plan: Plan) -> int:
         if not any(job.pids for job in manager.registry.jobs()):
             manager.store.discard()  # every job stopped: nothing to take back next time
         lock.release()
+        if trace.ON:
+            trace.end(SHUTDOWN, "done")
     return status
 
 

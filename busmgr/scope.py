@@ -7,17 +7,20 @@ only asks :meth:`ProcessScope.alive` and :meth:`ProcessScope.kill`, the bus asks
 Two models, chosen once per manager process by :func:`setup_cgroups`:
 
 * **cgroup v2** (wherever this process sits in a writable cgroup2 hierarchy): the manager makes
-  ``<mount><its own cgroup>/busmgr-<pid>/`` and, per job instance, a leaf
-  ``<escaped job>[.<escaped instance>]`` (:func:`busmgr.escape.escape`: every byte outside
-  ``[A-Za-z0-9]`` and a leading digit become ``_xx``, so ``.`` cannot occur inside a part).
-  Every process of the job is born in its leaf (:func:`busmgr.process.spawn` with ``cgroup=``),
-  and so is everything it forks, double-forked and re-parented daemons included: no process can
-  leave except by writing to another cgroup's ``cgroup.procs``, which needs privileges over
-  both. Only leaves hold processes and no controller is enabled, so cgroup v2's "no internal
-  processes" rule never applies; the manager itself stays in its own cgroup. A leaf is made on
-  the job's first spawn and removed when the job is at rest and empty; ``busmgr-<pid>`` is
-  removed when the manager exits (:meth:`CgroupHierarchy.remove`). The hierarchy is a value
-  the supervisor holds (:meth:`CgroupHierarchy.create`), not a module global.
+  ``<mount><its own cgroup>/busmgr-<pid>/`` and, per job instance, a leaf ``<escaped
+  job>[.<escaped instance>]`` (:func:`busmgr.escape.escape`: every byte outside ``[A-Za-z0-9]``
+  and a leading digit become ``_xx``, so ``.`` cannot occur inside a part). Every process of the
+  job is born in its leaf (:func:`busmgr.process.spawn` with ``cgroup=``), and so is everything
+  it forks, double-forked and re-parented daemons included: no process can leave except by
+  writing to another cgroup's ``cgroup.procs``, which needs privileges over both. Only leaves
+  hold processes and no controller is enabled, so cgroup v2's "no internal processes" rule never
+  applies; the manager itself stays in its own cgroup. A leaf is made on the job's first spawn
+  and removed when the job is at rest and empty, except the leaf of a job that provides a bus
+  name without ``instance``, which waits empty for the next activation (making a cgroup takes the
+  kernel's cgroup lock, which migrations elsewhere on the machine may hold for milliseconds);
+  ``busmgr-<pid>`` is removed when the manager exits (:meth:`CgroupHierarchy.remove`). The
+  hierarchy is a value the supervisor holds (:meth:`CgroupHierarchy.create`), not a module
+  global.
 * **sessions** (no writable cgroup2: another user's hierarchy, a v1-only machine, or
   ``BUSMGR_CGROUPS=0``): every process a job spawns leads a new session (``setsid``), so the
   job's processes are the members of those sessions; the manager is a child subreaper, so what
@@ -32,6 +35,7 @@ descend from one it was given, so stopping a job can never touch a process start
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -121,15 +125,18 @@ class CgroupHierarchy:
         name = escape(job) + ("." + escape(instance) if instance else "")
         return os.path.join(self.base, name), f"{self.relative}/{name}"
 
-    def remove(self) -> list[str]:
+    async def remove(self) -> list[str]:
         """Remove every empty leaf, then the directory itself; returns what could not be
-        removed because it still has processes (SIGKILLed first: the manager is exiting)."""
+        removed because it still has processes (SIGKILLed first: the manager is exiting).
+        One removal per loop turn: each takes the kernel's cgroup lock, which a migration
+        elsewhere on the machine holds for an RCU grace period, and the leaves of jobs that
+        provide bus names are all still there at exit."""
         left = []
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self.base):
-                if entry.is_dir(follow_symlinks=False) and not process.cgroup_remove(entry.path):
-                    process.cgroup_kill(entry.path)
-                    left.append(entry.path)
+        for leaf in self.leaves():
+            if not process.cgroup_remove(leaf):
+                process.cgroup_kill(leaf)
+                left.append(leaf)
+            await asyncio.sleep(0)
         if not left:
             process.cgroup_remove(self.base)
         return left
@@ -238,11 +245,15 @@ class ProcessScope:
             if pid not in skipped:
                 process.kill_pid(pid, signum)
 
-    def release(self) -> bool:
-        """The job is at rest: remove its leaf if empty. True if nothing is left of the scope
-        (False: processes remain, the scope must be kept)."""
+    def release(self, *, keep_leaf: bool = False) -> bool:
+        """The job is at rest: remove its leaf if empty (``keep_leaf``: leave the empty leaf
+        for the job's next start, which then finds it made). True if nothing is left of the
+        scope (False: processes remain, the scope must be kept)."""
         if self.cgroup is not None and self._created:
-            if not process.cgroup_remove(self.cgroup):
+            if keep_leaf:
+                if process.cgroup_populated(self.cgroup):
+                    return False
+            elif not process.cgroup_remove(self.cgroup):
                 return False
             self._created = False
         self._sessions.clear()

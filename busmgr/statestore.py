@@ -1,21 +1,24 @@
 """The state store: the manager's :class:`~busmgr.snapshot.Saved` state in ``--state-dir``.
 
-Model: an observer of the jobs. Any change marks the state dirty and schedules one write: on
-the next loop turn after a quiet spell, else :data:`DELAY` seconds after the previous write,
-so a lone change is on disk at once and a burst of a thousand job changes costs a handful of
-writes, not a thousand. A write costs time in proportion to the jobs it records, so the gap
-after a write is also at least :data:`SHARE` times what that write took: however many jobs
-there are, writing the state never takes more than about a tenth of the loop's time. And a
-write waits while the manager is ``busy`` (events queued to be handled: a burst under way),
-for at most :data:`DELAY` after the change, so a burst of N jobs is recorded once it settled,
-not in its middle, where the write would delay the burst itself. A write of many jobs is
-done a slice at a time (:data:`WRITE_SLICE` per loop turn, between two jobs), so it never
-holds the loop for long; the snapshot it writes is the one taken when it began. A write
-replaces ``state.json`` atomically (``state.json.new``, then
-``rename``): a manager killed at any moment leaves the previous state or the new one, never a
-mix. The periodic writes are not fsync'd: the file describes running processes, which a power
-loss takes down with the page cache; what it must survive is the death of the manager, and the
-kernel keeps written pages for that. A re-exec writes with fsync all the same (:meth:`save`).
+Model: an observer of the jobs. Any change marks the state dirty and schedules one write,
+:data:`DELAY` seconds after the first change since the last write (later if the previous write
+was long, see below), so a burst of a thousand job changes costs a handful of writes, not a
+thousand, and a write never comes between an activation request and its spawn, nor in the
+milliseconds the service then takes to claim its bus name while its caller waits. A process
+started less than :data:`DELAY` before the manager died is not in the file; the next manager
+does not adopt it, and clears (stops) its job's cgroup leaf. A write costs time in proportion to
+the jobs it records, so the gap after a write is also at least :data:`SHARE` times what that
+write took: however many jobs there are, writing the state never takes more than about a tenth
+of the loop's time. And a write waits while the manager is ``busy`` (events queued to be
+handled: a burst under way), for at most :data:`DELAY` more, so a burst of N jobs is recorded
+once it settled, not in its middle, where the write would delay the burst itself. A write of
+many jobs is done a slice at a time (:data:`WRITE_SLICE` per loop turn, between two jobs), so it
+never holds the loop for long; the snapshot it writes is the one taken when it began. A write
+replaces ``state.json`` atomically (``state.json.new``, then ``rename``): a manager killed at
+any moment leaves the previous state or the new one, never a mix. The periodic writes are not
+fsync'd: the file describes running processes, which a power loss takes down with the page
+cache; what it must survive is the death of the manager, and the kernel keeps written pages for
+that. A re-exec writes with fsync all the same (:meth:`save`).
 
 The state directory is held by one manager at a time (:class:`StateLock`, an ``flock`` on
 ``lock``): two managers restoring and writing the same state would each adopt the other's jobs.
@@ -142,16 +145,15 @@ class StateStore(JobObserver):
 
     # ------------------------------------------------------------------ observer
     def mark(self) -> None:
-        """Something changed: write on the next loop turn if nothing was written in the last
-        :data:`DELAY` seconds, else when they are over (so a lone change is recorded at once,
-        and a burst costs one write per :data:`DELAY`)."""
+        """Something changed: write :data:`DELAY` seconds from now, or when the gap after the
+        previous write is over if that is later (a burst costs one write per :data:`DELAY`)."""
         if self._writing is not None:
             self._changed_since = True  # written after the write in progress
             return
         if self._timer is None and self.enabled:
             now = self.loop.time()
             self._marked = now
-            wait = max(0.0, self._last + self._gap - now)
+            wait = max(DELAY, self._last + self._gap - now)
             self._timer = self.loop.call_later(wait, self._write_later)
 
     def job_changed(self, job: Job) -> None:
@@ -169,9 +171,9 @@ class StateStore(JobObserver):
     # ------------------------------------------------------------------ writing
     def _write_later(self) -> None:
         self._timer = None
-        left = self._marked + DELAY - self.loop.time()
+        left = self._marked + 2 * DELAY - self.loop.time()
         if left > 0 and self._busy():
-            # In the middle of a burst: wait for it to settle (a turn later, or DELAY at most).
+            # In the middle of a burst: wait for it to settle (a turn later, DELAY more at most).
             self._timer = self.loop.call_later(min(left, DELAY / 10), self._write_later)
             return
         began = time.monotonic()

@@ -69,7 +69,10 @@ class Supervisor:
         self._scopes: dict[Job, ProcessScope] = {}
         self._pid_job: dict[int, Job] = {}
         self._killing: dict[Job, None] = {}  # insertion-ordered set
-        self.started: dict[int, int] = {}  # pid -> start time (ticks since boot), while watched
+        # pid -> start time (ticks since boot), while watched; read when a snapshot first needs
+        # it, not at the spawn: /proc/PID/stat waits for the new program's address space
+        # while it maps its libraries (half a millisecond on an activation's path).
+        self.started: dict[int, int] = {}
         self._pidfds: dict[int, int] = {}  # pid -> pidfd, for adopted processes not our children
         self.listen_fds: Callable[[Job], process.Listen | None] = lambda _job: None
 
@@ -87,7 +90,14 @@ class Supervisor:
 
     def saved_processes(self, job: Job) -> dict[ProcessKind, tuple[int, int]]:
         """``kind -> (pid, start time)`` of the job's processes, for a snapshot."""
-        return {kind: (pid, self.started.get(pid, 0)) for kind, pid in job.pids.items()}
+        return {kind: (pid, self._start_time(pid)) for kind, pid in job.pids.items()}
+
+    def _start_time(self, pid: int) -> int:
+        """The start time of a watched process (read once; a zombie still has its own)."""
+        started = self.started.get(pid)
+        if started is None and pid in self._pid_job:
+            started = self.started[pid] = process.proc_start_time(pid)
+        return started or 0
 
     def detach(self) -> None:
         """The manager is about to exec itself: stop reaping here (the new image reaps from its
@@ -109,7 +119,7 @@ class Supervisor:
         if left:
             log.warning("terminated processes left at exit: %s", " ".join(map(str, left)))
         if self.hierarchy is not None:
-            stuck = self.hierarchy.remove()
+            stuck = await self.hierarchy.remove()
             if stuck:
                 log.warning("cgroups still populated at exit: %s", ", ".join(stuck))
             self.hierarchy = None
@@ -147,13 +157,17 @@ class Supervisor:
         self, job: Job, processes: Mapping[ProcessKind, tuple[int, int]]
     ) -> dict[ProcessKind, int]:
         """Take back the processes a previous manager recorded for ``job`` (``kind -> (pid,
-        start time)``): only those still alive with the same start time (a pid reused since
-        is someone else's). Returns the live ones by kind."""
+        start time)``): only those still alive with the same start time and, where the job has
+        a cgroup leaf, inside it (a pid reused since is someone else's; a start time counts
+        in ticks of 10 ms, which a process started just before the job's may share). Returns
+        the live ones by kind."""
         live: dict[ProcessKind, int] = {}
         scope = self.scope(job)
-        scope.exists()
+        in_leaf = scope.exists() and scope.cgroup is not None
         for kind, (pid, started) in processes.items():
             if not started or process.proc_start_time(pid) != started:
+                continue
+            if in_leaf and not scope.contains(pid):
                 continue
             if process.proc_state(pid) in ("Z", "X", "") and process.parent_pid(pid) != os.getpid():
                 continue
@@ -247,7 +261,6 @@ class Supervisor:
             if log_fd is not None:
                 os.close(log_fd)  # the process has its copy; the manager keeps the read end
         self._pid_job[pid] = job
-        self.started[pid] = process.proc_start_time(pid)
         scope.adopt(pid)
         self.reaper.watch(pid, self._child_reaped)
         log.debug("%s: spawned %s process %d", job.label, kind.value, pid)
@@ -303,7 +316,8 @@ class Supervisor:
         if job.pids or (scope is not None and scope.alive()):
             return
         self.joblog.release(job)
-        if scope is not None and scope.release():
+        activatable = bool(job.jobclass.dbus_name) and not job.jobclass.instance
+        if scope is not None and scope.release(keep_leaf=activatable):
             del self._scopes[job]
 
     # ------------------------------------------------------------------ exits

@@ -63,6 +63,27 @@ ALL_BUSES = (DBUS_DAEMON, DBUS_BROKER)
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "buses(*names): run this test on these buses only")
+    config.addinivalue_line(
+        "markers", "spawn_paths(*paths): run this test on these spawn paths only"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the cases of a ``spawn_paths`` test on the other paths (they do not apply:
+    a skip would read as something missing)."""
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        marker = item.get_closest_marker("spawn_paths")
+        callspec = getattr(item, "callspec", None)
+        path = callspec.params.get("spawn_path") if callspec is not None else None
+        if marker is not None and path is not None and path not in marker.args:
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -57,3 +57,43 @@ async def test_a_served_activation_reports_no_failure_and_a_new_request_starts_a
     activator.outcomes[1].set_result(None)
     await settle(requests)
     assert failures == []
+
+
+async def test_a_failure_is_not_reported_when_the_bus_says_the_name_has_an_owner() -> None:
+    # The manager may hear of a process's exit before it hears of its name: the bus decides
+    # whether the waiting calls were served (a wrapper that exited once another process owned
+    # the name, a job stopped as soon as it was ready).
+    owners = {"org.x.Served": True, "org.x.Lost": False}
+    asked: list[str] = []
+
+    async def has_owner(name: str) -> bool:
+        asked.append(name)
+        return owners[name]
+
+    activator = Activator()
+    requests = ActivationRequests(activator, has_owner)
+    failures: list[tuple[str, Failed]] = []
+    for name in owners:
+        requests.request(name, name, lambda f, name=name: failures.append((name, f)))
+    await until(lambda: len(activator.calls) == 2)
+    for outcome in activator.outcomes:
+        outcome.set_exception(ManagerError("JobFailed", "job x failed: main exited"))
+    await settle(requests)
+    assert sorted(asked) == ["org.x.Lost", "org.x.Served"]
+    assert failures == [
+        ("org.x.Lost", Failed("org.busmgr.Error.JobFailed", "job x failed: main exited"))
+    ]
+
+
+async def test_a_bus_that_cannot_say_leaves_the_failure_reported() -> None:
+    async def has_owner(name: str) -> bool:
+        raise ConnectionError("the bus went away")
+
+    activator = Activator()
+    requests = ActivationRequests(activator, has_owner)
+    failures: list[Failed] = []
+    requests.request("u", "org.x.Y", failures.append)
+    await until(lambda: len(activator.calls) == 1)
+    activator.outcomes[0].set_exception(ManagerError("JobFailed", "job y failed: boom"))
+    await settle(requests)
+    assert failures == [Failed("org.busmgr.Error.JobFailed", "job y failed: boom")]

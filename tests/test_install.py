@@ -212,7 +212,7 @@ async def test_the_wheel_carries_the_same_files_as_data(tmp_path: Path) -> None:
     ):
         assert data + name in names, name
     entry_points = zipfile.ZipFile(wheel).read("busmgr-0.1.0.dist-info/entry_points.txt")
-    assert b"busmgr = busmgr.cli:main" in entry_points
+    assert b"busmgr = busmgr.cli:entry" in entry_points
 
 
 async def test_uninstall_removes_every_file(installed: Path) -> None:

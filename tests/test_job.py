@@ -125,6 +125,7 @@ class FakeHost:
     events: list[JobEvent] = field(default_factory=list)
     timers: list[FakeTimer] = field(default_factory=list)
     watched: list[Job] = field(default_factory=list)
+    checked: list[Job] = field(default_factory=list)
     finished_jobs: list[Job] = field(default_factory=list)
     trail: list[tuple[State, str]] = field(default_factory=list)
     spawn_errors: dict[ProcessKind, Exception] = field(default_factory=dict)
@@ -169,6 +170,9 @@ class FakeHost:
 
     def watch_readiness(self, job: Job) -> None:
         self.watched.append(job)
+
+    def check_bus_name(self, job: Job) -> None:
+        self.checked.append(job)
 
     def changed(self, job: Job) -> None:
         point = (job.state, job.goal.public)
@@ -1061,6 +1065,60 @@ def test_main_exit_before_ready_fails_the_start(host: FakeHost) -> None:
         "EXIT_STATUS": "3",
     }
     assert host.kinds() == [MAIN]  # no post-start, no respawn before the job was ready
+
+
+def test_a_wrapper_that_exits_0_once_its_name_is_owned_ends_the_start_without_failing(
+    host: FakeHost,
+) -> None:
+    # Telepathy's mc-wait-for-name: main waits for another process to own the name and exits
+    # 0. The host asks the bus; the name is owned: the start did what it was for.
+    job = make_job(host, hooks=(POST_START,), dbus_name=BUS_NAME)
+    start_waiter, started = waiter()
+    job.start(start_waiter)
+    host.settle()
+    ready_timer = host.timer()
+    host.exit(job, MAIN, 0)
+    assert host.checked == [job] and job.state is State.SPAWNED  # decided by the answer
+    assert not ready_timer.cancelled
+    job.bus_name_checked(True)
+    assert ready_timer.cancelled
+    assert (job.goal, job.state) == (Goal.STOP, State.STOPPING)
+    host.settle()
+    assert job.state is State.WAITING and job.failure is None
+    assert started.calls == [(None, "served")]
+    assert host.event("stopped").env["RESULT"] == "ok"
+    assert host.kinds() == [MAIN]  # no post-start: it never was ready
+    job.bus_name_checked(True)  # a late answer changes nothing
+    assert job.state is State.WAITING
+
+
+def test_main_exit_0_before_its_name_is_owned_fails_the_start(host: FakeHost) -> None:
+    job = make_job(host, hooks=(), dbus_name=BUS_NAME)
+    start_waiter, started = waiter()
+    job.start(start_waiter)
+    host.settle()
+    host.exit(job, MAIN, 0)
+    job.bus_name_checked(False)
+    host.settle()
+    failure = started.failure
+    assert failure is not None and (failure.process, failure.status) == ("main", 0)
+    assert failure.reason == "exited before it was ready"
+    assert host.event("stopped").env["RESULT"] == "failed"
+    job.start()  # the next start is not served by the last one's answer
+    host.settle()
+    assert not job.served and job.state is State.SPAWNED
+
+
+def test_a_stop_while_the_bus_is_asked_wins(host: FakeHost) -> None:
+    job = make_job(host, hooks=(), dbus_name=BUS_NAME)
+    job.start()
+    host.settle()
+    host.exit(job, MAIN, 0)
+    job.stop()
+    host.settle()
+    assert job.state is State.WAITING
+    job.bus_name_checked(True)  # too late: nothing changes
+    assert job.state is State.WAITING and not job.served
 
 
 def test_ready_timeout_fails_the_start(host: FakeHost) -> None:

@@ -43,6 +43,10 @@ HAVE_CGROUPS = os.access(CGROUP2, os.W_OK)
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root")
 
 JOBS = {
+    "named": """
+        dbus org.test.Named
+        exec $PYTHON $TESTS_HELPERS/dbus_service.py --name org.test.Named
+    """,
     "tree": """
         expect stop
         exec sh -c 'sleep 1000 & setsid sh -c "kill -STOP $$; exec sleep 1000" & wait'
@@ -166,6 +170,21 @@ async def outside_process() -> AsyncIterator[asyncio.subprocess.Process]:
 
 # --------------------------------------------------------------------------------------------
 # every process of a job, and nothing else
+
+
+@pytest.mark.skipif(not HAVE_CGROUPS, reason="needs a writable cgroup2 hierarchy")
+async def test_a_job_providing_a_bus_name_keeps_its_empty_leaf_for_the_next_start(
+    session: Session,
+) -> None:
+    # Making a cgroup takes the kernel's cgroup lock, which a migration anywhere on the machine
+    # holds for an RCU grace period: an activation must not wait for it.
+    where = leaf(session, "named")
+    for _ in range(2):
+        props = await running(session, "named")
+        assert [int(p) for p in (where / "cgroup.procs").read_text().split()] == [props["MainPID"]]
+        await stop(session, "named")
+        assert gone(props["MainPID"])
+        assert where.is_dir() and (where / "cgroup.procs").read_text() == ""
 
 
 @pytest.mark.skipif(not HAVE_CGROUPS, reason="needs a writable cgroup2 hierarchy")

@@ -17,7 +17,7 @@ from busmgr.job import Job
 from busmgr.jobclass import JobClass, ProcessKind, ProcessSpec
 from busmgr.joblog import JobLog
 from busmgr.observe import Observers
-from busmgr.process import cgroup2_mount, spawning
+from busmgr.process import cgroup2_mount, clonespawn, spawning
 from busmgr.supervisor import Supervisor
 
 TIMEOUT = 10.0
@@ -62,6 +62,7 @@ async def test_a_stranded_manager_is_fatal_and_the_process_still_watched(
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(spawning, "cgroup_return", refuse)
+    monkeypatch.setattr(clonespawn, "enabled", False)  # the one path where the manager moves
     j = job()
     try:
         pid = sup.spawn(j, ProcessKind.MAIN, {"PATH": os.defpath})

@@ -1,4 +1,6 @@
-"""Socket handover by the spawn path (``spawn(listen=...)``), on the fast and the slow path.
+"""Socket handover by the spawn path (``spawn(listen=...)``): the fast path (``posix_spawn``),
+a job with child-side settings (the clone spawn) and the Python fork path (where the clone
+library is missing).
 
 The children are short shell commands run to completion; the tests wait for them with
 ``waitpid`` (synchronous tests: no loop, no Reaper in this module). The fd shuffling itself
@@ -18,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from busmgr.jobclass import ConsoleMode, ExecContext
-from busmgr.process import Listen, SpawnError, set_cloexec_on_inherited_fds, spawn
+from busmgr.process import Listen, SpawnError, clonespawn, set_cloexec_on_inherited_fds, spawn
 from busmgr.process.spawning import fd_moves
 
 ENV = {"PATH": "/usr/bin:/bin", "LISTEN_PID": "1", "KEEP": "yes"}
 FAST = ExecContext(console=ConsoleMode.LOG)
-SLOW = ExecContext(console=ConsoleMode.LOG, umask=0o022)  # forces the fork path
+SLOW = ExecContext(console=ConsoleMode.LOG, umask=0o022)  # needs setup in the child
 # The shell lists its own descriptors while it waits for ls (a stable moment; no pipeline, whose
 # pipes the shell would hold while ls looks).
 REPORT = (
@@ -50,8 +52,13 @@ def inode(sock: socket.socket) -> str:
     return f"socket:[{os.fstat(sock.fileno()).st_ino}]"
 
 
-@pytest.mark.parametrize("ctx", [FAST, SLOW], ids=["fast", "slow"])
-def test_sockets_arrive_as_3_and_4_with_listen_env(ctx: ExecContext, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("ctx", "clone"), [(FAST, True), (SLOW, True), (SLOW, False)], ids=["fast", "slow", "fork"]
+)
+def test_sockets_arrive_as_3_and_4_with_listen_env(
+    ctx: ExecContext, clone: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clonespawn, "enabled", clone)
     with socket.socket(socket.AF_UNIX) as a, socket.socket(socket.AF_UNIX) as b:
         a.bind(str(tmp_path / "a.sock"))
         b.bind(str(tmp_path / "b.sock"))
@@ -101,7 +108,7 @@ def test_fd_moves_never_clobber_a_source(sources: tuple[int, ...]) -> None:
     assert not any(spare <= fd for fd in result)  # staging copies are closed again
 
 
-@pytest.mark.parametrize("path", ["fast", "slow"])
+@pytest.mark.parametrize("path", ["fast", "slow", "fork"])
 def test_sockets_already_on_the_target_numbers(path: str, tmp_path: Path) -> None:
     """In a fresh interpreter, sockets at 4 and 3 are handed over as 3 and 4: a plain order of
     dup2 calls would destroy the second one."""
@@ -109,7 +116,8 @@ def test_sockets_already_on_the_target_numbers(path: str, tmp_path: Path) -> Non
         f"""
         import os, socket
         from busmgr.jobclass import ConsoleMode, ExecContext
-        from busmgr.process import Listen, set_cloexec_on_inherited_fds, spawn
+        from busmgr.process import Listen, clonespawn, set_cloexec_on_inherited_fds, spawn
+        clonespawn.enabled = {path != "fork"}
         set_cloexec_on_inherited_fds()
         s1, s2 = socket.socket(socket.AF_UNIX), socket.socket(socket.AF_UNIX)
         os.dup2(s1.fileno(), 40, inheritable=False); os.dup2(s2.fileno(), 41, inheritable=False)
@@ -120,7 +128,7 @@ def test_sockets_already_on_the_target_numbers(path: str, tmp_path: Path) -> Non
         assert (a, b) == (3, 4), (a, b)
         ino = lambda fd: os.fstat(fd).st_ino
         print(ino(b), ino(a), flush=True)
-        ctx = ExecContext(console=ConsoleMode.OUTPUT, umask={"0o022" if path == "slow" else None})
+        ctx = ExecContext(console=ConsoleMode.OUTPUT, umask={"None" if path == "fast" else "0o022"})
         pid = spawn(["sh", "-c", "readlink /proc/$$/fd/3 /proc/$$/fd/4"], {{"PATH": "/bin"}}, ctx,
                     listen=Listen((b, a), ("b", "a")))
         os.waitpid(pid, 0)

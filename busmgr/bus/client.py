@@ -373,7 +373,8 @@ class ManagerClient:
         await self._manager("EmitEvent", "sa{ss}b", [name, dict(env), wait], wait)
 
     async def activate_name(self, bus_name: str) -> str:
-        # Returns once the name has an owner: as long as the job takes to be ready.
+        # Returns once the name has an owner, or fails: at once if the job fails, else a margin
+        # before the bus's own activation timeout (the manager's patience, bus/patience.py).
         (path,) = await self._manager("ActivateName", "s", [bus_name], wait=True)
         return str(path)
 

@@ -9,7 +9,13 @@ state becomes properties and signals. :class:`BusFace` is an observer of the job
 Signals are not sent in the middle of a transition: :class:`BusFace` queues lifecycle signals
 and marks changed instances, and flushes once per loop turn, in the order things happened
 (systemd's ``unit_add_to_dbus_queue``). ``PropertiesChanged`` carries the new values of just
-the properties that changed since the last flush.
+the properties that changed since the last flush. One exception to "once per loop turn": while
+a ``dbus`` job is on its way up (goal start, from ``waiting`` to ``spawned``), the flush waits
+until no such job is left, at most :data:`HOLD` seconds. An activation's caller waits for the
+service to claim its name, and the bus daemon must route the service's ``Hello`` and
+``RequestName`` meanwhile: signals sent then (building them, and the daemon routing them) would
+take the cores the spawn and the service need. They go out a few milliseconds later, in order,
+with the values of that moment.
 
 Beyond the jobs themselves, the face shows what :class:`Insight` offers: the log files
 (:mod:`busmgr.joblog`), the times of :mod:`busmgr.timeline` (``status`` and ``plot``), and the
@@ -63,7 +69,7 @@ from busmgr.control import Control
 from busmgr.errors import ManagerError
 from busmgr.escape import escape
 from busmgr.events import Event
-from busmgr.job import Job
+from busmgr.job import Goal, Job, State
 from busmgr.jobclass import ConsoleMode, JobClass, signal_name
 from busmgr.joblog import JobLog
 from busmgr.observe import JobObserver
@@ -586,6 +592,10 @@ _READS = frozenset(
 
 #: Seconds of signal sending per loop turn (see :meth:`BusFace.flush`).
 FLUSH_SLICE = 0.02
+#: Seconds at most that signals wait while a ``dbus`` job is on its way up (module docstring).
+HOLD = 0.05
+#: The states of a job on its way up to running, before it is ready.
+_ON_THE_WAY = frozenset({State.WAITING, State.STARTING, State.PRE_START, State.SPAWNED})
 
 _SIGNALS = {
     "starting": "JobStarting",
@@ -616,6 +626,9 @@ class BusFace(JobObserver):
         self._queue: list[tuple[str, Any]] = []
         self._dirty: set[Job] = set()
         self._scheduled = False
+        self._rising: set[Job] = set()  # dbus jobs on their way up: the flush is held
+        self._hold_until: float | None = None  # loop time the hold ends at the latest
+        self._held: asyncio.TimerHandle | None = None  # the held flush
         self._signatures = self._method_signatures()
         link.export(MANAGER_PATH, self.manager_iface)
         link.add_handler(self._check_call)
@@ -661,6 +674,7 @@ class BusFace(JobObserver):
         self.manager_iface.rows = None
         entry = self._instances.pop(job, None)
         self._dirty.discard(job)
+        self._risen(job)
         if entry is not None:
             self.link.unexport(entry[0], entry[1])
 
@@ -675,20 +689,49 @@ class BusFace(JobObserver):
 
     def job_changed(self, job: Job) -> None:
         self.manager_iface.rows = None
+        if (
+            job.jobclass.dbus_name
+            and job.goal is not Goal.STOP
+            and job.state in _ON_THE_WAY
+            and job in self._instances
+        ):
+            if not self._rising:
+                self._hold_until = asyncio.get_running_loop().time() + HOLD
+            self._rising.add(job)
+        else:
+            self._risen(job)
         if job not in self._dirty and job in self._instances:
             self._dirty.add(job)
             self._enqueue("props", job)
+
+    def _risen(self, job: Job) -> None:
+        """``job`` is no longer on its way up: the last one lets the held flush go."""
+        if job not in self._rising:
+            return
+        self._rising.discard(job)
+        if not self._rising:
+            self._hold_until = None
+            if self._held is not None:
+                self._held.cancel()
+                self._held = None
+                asyncio.get_running_loop().call_soon(self.flush)
 
     def _enqueue(self, kind: str, item: Any) -> None:
         self._queue.append((kind, item))
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            loop = asyncio.get_running_loop()
+            if self._hold_until is not None:
+                self._held = loop.call_at(self._hold_until, self.flush)
+            else:
+                loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """Send everything queued, in order. Runs once per loop turn that queued something,
-        for at most :data:`FLUSH_SLICE` seconds: the rest goes out on the next turn, in order."""
+        """Send everything queued, in order. Runs once per loop turn that queued something
+        (or when a hold ends, see the module docstring), for at most :data:`FLUSH_SLICE`
+        seconds: the rest goes out on the next turn, in order."""
         self._scheduled = False
+        self._held = None
         queue, self._queue = self._queue, []
         deadline = time.monotonic() + FLUSH_SLICE
         for index, (kind, item) in enumerate(queue):

@@ -55,6 +55,13 @@ class NameWatcher:
             self._set(name, reply.body[0])
         return self.owner(name)
 
+    async def current_owner(self, name: str) -> str:
+        """The owner of ``name`` now, as the daemon answers ``GetNameOwner`` (``""``: none)."""
+        reply = await self._link.call_daemon("GetNameOwner", "s", [name])
+        if reply.message_type is MessageType.METHOD_RETURN and reply.body:
+            return str(reply.body[0])
+        return ""
+
     async def owner_pid(self, owner: str) -> int | None:
         """The pid of the process behind the connection ``owner`` (a unique name), or None
         when the daemon cannot tell (the connection is gone, or the bus does not know pids)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 
 __all__ = [
     "child_pids",
@@ -89,6 +90,12 @@ def _stat_fields(pid: int) -> list[str]:
     except OSError:
         return []
     return text[text.rindex(b")") + 2 :].decode().split()
+
+
+def proc_age() -> float:
+    """Seconds since this process started (exec'd), to the clock tick (10 ms)."""
+    ticks = proc_start_time(os.getpid())
+    return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
 
 
 def proc_start_time(pid: int) -> int:

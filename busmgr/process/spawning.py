@@ -14,14 +14,26 @@ its parent directories) or the manager's own.
 Signal dispositions and the signal mask are reset to the defaults, and no descriptor other than
 0, 1, 2 and ``pass_fds`` survives into the new program.
 
-There are two paths:
+Paths
+=====
 
+* the clone path, :mod:`busmgr.process.clonespawn` (a small C library built at install time),
+  for every process that needs setup between fork and exec, a ``chdir``, or a cgroup: the child
+  is made by ``clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP)`` (nothing of the manager is
+  copied, as with ``posix_spawn``), is born in its job's cgroup, applies the
+  :class:`~busmgr.jobclass.ExecContext` in C in the order of :func:`_child_setup` and execs;
+  users, groups and capabilities are looked up by the manager first, and a failed step comes
+  back with its errno, in the same words as below;
 * the fast path, ``os.posix_spawn`` (glibc: ``clone(CLONE_VFORK)``, no Python code in the
   child), when the :class:`~busmgr.jobclass.ExecContext` needs no setup between fork and exec
-  and there is no ``chdir`` (Python 3.11's ``posix_spawn`` has no chdir file action);
-* the slow path, ``os.fork`` and a child that applies the context in the order the privileges
-  require (see :func:`_child_setup`) and reports a failure through a close-on-exec pipe: EOF on
-  that pipe means ``exec`` succeeded.
+  and there is no ``chdir`` (Python 3.11's ``posix_spawn`` has no chdir file action) and no
+  cgroup, or where the clone library is missing;
+* the slow path, where the clone library is missing: ``os.fork`` and a child that applies the
+  context in the order the privileges require (see :func:`_child_setup`) and reports a failure
+  through a close-on-exec pipe: EOF on that pipe means ``exec`` succeeded.
+
+Measured (``make bench``, section 1): the clone path costs about what ``posix_spawn`` does,
+the fork path ten times that, more as the manager grows (``fork`` copies its page tables).
 
 Around ``fork`` the parent blocks every signal, so no Python handler (and no write to asyncio's
 signal wake-up fd) can run in the child before it has reset the dispositions; the parent restores
@@ -61,19 +73,19 @@ protocol (``sd_listen_fds(3)``): the sockets become descriptors 3, 4, ... of the
 ``LISTEN_FDNAMES`` (colon-separated names) and ``LISTEN_PID``, which must equal the pid of the
 process that reads them, or ``sd_listen_fds`` ignores the sockets. The sockets are moved by the
 spawn path itself: ``posix_spawn`` file actions on the fast path (staged through spare
-descriptor numbers when a socket sits where another one must go), ``dup2`` in the child on the
-slow path.
+descriptor numbers when a socket sits where another one must go), the same steps as ``dup2``
+in the child on the clone and slow paths.
 
-``LISTEN_PID`` is only known once the child exists. The slow path sets it in the child before
-``exec``. ``posix_spawn`` cannot run anything in the child, so the fast path executes the
-program through a one-line ``/bin/sh`` prelude, ``LISTEN_PID=$$; export LISTEN_PID; exec
-"$0" "$@"``, which keeps the pid (``exec`` replaces the shell). Measured on the 2-core
-development machine, with a manager-sized parent (busmgr imported, ~50 MB resident), 200 spawns
-each: the manager is blocked 0.12-0.13 ms by ``posix_spawn`` with or without the prelude, but
-2.9-6.8 ms by ``fork`` + ``exec``; the prelude adds ~0.6 ms before the program's first
-instruction (``dash`` starting and exec'ing), in the child, not in the manager. The prelude
-sets ``PWD`` to the working directory, drops environment variables whose names are not shell
-identifiers (none that busmgr sets), and the program gets its resolved path as ``argv[0]``.
+``LISTEN_PID`` is only known once the child exists. The clone and slow paths set it in the child
+before ``exec``. ``posix_spawn`` cannot run anything in the child, so the fast path executes the
+program through a one-line ``/bin/sh`` prelude, ``LISTEN_PID=$$; export LISTEN_PID; exec "$0"
+"$@"``, which keeps the pid (``exec`` replaces the shell). Measured on the 2-core development
+machine, with a manager-sized parent (busmgr imported, ~50 MB resident), 200 spawns each: the
+manager is blocked 0.12-0.13 ms by ``posix_spawn`` with or without the prelude, but 2.9-6.8 ms by
+``fork`` + ``exec``; the prelude adds ~0.6 ms before the program's first instruction (``dash``
+starting and exec'ing), in the child, not in the manager. The prelude sets ``PWD`` to the working
+directory, drops environment variables whose names are not shell identifiers (none that busmgr
+sets), and the program gets its resolved path as ``argv[0]``.
 
 Cgroups
 =======
@@ -83,12 +95,16 @@ descendant can escape by forking before it was moved:
 
 * the slow path: the child writes ``0`` to ``LEAF/cgroup.procs`` (itself) right after ``setsid``,
   before anything of the job's runs;
-* the fast path: ``posix_spawn`` creates the child in the caller's cgroup, so the manager moves
-  *itself* into the leaf, spawns, and moves itself back. The manager has no threads and runs
-  no other code in between, so nothing observes it in the leaf. If it cannot move back, it is
-  stranded in a job's cgroup (killing that job would kill the manager): :class:`StrandedError`
-  says so, and the caller must stop the manager; it is deliberately not an ``OSError``, so no
-  handler of failed spawns can swallow it.
+* the clone path: ``CLONE_INTO_CGROUP`` (Linux 5.7; before it, the child writes ``0`` to
+  ``LEAF/cgroup.procs`` first thing, as on the slow path). Nobody migrates, which matters: a
+  migration waits for the kernel's cgroup threadgroup lock, an RCU grace period, 8-20 ms for
+  the first move after a quiet spell (every cold activation, every respawn after a while);
+* the fast path, where the clone library is missing: ``posix_spawn`` creates the child in the
+  caller's cgroup, so the manager moves *itself* into the leaf, spawns, and moves itself
+  back. The manager has no threads and runs no other code in between, so nothing observes it
+  in the leaf. If it cannot move back, it is stranded in a job's cgroup (killing that job would
+  kill the manager): :class:`StrandedError` says so, and the caller must stop the manager; it
+  is deliberately not an ``OSError``, so no handler of failed spawns can swallow it.
 """
 
 from __future__ import annotations
@@ -111,7 +127,9 @@ from dataclasses import dataclass
 import prctl
 
 from busmgr.jobclass import CAPABILITIES, ConsoleMode, ExecContext, decimal
+from busmgr.process import clonespawn
 from busmgr.process.cgroups import CgroupError, cgroup_join, cgroup_return, own_cgroup_procs
+from busmgr.process.clonespawn import CloneFailed, CloneRequest, Step
 
 __all__ = [
     "Listen",
@@ -288,7 +306,12 @@ def spawn(
             if ctx.needs_child_setup or ctx.chdir is not None or cgroup is not None:
                 raise SpawnError("exec", "a foreground command takes no job settings")
             return _spawn_posix(argv, environ, exec_path, -1, out_fd, pass_fds, setsid=False)
-        if ctx.needs_child_setup or ctx.chdir is not None:
+        setup = ctx.needs_child_setup or ctx.chdir is not None
+        if (setup or cgroup is not None) and not quiet_stdout and clonespawn.available():
+            return _spawn_clone(
+                argv, environ, ctx, exec_path, null_fd, out_fd, pass_fds, cgroup, listen
+            )
+        if setup:
             if ctx.ionice is not None:
                 import psutil  # noqa: F401  (the child's _ionice uses it; import before fork)
             return _spawn_fork(
@@ -308,6 +331,133 @@ def spawn(
             os.close(null_fd)
         if link_dir is not None:
             shutil.rmtree(link_dir, ignore_errors=True)
+
+
+def _spawn_clone(
+    argv: list[str],
+    env: dict[str, str],
+    ctx: ExecContext,
+    exec_path: str | None,
+    null_fd: int,
+    out_fd: int,
+    pass_fds: tuple[int, ...],
+    cgroup: str | None,
+    listen: Listen | None,
+) -> int:
+    """The clone path (see "Paths" above): every setting resolved here, applied by the C
+    child, which is born in ``cgroup``. Users, groups and capabilities are looked up before
+    the child exists, so a missing one fails with the same words as in the child."""
+    uid = gid = -1
+    groups: tuple[int, ...] | None = None
+    if ctx.setuid is not None:
+        try:
+            pw = _getpw(ctx.setuid)
+        except LookupError as e:
+            raise SpawnError(f'setuid "{ctx.setuid}"', str(e)) from None
+        uid, gid = pw.pw_uid, pw.pw_gid
+    if ctx.setgid is not None:
+        try:
+            gid = _getgr(ctx.setgid)
+        except LookupError as e:
+            raise SpawnError(f'setgid "{ctx.setgid}"', str(e)) from None
+    if ctx.setuid is not None:
+        try:
+            groups = tuple(os.getgrouplist(pw.pw_name, gid))
+        except OSError as e:
+            raise SpawnError(f'setuid "{ctx.setuid}"', e.strerror or str(e), e.errno or 0) from None
+    elif ctx.setgid is not None:
+        groups = ()
+    caps = None
+    if ctx.caps_keep is not None:
+        try:
+            caps = tuple(_cap_number(name) for name in ctx.caps_keep)
+        except LookupError as e:
+            raise SpawnError("caps keep", str(e)) from None
+    moves: tuple[tuple[int, int, int], ...] = ()
+    if listen is not None:
+        spare = _spare_fd(
+            listen.fds, pass_fds, (null_fd, out_fd, LISTEN_FDS_START + len(listen.fds))
+        )
+        moves = tuple(
+            (0 if how == os.POSIX_SPAWN_DUP2 else 1, fd, target)
+            for how, fd, target in fd_moves(listen.fds, LISTEN_FDS_START, spare)
+        )
+    where = ctx.chdir or ("/" if ctx.chroot is not None else None)
+    path = exec_path
+    if path is None and where is None:
+        path = _which(argv[0], env, None)  # else the child searches, in its root and directory
+    ioprio = -1
+    if ctx.ionice is not None:
+        ioclass, level = ctx.ionice
+        ioprio = (ioclass << 13) | (level if ioclass in (1, 2) else 0)
+    request = CloneRequest(
+        argv=argv,
+        env=env,
+        path=path,
+        search_path=env.get("PATH", os.defpath),
+        cgroup=cgroup,
+        stdin_fd=null_fd,
+        stdout_fd=out_fd,
+        stderr_fd=out_fd,
+        keep_fds=pass_fds,
+        moves=moves,
+        n_listen=len(listen.fds) if listen is not None else 0,
+        oom_score=ctx.oom_score,
+        limits=tuple((lim.resource, _rlim(lim.soft), _rlim(lim.hard)) for lim in ctx.limits),
+        nice=ctx.nice,
+        ioprio=ioprio,
+        groups=groups,
+        chroot=ctx.chroot,
+        chdir=where,
+        umask=-1 if ctx.umask is None else ctx.umask,
+        caps=caps,
+        cap_last=_cap_last() if caps is not None else 0,
+        gid=gid,
+        uid=uid,
+    )
+    try:
+        return clonespawn.clone_spawn(request)
+    except ValueError as e:
+        raise SpawnError(f'exec "{argv[0]}"', str(e)) from None
+    except OSError as e:  # the cgroup directory cannot be opened
+        raise SpawnError(f'cgroup "{cgroup}"', e.strerror or str(e), e.errno or 0) from None
+    except CloneFailed as e:
+        raise SpawnError(_step_text(e, argv, ctx, cgroup), os.strerror(e.errno), e.errno) from None
+
+
+def _step_text(failed: CloneFailed, argv: list[str], ctx: ExecContext, cgroup: str | None) -> str:
+    """What the child was doing, in the words of :func:`_child_setup`."""
+    step = failed.step
+    if step is Step.CGROUP:
+        return f'cgroup "{cgroup}"'
+    if step is Step.OOM:
+        return f"oom score {ctx.oom_score}"
+    if step is Step.LIMIT:
+        res = ctx.limits[failed.index].resource if failed.index < len(ctx.limits) else -1
+        return f"limit {_RLIMIT_NAMES.get(res, res)}"
+    if step is Step.NICE:
+        return f"nice {ctx.nice}"
+    if step is Step.IONICE and ctx.ionice is not None:
+        return "ionice {}:{}".format(*ctx.ionice)
+    if step is Step.GROUPS or step is Step.SETUID:
+        return f'setuid "{ctx.setuid}"' if ctx.setuid is not None else f'setgid "{ctx.setgid}"'
+    if step is Step.SETGID:
+        return f'setgid "{ctx.setgid}"' if ctx.setgid is not None else f'setuid "{ctx.setuid}"'
+    if step is Step.CHROOT:
+        return f'chroot "{ctx.chroot}"'
+    if step is Step.CHDIR:
+        return f'chdir "{ctx.chdir or "/"}"'
+    if step is Step.CAPS:
+        return "caps keep"
+    if step is Step.EXEC:
+        return f'exec "{argv[0]}"'
+    return {
+        Step.SIGNALS: "reset signals",
+        Step.SETSID: "setsid",
+        Step.CONSOLE: "console",
+        Step.LISTEN: "listen",
+        Step.CLONE: "clone",
+    }.get(step, step.name.lower())
 
 
 def _spawn_posix_in(

@@ -51,6 +51,10 @@ class NameOwners(Protocol):
         """The pid behind the connection ``owner``, or None when the bus cannot tell."""
         ...
 
+    async def current_owner(self, name: str) -> str:
+        """The owner of ``name`` as the bus says now (``""``: none), asked, not remembered."""
+        ...
+
 
 class BusNameReadiness:
     """Decides, for ``dbus NAME`` jobs, whether the current owner of NAME is the job's."""
@@ -82,6 +86,22 @@ class BusNameReadiness:
             self._loop.call_soon(job.ready, "dbus")  # no bus: nothing to wait for
             return
         self._run(job, self._watch(job, name))
+
+    def check_owner(self, job: Job) -> None:
+        """Main exited 0 while ``job`` waited for its bus name (see
+        :meth:`busmgr.job.Job.bus_name_checked`): ask the bus whether the name has an owner
+        now. The bus decides, not the owner last reported here: the process may have exited
+        on seeing the name owned before that report reached the manager."""
+        name = job.jobclass.dbus_name
+        if not name or self.names is None:
+            self._loop.call_soon(job.bus_name_checked, False)
+            return
+        self._run(job, self._check_owner(job, name))
+
+    async def _check_owner(self, job: Job, name: str) -> None:
+        names = self.names
+        owner = await names.current_owner(name) if names is not None else ""
+        job.bus_name_checked(bool(owner))
 
     def owner_changed(self, name: str, owner: str) -> None:
         """The bus reported a new owner of ``name`` (``""``: none)."""

@@ -21,6 +21,7 @@ Behaviour options, in the order they take effect:
 * ``--exit-before-claim STATUS`` exits with STATUS, ``--signal-before-claim SIG`` kills itself
   with SIG, before connecting to the bus;
 * ``--claim-delay SECONDS`` waits before claiming the name (the object is exported first);
+* ``--claim-on-signal`` claims the name when it gets SIGUSR1 (a test decides when);
 * ``--never-claim`` connects but never claims the name.
 
 The object is exported before the name is claimed, so a caller the bus delivers to once the
@@ -101,6 +102,11 @@ async def serve(args: argparse.Namespace) -> None:
         bus.export(path, Application(service))
     if args.claim_delay:
         await asyncio.sleep(args.claim_delay)  # job-side: a service that is slow to claim
+    if args.claim_on_signal:
+        told: asyncio.Future[None] = loop.create_future()
+        loop.add_signal_handler(signal.SIGUSR1, lambda: told.done() or told.set_result(None))
+        print("waiting for SIGUSR1 to claim the name", flush=True)
+        await told
     if not args.never_claim:
         await bus.request_name(args.name)
         print(f"claimed {args.name} as pid {os.getpid()}", flush=True)
@@ -120,6 +126,7 @@ def main() -> None:
     parser.add_argument("--exit-before-claim", type=int, metavar="STATUS")
     parser.add_argument("--signal-before-claim", metavar="SIG")
     parser.add_argument("--claim-delay", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument("--claim-on-signal", action="store_true")
     parser.add_argument("--never-claim", action="store_true")
     parser.add_argument("--application", action="store_true")
     args = parser.parse_args()

@@ -9,18 +9,26 @@ daemon at once and the callers hear why (SPEC §4: never after the bus's own tim
 
 Invariant: every request ends in exactly one of "merged into one under way", success (the name
 has an owner: the daemon delivers), or one ``failed`` call; an unexpected exception counts as a
-failure with its text, never as silence.
+failure with its text, never as silence. A failure is reported only if the bus says the name
+has no owner at that moment: once it has one, the daemon has delivered the waiting calls, and
+a failure sent then would fail the *next* activation of the name (a wrapper that exits once
+another process owns the name; a job stopped as soon as it was ready; the manager hearing of a
+process's exit before it hears of its name).
+
+How long a request may take is the activator's business
+(:attr:`busmgr.control.Control.activation_patience`, from :mod:`busmgr.bus.patience`): it fails
+the request with its reason before the bus or the caller gives up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from busmgr import ERROR_PREFIX
+from busmgr import ERROR_PREFIX, trace
 from busmgr.errors import ManagerError
 
 log = logging.getLogger("busmgr")
@@ -62,8 +70,12 @@ class ActivationRequests:
     a new request starts a new activation instead of being merged into the old one.
     """
 
-    def __init__(self, activator: Activator) -> None:
+    def __init__(
+        self, activator: Activator, has_owner: Callable[[str], Awaitable[bool]] | None = None
+    ) -> None:
+        """``has_owner(name)`` asks the bus whether ``name`` has an owner now."""
         self._activator = activator
+        self._has_owner = has_owner
         self._pending: dict[str, _Request] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -73,6 +85,8 @@ class ActivationRequests:
 
     def request(self, key: str, bus_name: str, failed: Callable[[Failed], None]) -> None:
         """Start the provider of ``bus_name`` unless a start for ``key`` is under way."""
+        if trace.ON:
+            trace.begin(bus_name)
         if self.pending(key):
             return  # one activation serves every caller the daemon holds for this name
         request = self._pending[key] = _Request(bus_name)
@@ -89,15 +103,24 @@ class ActivationRequests:
     async def _run(self, key: str, request: _Request, failed: Callable[[Failed], None]) -> None:
         outcome: Failed | None = None
         try:
-            await self._activator.activate_name(request.bus_name, quiet=True)
-        except ManagerError as err:
-            outcome = Failed(ERROR_PREFIX + err.name, err.message)
-        except Exception as err:  # never leave the daemon's callers hanging
-            log.error("activation of %s failed: %s", request.bus_name, err, exc_info=err)
-            outcome = Failed(ERROR_PREFIX + "JobFailed", f"{request.bus_name}: {err}")
+            try:
+                await self._activator.activate_name(request.bus_name, quiet=True)
+            except ManagerError as err:
+                outcome = Failed(ERROR_PREFIX + err.name, err.message)
+            except Exception as err:  # never leave the daemon's callers hanging
+                log.error("activation of %s failed: %s", request.bus_name, err, exc_info=err)
+                outcome = Failed(ERROR_PREFIX + "JobFailed", f"{request.bus_name}: {err}")
+            if outcome is not None and not request.satisfied and self._has_owner is not None:
+                # Still pending meanwhile: a request that arrives now joins this one.
+                try:
+                    request.satisfied = await self._has_owner(request.bus_name)
+                except Exception as err:  # the bus cannot answer: report what busmgr knows
+                    log.warning("cannot ask the bus for the owner of %s: %s", request.bus_name, err)
         finally:
             if self._pending.get(key) is request:
                 del self._pending[key]
+        if trace.ON:
+            trace.end(request.bus_name, outcome.message if outcome else "ok")
         if outcome is not None:
             if request.satisfied:
                 log.info(
