@@ -280,19 +280,20 @@ def _exit_code(info: process.ExitInfo) -> int:
 
 
 # ============================================================================ the run
-def _watch_loop(loop: asyncio.AbstractEventLoop, environ: Mapping[str, str]) -> None:
-    """``BUSMGR_LOOP_DEBUG=SECONDS`` (a debug option, off by default): asyncio's debug mode,
-    logging every callback that holds the loop longer than SECONDS (the tests use 0.1)."""
+def _watch_loop(environ: Mapping[str, str]) -> None:
+    """``BUSMGR_LOOP_DEBUG=SECONDS`` (a debug option, off by default): log every callback
+    that holds the loop longer than SECONDS (the tests use 0.1; see :mod:`busmgr.loopwatch`)."""
     limit = environ.get("BUSMGR_LOOP_DEBUG", "")
     with contextlib.suppress(ValueError):
         if limit and float(limit) > 0:
-            loop.set_debug(True)
-            loop.slow_callback_duration = float(limit)
+            from busmgr import loopwatch
+
+            loopwatch.watch(float(limit))
 
 
 async def _main(plan: Plan) -> int:
     loop = asyncio.get_running_loop()
-    _watch_loop(loop, plan.config.environ)
+    _watch_loop(plan.config.environ)
     if plan.config.environ.get("BUSMGR_TRACE", "") not in ("", "0"):
         trace.enable()  # a debug option: one line of step times per activation, and start-up
         trace.begin(STARTUP, f"main ({process.proc_age():.3g}s after exec)")

@@ -241,6 +241,7 @@ class Supervisor:
         ctx = cls.context
         log_fd = self._log_writer(job) if ctx.console is ConsoleMode.LOG else None
         scope = self.scope(job)
+        before = process.boot_ticks()
         try:
             pid = process.spawn(
                 spec.argv(),
@@ -260,6 +261,8 @@ class Supervisor:
         finally:
             if log_fd is not None:
                 os.close(log_fd)  # the process has its copy; the manager keeps the read end
+        if process.boot_ticks() == before:
+            self.started[pid] = before  # else read from /proc when a snapshot needs it
         self._pid_job[pid] = job
         scope.adopt(pid)
         self.reaper.watch(pid, self._child_reaped)

@@ -1015,3 +1015,18 @@ def test_reaper_storm_of_exits_is_quiet() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1500"
     assert done.stderr == ""
+
+
+def test_boot_ticks_bracket_a_new_process_start_time() -> None:
+    import subprocess
+
+    from busmgr.process import boot_ticks, proc_start_time
+
+    before = boot_ticks()
+    child = subprocess.Popen(["sleep", "5"])
+    after = boot_ticks()
+    try:
+        assert before <= proc_start_time(child.pid) <= after
+    finally:
+        child.kill()
+        child.wait()

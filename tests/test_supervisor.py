@@ -88,3 +88,26 @@ async def test_process_rows_name_the_main_process_and_others(
     j.process_exited = lambda p, status, sig: exited.set_result(p)  # type: ignore[method-assign]
     sup.kill(j, signal.SIGTERM)
     assert await asyncio.wait_for(exited, TIMEOUT) == pid
+
+
+async def test_a_spawned_process_is_recorded_with_its_start_time(
+    supervisor: tuple[Supervisor, list[str]],
+) -> None:
+    # The start time a snapshot records (what names the process for good) is the kernel's,
+    # whether it came from the clock around the spawn or from /proc/PID/stat afterwards.
+    from busmgr.process import proc_start_time
+
+    sup, _ = supervisor
+    jobs = [job(f"svc{n}") for n in range(20)]
+    for j in jobs:
+        j.pids[ProcessKind.MAIN] = sup.spawn(j, ProcessKind.MAIN, {"PATH": os.defpath})
+    for j in jobs:
+        pid = j.pids[ProcessKind.MAIN]
+        assert sup.saved_processes(j) == {ProcessKind.MAIN: (pid, proc_start_time(pid))}
+    exits = []
+    for j in jobs:
+        fut = asyncio.get_running_loop().create_future()
+        j.process_exited = lambda p, status, sig, fut=fut: fut.set_result(p)  # type: ignore[method-assign]
+        exits.append(fut)
+        sup.kill(j, signal.SIGTERM)
+    await asyncio.wait_for(asyncio.gather(*exits), TIMEOUT)

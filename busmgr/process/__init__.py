@@ -26,6 +26,7 @@ from busmgr.process.cgroups import (
 from busmgr.process.forks import ForkEvents
 from busmgr.process.handover import identity, pass_on, same_file
 from busmgr.process.procfs import (
+    boot_ticks,
     child_pids,
     kill_pid,
     kill_process_group,
@@ -53,6 +54,7 @@ __all__ = [
     "Reaper",
     "SpawnError",
     "StrandedError",
+    "boot_ticks",
     "cgroup2_mount",
     "cgroup_create",
     "cgroup_kill",

@@ -11,6 +11,7 @@ import os
 import time
 
 __all__ = [
+    "boot_ticks",
     "child_pids",
     "kill_pid",
     "kill_process_group",
@@ -96,6 +97,18 @@ def proc_age() -> float:
     """Seconds since this process started (exec'd), to the clock tick (10 ms)."""
     ticks = proc_start_time(os.getpid())
     return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
+
+
+_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+def boot_ticks() -> int:
+    """Now, in the clock ticks since boot that :func:`proc_start_time` counts in (the kernel
+    takes a new process's start time from the same clock, rounded down alike). A process
+    created between two readings that agree started in that tick: its start time is known
+    without reading ``/proc/PID/stat``, which waits while the new program maps its
+    libraries."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // _TICK_NS
 
 
 def proc_start_time(pid: int) -> int:

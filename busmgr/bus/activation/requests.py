@@ -124,9 +124,10 @@ class ActivationRequests:
         if outcome is not None:
             if request.satisfied:
                 log.info(
-                    "%s had an owner before its job failed: the callers were served, "
-                    "no activation failure reported",
+                    "%s had an owner, so its callers were served (no activation failure "
+                    "reported); its job did not stay up: %s",
                     request.bus_name,
+                    outcome.message,
                 )
             else:
                 log.warning("activation of %s failed: %s", request.bus_name, outcome.message)
