@@ -43,7 +43,7 @@ from dbus_fast.errors import DBusError
 # instance_path is imported here, not in a test's coroutine: a first import (compiled, when
 # bytecode is not cached) would hold the test's event loop.
 from busmgr import MANAGER_BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH
-from busmgr.bus.face import instance_path
+from busmgr.bus.values import instance_path
 
 HELPERS = Path(__file__).parent / "helpers"
 PYTHON = sys.executable

@@ -35,7 +35,7 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
 from busmgr import MANAGER_INTERFACE
-from busmgr.bus.face import instance_path
+from busmgr.bus.values import instance_path
 
 from conftest import (
     ALL_BUSES,

@@ -14,7 +14,7 @@ from dbus_fast import Message, MessageType
 from dbus_fast.errors import DBusError
 from dbus_fast.introspection import Node
 
-from busmgr.bus.face import instance_path, job_path
+from busmgr.bus.values import instance_path, job_path
 
 from conftest import TIMEOUT, Session, add_match, start_session, stop_session
 

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 from dbus_fast.errors import DBusError
 
-from busmgr.bus.face import job_path
+from busmgr.bus.values import job_path
 
 from conftest import TIMEOUT, Session, start_session, stop_session
 

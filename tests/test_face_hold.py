@@ -3,9 +3,9 @@ bus: a stub link records what would be sent.
 
 While an activated service claims its name, its caller waits and the bus daemon must route the
 service's ``Hello`` and ``RequestName``: the manager's signals (building them, the daemon
-routing them) wait until the job is ready, at most :data:`busmgr.bus.face.HOLD` seconds, and
-then go out in the order things happened. Nothing here sleeps: the tests wait for the flush
-itself, under a timeout.
+routing them) wait until the job is ready, at most :data:`busmgr.bus.signal_queue.HOLD`
+seconds, and then go out in the order things happened. Nothing here sleeps: the tests wait
+for the flush itself, under a timeout.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 
 from dbus_fast import Message
 
-from busmgr.bus.face import HOLD, BusFace
+from busmgr.bus.face import BusFace
+from busmgr.bus.signal_queue import HOLD
 from busmgr.events import Event
 from busmgr.job import Goal, Job, State
 from busmgr.jobclass import JobClass, ProcessKind, ProcessSpec

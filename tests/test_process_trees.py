@@ -26,7 +26,7 @@ from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
-from busmgr.bus.face import instance_path
+from busmgr.bus.values import instance_path
 from busmgr.process import cgroup2_mount
 
 from conftest import HELPERS, PYTHON, TIMEOUT, Session, add_match, start_session, stop_session

@@ -11,7 +11,7 @@ import pytest
 from dbus_fast import Message
 from dbus_fast.errors import DBusError
 
-from busmgr.bus.face import job_path
+from busmgr.bus.values import job_path
 
 from conftest import TIMEOUT, Session, add_match, start_session, stop_session
 

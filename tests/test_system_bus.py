@@ -35,7 +35,7 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
 from busmgr import MANAGER_BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH
-from busmgr.bus.face import instance_path
+from busmgr.bus.values import instance_path
 
 from conftest import TIMEOUT
 from sysbus import (
