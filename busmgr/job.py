@@ -16,8 +16,9 @@ The model is Upstart 0.5's (seed ``002_*``, "Job Lifecycle"):
   and main again.
 
 Everything that touches the outside world (spawning, signalling, timers, the clock, events, the
-bus) goes through the :class:`JobHost` protocol, so this module is tested without processes or
-a bus, and does no I/O of its own.
+bus) goes through the :class:`~busmgr.jobhost.JobHost` protocol, so this module is tested without
+processes or a bus, and does no I/O of its own. Its values live beside it: why a job failed
+(:mod:`busmgr.failure`) and the respawn limit's window (:mod:`busmgr.respawn`).
 """
 
 from __future__ import annotations
@@ -25,11 +26,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 from busmgr.errors import ManagerError as JobError
 from busmgr.events import STOP_EVENTS, Event, job_event
+from busmgr.failure import Failure
 from busmgr.jobclass import ExpectMode, JobClass, ProcessKind, signal_name
+from busmgr.jobhost import JobHost, TimerHandle
+from busmgr.respawn import RespawnWindow, too_fast_reason
+
+# Failure (busmgr.failure), JobHost and TimerHandle (busmgr.jobhost) are imported from here too.
 
 
 class Goal(enum.Enum):
@@ -124,103 +129,6 @@ class JobStateError(RuntimeError):
     """A transition the state machine does not allow: a bug in busmgr, never user error."""
 
 
-class TimerHandle(Protocol):
-    def cancel(self) -> None: ...
-
-
-class JobHost(Protocol):
-    """What a :class:`Job` needs from the world. The manager implements it; tests fake it.
-
-    Every callback into the job (``process_exited``, ``event_finished``...) arrives from the
-    event loop, never re-entrantly from inside one of these calls, except where noted.
-    """
-
-    def spawn(self, job: Job, kind: ProcessKind, env: Mapping[str, str]) -> int:
-        """Start ``kind``'s process for ``job``; returns its pid. Raises ``OSError``-like
-        :class:`busmgr.process.SpawnError` with a message when it cannot be started."""
-        ...
-
-    def kill(self, job: Job, signum: int) -> None:
-        """Send ``signum`` to every process of the job."""
-        ...
-
-    def has_processes(self, job: Job) -> bool:
-        """Whether any process of the job (tracked or not) is still alive or unreaped."""
-        ...
-
-    def emit_job_event(
-        self, job: Job, event: Event, on_finished: Callable[[bool], None] | None
-    ) -> bool | None:
-        """Queue the job event ``event`` (``starting``, ...). With ``on_finished``, the event
-        blocks the job: the callback runs (later, from the loop) once every job it started or
-        stopped is done; or the host handled the event at once (no job listens to it and no
-        other event is pending) and returns True, and ``on_finished`` is never called: the
-        job goes on at once, as a successful event would let it."""
-        ...
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> TimerHandle: ...
-
-    def now(self) -> float:
-        """Monotonic seconds (the respawn limit's clock)."""
-        ...
-
-    def watch_readiness(self, job: Job) -> None:
-        """Begin watching what ``job.pending_ready`` names (``dbus``, ``expect``); the host
-        calls :meth:`Job.ready` for each as it happens."""
-        ...
-
-    def check_bus_name(self, job: Job) -> None:
-        """The main process of ``job`` exited 0 while the job waited for its bus name: find
-        out whether the name has an owner now (asking the bus, which decides) and call
-        :meth:`Job.bus_name_checked` with the answer (later, from the loop)."""
-        ...
-
-    def changed(self, job: Job) -> None:
-        """Some property of the job changed: publish it (coalesced per loop turn)."""
-        ...
-
-    def finished(self, job: Job) -> None:
-        """The job reached ``waiting``: an instance of an ``instance`` job may be removed."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """Why a job failed: which process (or ``respawn``) and how it ended."""
-
-    process: str
-    status: int | None = None
-    signal: int | None = None
-    reason: str = ""
-
-    @property
-    def how(self) -> str:
-        """``killed by signal KILL``, ``exited with status 1``, or ``""``."""
-        if self.signal is not None:
-            return f"killed by signal {signal_name(self.signal)}"
-        if self.status is not None:
-            return f"exited with status {self.status}"
-        return ""
-
-    def describe(self) -> str:
-        how = f" {self.how}" if self.how else ""
-        text = f"RESULT=failed PROCESS={self.process}{how}"
-        return f"{text}: {self.reason}" if self.reason else text
-
-    def summary(self) -> str:
-        """The reason in a few words, for people: ``respawned too fast (3 in 5s), last: main
-        exited with status 1``, ``lost bus name org.x.Y``, ``main killed by signal KILL``,
-        ``pre-start exited with status 4``, ``not ready after 90s (waited for ...)``."""
-        how = self.how
-        if self.process == "respawn":
-            return f"{self.reason}, last: main {how}" if how else self.reason
-        if self.reason and how:
-            return f"{self.process} {how}: {self.reason}"
-        if self.reason:
-            return self.reason if self.process == "main" else f"{self.process}: {self.reason}"
-        return f"{self.process} {how}" if how else f"{self.process} failed"
-
-
 @dataclass(frozen=True)
 class Restored:
     """What :meth:`Job.restore` takes back: the job's own fields as a snapshot recorded them."""
@@ -258,7 +166,7 @@ class Job:
     """
 
     def __init__(
-        self, jobclass: JobClass, instance: str, env: dict[str, str], host: JobHost
+        self, jobclass: JobClass, instance: str, env: dict[str, str], host: JobHost[Job]
     ) -> None:
         self.jobclass = jobclass
         self.name = jobclass.name
@@ -276,8 +184,7 @@ class Job:
         self.pending_ready: set[str] = set()
         self.ready_reached = False
         self.respawns = 0  # main failures counted against the respawn limit, ever
-        self._respawn_window_start = 0.0
-        self._respawn_count = 0
+        self._respawn_window = RespawnWindow()  # the failures counted against the limit
         self._timer: TimerHandle | None = None
         self._waiters: list[Waiter] = []
         self.status_text = ""
@@ -327,7 +234,7 @@ class Job:
     # ------------------------------------------------------------ restoring
     def counters(self) -> tuple[float, int]:
         """The respawn window's start and the respawns counted in it (what a snapshot keeps)."""
-        return self._respawn_window_start, self._respawn_count
+        return self._respawn_window.start, self._respawn_window.count
 
     def restore(self, saved: Restored) -> None:
         """Take the state a previous manager saved (re-exec, or re-adoption after a crash).
@@ -351,7 +258,7 @@ class Job:
         self.last_exit = saved.last_exit
         self.ready_reached = saved.ready_reached
         self.respawns = saved.respawns
-        self._respawn_window_start, self._respawn_count = saved.respawn_window
+        self._respawn_window = RespawnWindow(*saved.respawn_window)
         self.status_text = saved.status_text
         self.start_count = saved.start_count
         self.host.changed(self)
@@ -709,21 +616,11 @@ class Job:
         """Main failed after the job was ready: respawn within the limit, else stop failed."""
         cls = self.jobclass
         if cls.respawn.enabled and self.goal is Goal.START:
-            now = self.host.now()
-            if now - self._respawn_window_start > cls.respawn.interval:
-                self._respawn_window_start = now
-                self._respawn_count = 0
-            self._respawn_count += 1
+            self._respawn_window = self._respawn_window.counted(self.host.now(), cls.respawn)
             self.respawns += 1
-            if cls.respawn.limit and self._respawn_count > cls.respawn.limit:
-                self._fail(
-                    Failure(
-                        "respawn",
-                        failure.status,
-                        failure.signal,
-                        f"respawned too fast ({cls.respawn.limit} in {cls.respawn.interval:g}s)",
-                    )
-                )
+            if self._respawn_window.too_fast(cls.respawn):
+                reason = too_fast_reason(cls.respawn)
+                self._fail(Failure("respawn", failure.status, failure.signal, reason))
                 self.goal = Goal.STOP
             else:
                 # Goal stays START: running -> stopping -> ... -> post-stop -> starting. The

@@ -108,7 +108,7 @@ class BusKeeper:
         # Called once the manager is back on the bus after a loss (the runtime writes the
         # address file again: what tells a waiting client the session is usable again).
         self.on_back: Callable[[str], None] | None = None
-        manager.on_bus_lost = self._lost
+        manager.presence.on_bus_lost = self._lost
         manager.bus_record = self.record
 
     @property
@@ -152,7 +152,7 @@ class BusKeeper:
             await self._start_bus(saved if saved is not None and saved.is_dir() else None)
         if self.address is None:
             raise LinkError("no bus address")
-        self.manager.set_bus_timeout(self.activation_timeout())
+        self.manager.presence.set_bus_timeout(self.activation_timeout())
         await self.manager.connect(self.address)
         return self.address
 
@@ -248,7 +248,7 @@ class BusKeeper:
         exited.add_done_callback(self._bus_exited)
         self.bus, self.address = bus, without_guid(bus.address)
         self._started = process.proc_start_time(bus.pid)
-        self.manager.reexec_refusal = (
+        self.manager.reexecution.refusal = (
             "not re-executing with --broker: dbus-broker exits when its launcher's controller "
             "connection closes, which an exec does"
         )

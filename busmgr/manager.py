@@ -7,53 +7,47 @@ observers (:mod:`busmgr.observe`: the bus face, the job log). Requests arrive th
 event queue and :mod:`busmgr.dispatch`.
 
 :class:`Manager` is the :class:`busmgr.job.JobHost` of every job, and nothing more than glue:
-each host call is handed to the room that owns it. Nothing here blocks the loop, and nothing
-polls: every wait is on a process exit, a bus message, an event or a timer.
+each host call is handed to the room that owns it. The roles around it have rooms of their own:
+the bus connection and going live (:mod:`busmgr.presence`), re-execution's hand-over and
+take-over (:mod:`busmgr.reexec`), the shutdown order (:mod:`busmgr.shutdown`), the times carried
+across a restart (:meth:`busmgr.timeline.Timeline.take_back`) and the frozen heap
+(:mod:`busmgr.heap`). Nothing here blocks the loop, and nothing polls: every wait is on a
+process exit, a bus message, an event or a timer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from busmgr import MANAGER_BUS_NAME, process, trace
-from busmgr.bus.activation import (
-    SYSTEMD,
-    ActivationBackend,
-    ActivationRequests,
-    BackendFactory,
-    DbusDaemonActivation,
-)
-from busmgr.bus.auth import CallerGate, CallerPolicy
-from busmgr.bus.face import BusFace, Insight, Operations
-from busmgr.bus.link import BusLink
-from busmgr.bus.names import NameWatcher
-from busmgr.bus.patience import patience
-from busmgr.bus.signal_events import SignalEventBridge
+from busmgr import MANAGER_BUS_NAME, shutdown, trace
+from busmgr.bus.activation import SYSTEMD, BackendFactory
+from busmgr.bus.auth import CallerPolicy
+from busmgr.bus.face import Insight, Operations
 from busmgr.catalog import Catalog, Sources, load_catalog_sliced
 from busmgr.control import Control
 from busmgr.desktop import DesktopSession
 from busmgr.dispatch import Dispatcher
 from busmgr.environment import Environment
-from busmgr.errors import ManagerError
 from busmgr.eventqueue import Block, EventQueue
 from busmgr.events import Event
-from busmgr.job import Goal, Job, State, TimerHandle
+from busmgr.heap import freeze_heap
+from busmgr.job import Job, TimerHandle
 from busmgr.jobclass import ProcessKind
 from busmgr.joblog import JobLog
 from busmgr.logsink import DEFAULT_ROTATION, LogRotation
-from busmgr.observe import JobObserver, Observers
+from busmgr.observe import Observers
 from busmgr.options import DesktopOptions, Mode
+from busmgr.presence import BusPresence
 from busmgr.readiness import BusNameReadiness
+from busmgr.reexec import Reexecution
 from busmgr.registry import Registry
-from busmgr.restore import restorable, restore, take_snapshot
-from busmgr.snapshot import Saved, SavedBus, SavedFd, SavedProcess, SavedSocket
+from busmgr.restore import restore, take_snapshot
+from busmgr.snapshot import Saved, SavedBus, SavedProcess
 from busmgr.statestore import StateStore, boot_id
 from busmgr.supervisor import Supervisor
 from busmgr.timeline import Timeline
@@ -64,12 +58,7 @@ log = logging.getLogger("busmgr")
 __all__ = ["Manager", "ManagerConfig"]
 
 INSTALL_BATCH = 25  # job classes added per step at start-up
-REEXEC_WAIT = 10.0  # seconds Reexec waits for every job to be at rest
 INSTALL_SLICE = 0.02  # seconds of installing before the loop gets a turn
-# The collector's thresholds (CPython's default: 700, 10, 10): a burst allocates a lot, and
-# most of it is freed by reference counting; fewer young collections promote less to the
-# old generations, whose full scans are what cost (see _freeze_heap).
-GC_THRESHOLDS = (10_000, 20, 20)
 
 
 @dataclass(frozen=True)
@@ -90,46 +79,6 @@ class ManagerConfig:
     @property
     def job_log_dir(self) -> Path:
         return self.log_dir or self.state_dir / "log"
-
-
-def _freeze_heap() -> None:
-    """Keep what the manager loaded out of the cyclic garbage collector's scans.
-
-    The job classes, the jobs and their bus objects (most of the manager's objects) live as
-    long as the configuration. CPython's collector scans every tracked object in a full
-    collection, and a burst (one event starting thousands of jobs) triggers several: with
-    5,000 jobs loaded they took 3 s of a 27 s start, one of them holding the loop for 0.8 s.
-    ``gc.freeze`` moves the objects alive now into a generation that is never scanned (they
-    are still freed by reference counting); a reload unfreezes them first, collects what the
-    old configuration left in cycles, and freezes what is left."""
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
-class _Moved(JobObserver):
-    """Sets an event whenever a job changes or an event is handled (what Reexec waits on)."""
-
-    def __init__(self, moved: asyncio.Event) -> None:
-        self._moved = moved
-
-    def job_changed(self, job: Job) -> None:
-        self._moved.set()
-
-    def event_emitted(self, event: Event) -> None:
-        self._moved.set()
-
-
-class _ClassFollower(JobObserver):
-    """Keeps a callable told of every job class after each change (the signal bridge)."""
-
-    def __init__(self, registry: Registry, update: Callable[..., None]) -> None:
-        self._registry = registry
-        self._update = update
-
-    def classes_changed(self, added: object, removed: object) -> None:
-        self._update(self._registry.classes.values())
 
 
 class Manager:
@@ -180,29 +129,35 @@ class Manager:
             import_dirs=config.import_dirs,
         )
         self.catalog = Catalog({})
-        self.link = BusLink()
-        self._bus_observers: list[JobObserver] = []
-        # What to do when the bus connection is lost (the runtime's policy: reconnect, or
-        # restart the private bus); the core never learns about it.
-        self.on_bus_lost: Callable[[], None] | None = None
-        self.requests = ActivationRequests(self.control, self._has_owner)
-        self.activation: ActivationBackend | None = None
-        self._backend: BackendFactory | None = None  # None: the dbus-daemon backend
-        self.names: NameWatcher | None = None
         self.store = StateStore(
             self.loop, config.state_dir, self.snapshot, busy=lambda: not self.queue.idle()
         )
+        self.reexecution = Reexecution(
+            self.loop,
+            self.registry,
+            self.queue,
+            self.store,
+            self.joblog,
+            self.triggers.sockets,
+            self.request_shutdown,
+        )
+        self.presence = BusPresence(
+            config.mode,
+            config.claim_systemd1,
+            self.environment,
+            self.control,
+            self.registry,
+            self.observers,
+            self.bus_names,
+            self.queue.emit,
+            self.supervisor.process_rows,
+            Insight(self.joblog, self.timeline, lambda: self.config_errors),
+            self._operations,
+        )
         self.started_up = False  # ``startup`` was emitted (by this manager or before a re-exec)
-        self.reexec_requested = False
-        self.reexec_wait = REEXEC_WAIT
-        self.reexec_refusal = ""  # why this manager cannot re-execute, if it cannot
         # What the runtime records beside the jobs: the private bus and the session command.
         self.bus_record: Callable[[], SavedBus | None] = lambda: None
         self.command_record: Callable[[], SavedProcess | None] = lambda: None
-        self._moved = asyncio.Event()  # set whenever a job changes or an event is handled
-        # The descriptors recorded for the next image (set only by hand_over, right before
-        # the exec: descriptors do not outlive a crash).
-        self._handed: tuple[tuple[tuple[str, SavedFd], ...], tuple[SavedSocket, ...]] = ((), ())
         self._reloading = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.stopped: asyncio.Future[None] = self.loop.create_future()
@@ -285,8 +240,8 @@ class Manager:
         run one at a time, in the order they were asked for."""
         async with self._reloading:
             self.registry.swap((await self.load()).classes)
-            await self._refresh_activation()
-            _freeze_heap()
+            await self.presence.refresh_activation(self.catalog)
+            freeze_heap()
 
     def request_reload(self) -> None:
         """``reload_configuration`` from a signal handler (SIGHUP)."""
@@ -294,115 +249,24 @@ class Manager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _refresh_activation(self) -> None:
-        """Write the activation files and follow the provided names (after every load)."""
-        classes = list(self.registry.classes.values())
-        if self.activation is not None:
-            await self.activation.refresh(classes, self.catalog.units, self.catalog.skipped)
-        names = self.names
-        if names is not None:
-            # Follow every provided name now: a start later finds its owner known already. The
-            # round trips (a match rule and the owner, per name) go out together.
-            provided = {cls.dbus_name for cls in classes if cls.dbus_name}
-            await asyncio.gather(*(names.watch(name) for name in sorted(provided)))
-
     # ======================================================== the bus
-    async def connect(self, address: str) -> None:
-        """Connect to the bus at ``address`` and put the manager's objects on it; raises
-        :class:`busmgr.bus.link.LinkError` with one line. The manager's name is owned later,
-        by :meth:`go_live`, once the jobs are loaded (owning it is the manager's readiness).
-
-        Called again after the connection was lost: everything of the old connection is let go
-        first, so the new one starts clean (objects exported again, match rules added again,
-        name owners asked again)."""
-        self._detach()
-        link = self.link = BusLink()
-        link.on_lost = self._link_lost
-        await link.connect(address)
-        self.environment.bus_address = address
-        names = self.names = NameWatcher(link, self._owner_changed)
-        self.bus_names.attach(names)
-        policy = CallerPolicy(self.config.mode, names)
-        # Before any handler that acts on a method call: every call to every name we own.
-        link.add_handler(CallerGate(link, policy))
-        ops = Operations(
+    def _operations(self, policy: CallerPolicy) -> Operations:
+        """What the bus face may do for callers ``policy`` lets in (one per connection)."""
+        return Operations(
             self.control,
             policy,
             self.reload_configuration,
-            self.reexec,
+            self.reexecution.run,
             skipped=lambda: self.catalog.skipped,
         )
-        insight = Insight(self.joblog, self.timeline, lambda: self.config_errors)
-        face = BusFace(link, ops, self.supervisor.process_rows, insight)
-        face.publish(self.registry.classes.values(), self.registry.jobs())
-        # Bus signals some job waits for become ``dbus-signal`` events.
-        signals = SignalEventBridge(link, self.queue.emit, names)
-        signals.update(self.registry.classes.values())
-        self._bus_observers = [face, _ClassFollower(self.registry, signals.update)]
-        for observer in self._bus_observers:
-            self.observers.subscribe(observer)
 
-    def _detach(self) -> None:
-        """Forget the rooms of the previous connection (after a loss, before a new one)."""
-        for observer in self._bus_observers:
-            self.observers.unsubscribe(observer)
-        self._bus_observers = []
-        self.bus_names.attach(None)
-        self.names = None
-        self.activation = None
-
-    def _link_lost(self) -> None:
-        self._detach()
-        if self.on_bus_lost is not None:
-            self.on_bus_lost()
+    async def connect(self, address: str) -> None:
+        """:meth:`busmgr.presence.BusPresence.connect`: on the bus, the name not owned yet."""
+        await self.presence.connect(address)
 
     async def go_live(self, servicedir: Path | None, *, own_servicedir: bool) -> None:
-        """Own the manager's name and start activation: its files go to ``servicedir``
-        (``own_servicedir``: the private bus's own directory, which goes away with the bus).
-        After a reconnection, the jobs' bus names are checked again: a name that lost its owner
-        meanwhile fails its job (respawn applies)."""
-        link = self.link
-        await link.own(MANAGER_BUS_NAME)
-        if self._backend is not None:
-            self.activation = self._backend(link, self.requests, self.environment)
-        else:
-            self.activation = DbusDaemonActivation(
-                link,
-                self.requests,
-                self.environment,
-                link.address,
-                servicedir,
-                remove_on_close=not own_servicedir,
-                claim=self.config.claim_systemd1,
-            )
-        await self.activation.start()
-        await self._refresh_activation()
-        for job in list(self.registry.jobs()):
-            self.bus_names.recheck(job)
-
-    def set_bus_timeout(self, seconds: float | None) -> None:
-        """The bus gives an activation ``seconds`` (its ``service_start_timeout``; None: not
-        known, or none): from it, how long busmgr lets one take before it fails the request
-        with its own reason (:mod:`busmgr.bus.patience`)."""
-        self.control.activation_patience = patience(seconds)
-        log.debug(
-            "activation requests fail after %gs (the bus allows %s)",
-            self.control.activation_patience,
-            "?" if seconds is None else f"{seconds:g}s",
-        )
-
-    async def _has_owner(self, name: str) -> bool:
-        """Whether the bus says ``name`` has an owner now (False without a bus)."""
-        names = self.names
-        return names is not None and bool(await names.current_owner(name))
-
-    def _owner_changed(self, name: str, owner: str) -> None:
-        """A watched bus name has a new owner (``""``: none): readiness, then activation."""
-        if trace.ON:
-            trace.step(name, "owned" if owner else "unowned")
-        self.bus_names.owner_changed(name, owner)
-        if owner:
-            self.requests.name_owned(name)
+        """:meth:`busmgr.presence.BusPresence.go_live` with the jobs loaded now."""
+        await self.presence.go_live(servicedir, own_servicedir=own_servicedir, catalog=self.catalog)
 
     # ======================================================== life
     async def begin(
@@ -419,9 +283,9 @@ class Manager:
         previous image, whose descriptors it still has), go live on the bus (if connected:
         activation through ``backend``, by default the dbus-daemon one), emit ``startup``
         (unless it was emitted before), and record the state from now on."""
-        self._backend = backend
+        self.presence.backend = backend
         if saved is not None and handed_over:
-            self._take_over(saved)
+            self.reexecution.take_over(saved)
         classes = list((await self.load()).classes.values())
         if trace.ON:
             trace.step("start-up", "jobs loaded")
@@ -434,21 +298,16 @@ class Manager:
         if saved is not None:
             restore(saved, self.registry, self.supervisor, self.environment)
             self.started_up = saved.started
-            if saved.since:
-                self.timeline.started = saved.since
-            for name, instance, since, running in saved.times:
-                job = self.registry.instance(name, instance)
-                if job is not None:
-                    self.timeline.seed(job, since, running)
+            self.timeline.take_back(saved, self.registry.instance)
         if trace.ON:
             trace.step("start-up", "jobs added")
-        if self.link.connected:
+        if self.presence.link.connected:
             await self.go_live(servicedir, own_servicedir=own_servicedir)
         if trace.ON:
             trace.step("start-up", "live")
         self.observers.subscribe(self.store)
-        self.observers.subscribe(_Moved(self._moved))
-        _freeze_heap()
+        self.observers.subscribe(self.reexecution.observer)
+        freeze_heap()
         self.store.mark()
         if not self.started_up:
             self.started_up = True
@@ -456,43 +315,11 @@ class Manager:
             if self.desktop is not None:
                 self.desktop.begin()  # the desktop's phases (not again after a re-exec)
 
-    def _take_over(self, saved: Saved) -> None:
-        """The log pipes and sockets the previous image handed over, each checked to be what
-        was recorded (a descriptor that is not is left alone, and said)."""
-        for name, pipe in saved.log_pipes:
-            if process.same_file(pipe.fd, pipe.file):
-                self.joblog.sinks.adopt(name, pipe.fd)
-            else:
-                log.warning("re-exec: the log pipe of %s was not handed over", name)
-        for sock in saved.sockets:
-            if process.same_file(sock.fd.fd, sock.fd.file):
-                self.triggers.sockets.adopt(sock.key, sock.fd.fd, sock.path_file)
-            else:
-                log.warning("re-exec: the socket %s was not handed over", "/".join(
-                    str(part) for part in sock.key if part))  # fmt: skip
-
-    def hand_over(self) -> list[int]:
-        """The last state write before the manager execs itself: everything, and the
-        descriptors the next image takes over (log pipes, sockets), which are returned so the
-        runtime keeps them open across the exec. Nothing changes after this."""
-        log_pipes = tuple(
-            (name, SavedFd(fd, process.identity(fd)))
-            for name, fds in self.joblog.sinks.fds().items()
-            for fd in fds
-        )
-        sockets = tuple(
-            SavedSocket(key, SavedFd(fd, process.identity(fd)), path_file)
-            for key, fd, path_file in self.triggers.sockets.held()
-        )
-        self._handed = (log_pipes, sockets)
-        self.store.save(sync=True)
-        return [f.fd for _name, f in log_pipes] + [s.fd.fd for s in sockets]
-
     def snapshot(self) -> Saved:
         """What the state store writes: everything :mod:`busmgr.restore` needs."""
         jobs, order = take_snapshot(self.registry, self.supervisor, self.environment)
         hierarchy = self.supervisor.hierarchy
-        log_pipes, sockets = self._handed
+        log_pipes, sockets = self.reexecution.handed
         return Saved(
             boot_id=boot_id(),
             manager_pid=os.getpid(),
@@ -510,44 +337,6 @@ class Manager:
             times=tuple(self.timeline.saved_times()),
         )
 
-    async def reexec(self) -> None:
-        """``Reexec``: wait (at most ``reexec_wait`` seconds) until every job can be
-        saved as it is and no event is being handled, save the state, and have the runtime
-        exec the manager again. Raises ``Busy`` naming the jobs still between states."""
-        if self.reexec_refusal:
-            raise ManagerError("NotSupported", self.reexec_refusal)
-        deadline = self.loop.time() + self.reexec_wait
-        while True:
-            busy = [
-                f"{j.label} ({j.state.value})" for j in self.registry.jobs() if not restorable(j)
-            ]
-            if not busy and not len(self.queue):
-                break
-            left = deadline - self.loop.time()
-            if left <= 0:
-                what = ", ".join(busy) or "events being handled"
-                raise ManagerError("Busy", f"not re-executing: jobs between states: {what}")
-            self._moved.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._moved.wait(), left)
-        self.store.save(sync=True)
-        self.store.enabled = False  # nothing may change the file between here and the exec
-        self.reexec_requested = True
-        self.request_shutdown(0)
-
-    def request_reexec(self) -> None:
-        """``reexec`` from a signal handler (SIGUSR2); a refusal is logged."""
-
-        async def reexec() -> None:
-            try:
-                await self.reexec()
-            except ManagerError as err:
-                log.warning("%s", err.message)
-
-        task = self.loop.create_task(reexec())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def request_shutdown(self, status: int = 0) -> None:
         if not self.stopped.done():
             self.exit_status = status
@@ -559,29 +348,8 @@ class Manager:
         self.request_shutdown(1)
 
     async def stop_everything(self) -> bool:
-        """Stop every job in reverse start order, each to waiting; True if all went clean."""
-        self.control.shutting_down = True
-        clean = True
-        ordered = list(reversed(self.registry.start_order))
-        others = [j for j in self.registry.jobs() if j not in self.registry.start_order]
-        for job in ordered + others:
-            if job.goal is Goal.STOP and job.state is State.WAITING:
-                continue
-            clean = await self._stop_one(job) and clean
-        # jobs started by stopping events while we stopped the others
-        for job in list(self.registry.jobs()):
-            if job.state is not State.WAITING:
-                await self._stop_one(job)
-        return clean
-
-    async def _stop_one(self, job: Job) -> bool:
-        waiter, fut = self.control.waiter(Goal.STOP)
-        if job.goal is Goal.STOP:
-            job.add_waiter(waiter)
-        else:
-            job.stop(waiter)
-        await fut
-        return not (job.failure is not None and job.failure.process in ("pre-stop", "post-stop"))
+        """Stop every job, the last started first (:mod:`busmgr.shutdown`); True if clean."""
+        return await shutdown.stop_everything(self.registry, self.control)
 
     async def close(self, *, keep_files: bool = False) -> None:
         """Leave the bus (replies already sent go out first). The activation files go too,
@@ -593,6 +361,4 @@ class Manager:
         else:
             self.triggers.close()
         self.bus_names.close()
-        if self.activation is not None and not keep_files:
-            self.activation.close()
-        await self.link.close()
+        await self.presence.close(keep_files=keep_files)

@@ -36,7 +36,7 @@ __all__ = ["Registry"]
 class Registry:
     """Job classes and instances; see the module docstring for the invariants."""
 
-    def __init__(self, host: JobHost, observers: JobObserver) -> None:
+    def __init__(self, host: JobHost[Job], observers: JobObserver) -> None:
         self._host = host
         self._observers = observers
         self.classes: dict[str, JobClass] = {}

@@ -306,7 +306,7 @@ async def _main(plan: Plan) -> int:
     saved = StateStore.read(state_dir, boot_id())
     manager = Manager(plan.config)
     with contextlib.suppress(ValueError):  # a debug option: how long Reexec waits for jobs
-        manager.reexec_wait = float(plan.config.environ.get("BUSMGR_REEXEC_WAIT", "10"))
+        manager.reexecution.wait = float(plan.config.environ.get("BUSMGR_REEXEC_WAIT", "10"))
     loop.set_exception_handler(_BugReporter(manager))
     manager.supervisor.start(
         plan.config.environ,
@@ -317,7 +317,7 @@ async def _main(plan: Plan) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, manager.request_shutdown, 0)
     loop.add_signal_handler(signal.SIGHUP, manager.request_reload)
-    loop.add_signal_handler(signal.SIGUSR2, manager.request_reexec)
+    loop.add_signal_handler(signal.SIGUSR2, manager.reexecution.request)
     keeper = BusKeeper(
         manager,
         None if plan.private_bus else plan.address,
@@ -361,7 +361,7 @@ async def _main(plan: Plan) -> int:
         await manager.stopped
         if trace.ON:
             trace.begin(SHUTDOWN, "stop")
-        if manager.reexec_requested:
+        if manager.reexecution.requested:
             await _reexec(manager, keeper, lock)  # returns only if the exec failed
         clean = await manager.stop_everything()
         if trace.ON:
@@ -414,7 +414,7 @@ async def _reexec(manager: Manager, keeper: BusKeeper, lock: StateLock) -> None:
     await manager.close(keep_files=True)
     await keeper.stop(keep_bus=True)
     manager.supervisor.detach()
-    process.pass_on(manager.hand_over())  # the jobs' log pipes and sockets
+    process.pass_on(manager.reexecution.hand_over())  # the jobs' log pipes and sockets
     argv = _own_argv()
     log.info("re-executing: %s", " ".join(argv))
     lock.release()

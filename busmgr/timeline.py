@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from busmgr.events import Event
 from busmgr.job import Failure, Job, State
 from busmgr.observe import JobObserver
+from busmgr.snapshot import Saved
 
 __all__ = ["MAX_FAILURE_TIMES", "MAX_RUNS", "History", "Run", "Timeline"]
 
@@ -98,6 +99,17 @@ class Timeline(JobObserver):
         history.state_since = state_since
         if job.state is State.RUNNING:
             history.running_since = running_since
+
+    def take_back(self, saved: Saved, instance: Callable[[str, str], Job | None]) -> None:
+        """Carry on the times ``saved`` recorded (a previous image's or manager's): the
+        manager's start, and the times of every instance ``instance(name, instance)`` finds
+        (taken back already: :func:`busmgr.restore.restore`) through :meth:`seed`."""
+        if saved.since:
+            self.started = saved.since
+        for name, inst, since, running in saved.times:
+            job = instance(name, inst)
+            if job is not None:
+                self.seed(job, since, running)
 
     def runs(self) -> list[Run]:
         """Every recorded run, in the order the instances first started."""
