@@ -801,6 +801,10 @@ def _split_selector(
     return (names[0] if names else None), env
 
 
+# ---------------------------------------------------------------------------------------------
+# Dispatch
+
+
 def entry() -> NoReturn:
     """The ``busmgr`` command as installed (and ``python -m busmgr``): :func:`main`, then out.
 
