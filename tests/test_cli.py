@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 
-from busmgr import cli
 from busmgr.bus.client import (
     DEFAULT_SYSTEM_BUS_ADDRESS,
     BusSelectionError,
@@ -32,17 +31,7 @@ from busmgr.bus.client import (
     resolve_address,
     unescape_path_element,
 )
-from busmgr.cli import (
-    EventPrinter,
-    format_error,
-    format_event,
-    format_job_event,
-    format_snapshot,
-    format_status_line,
-    format_table,
-    main,
-    parse_args,
-)
+from busmgr.cli import main, parse_args
 from busmgr.options import (
     DEFAULT_PHASE_TIMEOUT,
     DaemonOptions,
@@ -53,6 +42,17 @@ from busmgr.options import (
     default_services_dirs,
     default_state_dir,
 )
+from busmgr.verbs.output import (
+    EventPrinter,
+    describe_action,
+    format_error,
+    format_event,
+    format_job_event,
+    format_snapshot,
+    format_status_line,
+    format_table,
+)
+from busmgr.verbs.serve import daemon_options, session_options
 
 JOB = "/org/busmgr/Manager1/job/"
 
@@ -189,7 +189,7 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
 
 def test_session_command_after_double_dash() -> None:
     args = parse_args(["session", "--print-address", "--", "sh", "-c", "exit 3", "--", "x"])
-    opts = cli.session_options(args)
+    opts = session_options(args)
     assert opts.command == ("sh", "-c", "exit 3", "--", "x")
     assert opts.print_address is True
 
@@ -211,7 +211,7 @@ def test_session_options() -> None:
             "addr",
         ]
     )
-    assert cli.session_options(args) == SessionOptions(
+    assert session_options(args) == SessionOptions(
         services_dirs=(Path("/a"), Path("rel").absolute()),
         print_address=False,
         no_import=True,
@@ -223,14 +223,14 @@ def test_session_options() -> None:
 
 
 def test_session_defaults_are_left_to_the_manager() -> None:
-    assert cli.session_options(parse_args(["session"])) == SessionOptions()
+    assert session_options(parse_args(["session"])) == SessionOptions()
 
 
 def test_desktop_session_options() -> None:
-    opts = cli.session_options(parse_args(["session", "--desktop", "GNOME:GNOME-Classic"]))
+    opts = session_options(parse_args(["session", "--desktop", "GNOME:GNOME-Classic"]))
     assert opts.desktop == DesktopOptions("GNOME:GNOME-Classic", DEFAULT_PHASE_TIMEOUT)
     argv = ["session", "--desktop", "XFCE", "--phase-timeout", "2.5", "--", "xfwm4"]
-    opts = cli.session_options(parse_args(argv))
+    opts = session_options(parse_args(argv))
     assert opts.desktop == DesktopOptions("XFCE", 2.5)
     assert opts.command == ("xfwm4",)
     with pytest.raises(ValueError, match="an empty desktop name"):
@@ -257,7 +257,7 @@ def test_setenv_takes_a_bare_key_from_busmgr_s_environment(
     ],
 )
 def test_daemon_options(argv: list[str], mode: Mode, address: str | None) -> None:
-    opts = cli.daemon_options(parse_args(["daemon", *argv, "--services-dir", "/d", "--no-import"]))
+    opts = daemon_options(parse_args(["daemon", *argv, "--services-dir", "/d", "--no-import"]))
     assert opts == DaemonOptions(
         mode=mode,
         address=address,
@@ -334,6 +334,20 @@ def test_main_help_lists_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
         assert verb in out
     assert "BUSMGR_ADDRESS" in out
     assert "exit status" in out
+
+
+def test_every_verb_names_a_function_of_busmgr_verbs() -> None:
+    # The parser names each verb's function by module and name (imported when it runs): a
+    # misspelt name would only show when the verb runs.
+    from busmgr.cli import build_parser
+
+    parser = build_parser()
+    verbs = parser.parse_known_args(["list"])[0].verb_parsers
+    for verb, verb_parser in verbs.items():
+        defaults = [verb_parser.get_default("run"), verb_parser.get_default("run_offline")]
+        for run in filter(None, defaults):
+            assert callable(run.resolve()), verb
+            assert run.module.startswith("busmgr.verbs."), verb
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -510,7 +524,7 @@ def test_format_error_other_names(name: str, short: str) -> None:
     ],
 )
 def test_describe_action(argv: list[str], action: str) -> None:
-    assert cli.describe_action(parse_args(argv)) == action
+    assert describe_action(parse_args(argv)) == action
 
 
 def test_format_event() -> None:
@@ -986,14 +1000,14 @@ def test_default_dirs() -> None:
 
 def test_log_options_reach_the_manager_options() -> None:
     args = parse_args(["session", "--log-dir", "logs", "--log-size", "64K", "--log-keep", "0"])
-    opts = cli.session_options(args)
+    opts = session_options(args)
     assert (opts.log_dir, opts.log_max_bytes, opts.log_keep) == (
         Path("logs").absolute(),
         65536,
         0,
     )
     args = parse_args(["daemon", "--system", "--log-size", "2M"])
-    assert cli.daemon_options(args).log_max_bytes == 2 << 20
+    assert daemon_options(args).log_max_bytes == 2 << 20
 
 
 @pytest.mark.parametrize("argv", [["--log-size", "lots"], ["--log-keep", "-1"]])
