@@ -21,7 +21,7 @@ import pytest
 
 from busmgr.jobclass import ConsoleMode, ExecContext
 from busmgr.process import Listen, SpawnError, clonespawn, set_cloexec_on_inherited_fds, spawn
-from busmgr.process.spawning import fd_moves
+from busmgr.process.spawnbase import fd_moves
 
 ENV = {"PATH": "/usr/bin:/bin", "LISTEN_PID": "1", "KEEP": "yes"}
 FAST = ExecContext(console=ConsoleMode.LOG)

@@ -4,8 +4,12 @@ Everything above it (the job state machine, the supervisor, the bus layer) deals
 :class:`ExitInfo` values and is tested without a single process; everything here is tested with
 real ones. One module per concern:
 
-* :mod:`~busmgr.process.spawning`: ``spawn()`` (fast ``posix_spawn`` path, slow fork path),
-  credentials, limits, capabilities, ``proc name``;
+* :mod:`~busmgr.process.spawning`: ``spawn()``, the choice of path, the fast ``posix_spawn``
+  path, ``proc name``; beside it :mod:`~busmgr.process.clonepath` (the clone path over the C
+  library of :mod:`~busmgr.process.clonespawn`), :mod:`~busmgr.process.forkpath` (the slow
+  fork path and its child's setup), :mod:`~busmgr.process.credentials` (users, groups,
+  capabilities, limits looked up) and :mod:`~busmgr.process.spawnbase` (what the paths share:
+  :class:`SpawnError`, :class:`Listen`);
 * :mod:`~busmgr.process.reaping`: the :class:`Reaper`, the one caller of ``waitpid``;
 * :mod:`~busmgr.process.cgroups`: the cgroup v2 files;
 * :mod:`~busmgr.process.forks`: the kernel's process events connector (following forks);
@@ -37,13 +41,8 @@ from busmgr.process.procfs import (
     session_processes,
 )
 from busmgr.process.reaping import ExitCallback, ExitInfo, Reaper
-from busmgr.process.spawning import (
-    Listen,
-    SpawnError,
-    StrandedError,
-    set_cloexec_on_inherited_fds,
-    spawn,
-)
+from busmgr.process.spawnbase import Listen, SpawnError, StrandedError
+from busmgr.process.spawning import set_cloexec_on_inherited_fds, spawn
 
 __all__ = [
     "CgroupError",

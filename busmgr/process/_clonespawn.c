@@ -250,7 +250,7 @@ static void exec_program(struct busmgr_spawn *req)
     fail(req, STEP_EXEC, 0);
 }
 
-/* The child: the order is that of busmgr/process/spawning.py's _child_setup. */
+/* The child: the order is that of busmgr/process/forkpath.py's _child_setup. */
 static int child_main(void *arg)
 {
     struct busmgr_spawn *req = arg;
