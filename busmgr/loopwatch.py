@@ -46,9 +46,14 @@ def _run_delay_reader() -> Callable[[], int]:
     return run_delay
 
 
-def watch(limit: float) -> Callable[[], None]:
+def _log(text: str) -> None:
+    log.warning("%s", text)
+
+
+def watch(limit: float, report: Callable[[str], None] = _log) -> Callable[[], None]:
     """Report every callback of the process's event loops that holds its loop for ``limit``
-    seconds or more (not counting the time it waited for a CPU); returns the undo."""
+    seconds or more (not counting the time it waited for a CPU) to ``report`` (default: the
+    ``busmgr`` log, as a warning); returns the undo."""
     run_delay = _run_delay_reader()
     original = asyncio.events.Handle._run
 
@@ -62,7 +67,7 @@ def watch(limit: float) -> Callable[[], None]:
                 held = wall - (run_delay() - waited) / 1e9
                 if held >= limit:
                     with contextlib.suppress(Exception):
-                        log.warning("Executing %r took %.3f seconds", handle, held)
+                        report(f"Executing {handle!r} took {held:.3f} seconds")
 
     def unwatch() -> None:
         asyncio.events.Handle._run = original  # type: ignore[method-assign]

@@ -42,7 +42,7 @@ from dbus_fast.errors import DBusError
 
 # instance_path is imported here, not in a test's coroutine: a first import (compiled, when
 # bytecode is not cached) would hold the test's event loop.
-from busmgr import MANAGER_BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH
+from busmgr import MANAGER_BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH, loopwatch
 from busmgr.bus.values import instance_path
 
 HELPERS = Path(__file__).parent / "helpers"
@@ -53,8 +53,8 @@ TIMEOUT = 20.0
 # BUSMGR_TEST_LOOP_LIMIT; CI uses the default.
 BLOCKED_LIMIT = float(os.environ.get("BUSMGR_TEST_LOOP_LIMIT", "0.1"))
 # The same for the tests' own loop, which also runs test steps that are not busmgr's (dozens of
-# processes created in one step, asyncio's debug bookkeeping on a shared 2-core machine): a
-# looser bound, still far below anything a user would notice.
+# processes created in one step, test clients decoding every signal): a looser bound, still far
+# below anything a user would notice.
 TEST_LOOP_LIMIT = max(BLOCKED_LIMIT, 0.25)
 DBUS_DAEMON = "dbus-daemon"
 DBUS_BROKER = "dbus-broker"
@@ -104,7 +104,7 @@ def require_bus(bus: str) -> None:
 
 
 class _SlowCallbacks(logging.Handler):
-    """Collects asyncio's debug-mode reports of callbacks that held the loop too long."""
+    """Collects the loop watch's reports of callbacks that held the loop too long."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -119,24 +119,21 @@ class _SlowCallbacks(logging.Handler):
 @pytest_asyncio.fixture(autouse=True, loop_scope="module")
 async def _loop_never_blocked(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Fail the test if the event loop was blocked for more than ``TEST_LOOP_LIMIT`` seconds by
-    any one callback while it ran (asyncio's debug mode times every callback)."""
+    any one callback while it ran (timed as the manager's ``BUSMGR_LOOP_DEBUG`` times its own:
+    :mod:`busmgr.loopwatch`, not counting the time a loaded machine kept the thread off a CPU)."""
     if not request.node.get_closest_marker("asyncio") and not asyncio.iscoroutinefunction(
         getattr(request.node, "function", None)
     ):
         yield
         return
-    loop = asyncio.get_running_loop()
-    debug, limit = loop.get_debug(), loop.slow_callback_duration
     handler = _SlowCallbacks()
-    logger = logging.getLogger("asyncio")
+    logger = logging.getLogger("busmgr")
     logger.addHandler(handler)
-    loop.set_debug(True)
-    loop.slow_callback_duration = TEST_LOOP_LIMIT
+    unwatch = loopwatch.watch(TEST_LOOP_LIMIT)
     try:
         yield
     finally:
-        loop.set_debug(debug)
-        loop.slow_callback_duration = limit
+        unwatch()
         logger.removeHandler(handler)
     if handler.reports:
         pytest.fail("the event loop was blocked: " + "; ".join(handler.reports), pytrace=False)
