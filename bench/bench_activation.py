@@ -55,20 +55,20 @@ method call timeout too) with its own reason, while the job goes on to its `read
 broker has no activation timeout: busmgr's `Reset` is the callers' only answer before their
 own timeout. (Not run with `--quick`.)
 
-*Where the time goes*: `BUSMGR_TRACE=1` makes the manager log each activation's steps with
-their time from the request; a session of its own, traced after the measured runs, gives the
-last table. A profile of the manager (py-spy at 2000 Hz over 150 dconf activations;
+*Where the time goes*: `BUSMGR_TRACE=1` makes the manager log each activation's steps with their
+time from the request; a session of its own, traced after the measured runs, gives the last
+table. A profile of the manager (py-spy at 2000 Hz over 150 dconf activations;
 `bench/profile_activation.py` makes one) and the trace found, before issue 13: the manager moved
 itself into the job's cgroup around `posix_spawn`, which waits for an RCU grace period after a
 quiet spell (8-20 ms, every cold activation); it wrote its state file between the request and
 the spawn (a fraction of a millisecond); it read `/proc/PID/stat` of the new process, which
 waits while the program maps its libraries (0.5 ms); and it sent its signals, which the bus
 daemon must route, while the service was claiming its name. The clone spawn (born in the
-cgroup), the state written 0.1 s after a change, the start time read when a snapshot needs it,
-and the signals held while a `dbus` job is on its way up (at most 50 ms) took them off the
-path. Left on it: the request's own hop (the daemon's `ActivationRequest` to busmgr), three
-turns of the manager's loop (the request, the `dbus-activation` event, the job's `starting`
-event) and the spawn.
+cgroup), the state written 0.1 s after a change, the start time taken from the clock read around
+the spawn, and the signals held while a `dbus` job is on its way up (at most 50 ms) took them
+off the path. Left on it: the request's own hop (the daemon's `ActivationRequest` to busmgr),
+three turns of the manager's loop (the request, the `dbus-activation` event, the job's
+`starting` event) and the spawn.
 
 *Failure*: the service (`/bin/sh -c "exit 3"`) exits with status 3 before claiming its name.
 The figure is the time until the caller receives the error. busmgr reports the job's failure to

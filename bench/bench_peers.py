@@ -49,10 +49,10 @@ process, read by the manager, and a log file per job, created at its first start
 * *respawn*: with 50 programs running, SIGKILL to one of the supervisor's `sleep` children,
   timed until a new child of the supervisor has exec'd (seen through the kernel's process
   events connector, the same way for every system). busmgr is measured twice: as it runs
-  (each job's processes in a cgroup leaf, busmgr moving itself into the leaf around
-  `posix_spawn`) and with `BUSMGR_CGROUPS=0` (no cgroups: sessions), which tells the
-  kernel's cgroup migration apart from busmgr's own path. The floor kills, reaps and
-  `posix_spawn`s in one blocking sequence.
+  (each job's processes in a cgroup leaf, born there by the clone spawn:
+  `clone3(CLONE_INTO_CGROUP)`) and with `BUSMGR_CGROUPS=0` (no cgroups: sessions, which
+  scan `/proc` for a job's processes), which tells the cgroup model's cost apart. The floor
+  kills, reaps and `posix_spawn`s in one blocking sequence.
 * *idle wake-ups*: with the 50 programs running and nothing asked, the context switches of
   every thread of the supervisor process over a measuring window, per second.
 
@@ -62,24 +62,26 @@ Cells give the median and, in parentheses, the minimum and maximum of the sample
 the manager, `py-spy record -r 1000 -p PID -f raw`, on this machine kind; the shares are of
 the manager's busy samples):
 
-* *start N against the floor*: the floor is `posix_spawn` alone; busmgr does that plus a job's
-  whole life cycle per job. Over six start/stop rounds of 200 jobs the spawn path took about a
-  third of the manager's time: moving the manager into the job's cgroup leaf and back around
-  `posix_spawn` 17 %, `posix_spawn` itself 12 %, reading `/proc/PID/stat` for the new
-  process's start time 9 %; then the state file 14 % (now written a job at a time through
-  json's C encoder, and not in the middle of a burst), the bus signals about 10 % (now sent
-  in one `send` per loop turn), the log pipe and file of each job 2-3 %. The spawn path (a
-  child born in its cgroup with `clone3(CLONE_INTO_CGROUP)`, no start-time read) is the
-  activation work of issue 13; until then the ratio stays above 1.5x.
-* *respawn*: busmgr without cgroups (same run) shows busmgr's own path, from SIGCHLD to the
-  new `posix_spawn` (in that model, plus a scan of `/proc` for the sessions of the job's
-  processes), which now runs in one loop callback (a job's `starting`/`stopping` that
-  no job listens to is settled at once instead of going through the event queue, and the state
-  write and signals come after the spawn). The rest, with cgroups, is the kernel: the first
-  migration of a process into a cgroup after a quiet spell waits for an RCU grace period
-  (cgroup v2's threadgroup lock; 8-20 ms measured with strace in
-  `shared/measurements/activation-path.md`). `clone3(CLONE_INTO_CGROUP)` avoids the
-  migration; Python's `posix_spawn` cannot do it (issue 13's spawn path).
+* *start N against the floor*: the floor is `posix_spawn` alone; busmgr does the same spawn
+  plus a job's whole life cycle per job. Since the clone spawn (issue 13: the child is born in
+  its cgroup leaf by `clone3(CLONE_INTO_CGROUP)`, the manager never migrates, the start time
+  comes from the clock around the spawn) the spawn itself is the largest share of the
+  manager's busy time over eight start/stop rounds of 200 jobs: `clone3` until the child's
+  `exec`, 23 % (the floor's own cost, paid once per job here too); the bus's
+  `PropertiesChanged` and lifecycle signals of each job about 25 % (building each instance's
+  changed properties, then one `send` per loop turn); the stop half's cgroup reads and kills
+  about 15 %; the program's look-up on `PATH` 3 %, the state file 4 %; the job's state walk
+  and its events the rest. What remains is Python work per job of the order of the spawn
+  itself, which bounds the ratio near 2x.
+* *respawn*: from SIGCHLD to the new process, busmgr's path runs in one loop callback (a
+  job's `starting`/`stopping` that no job listens to is settled at once instead of going
+  through the event queue, and the state write and signals come after the spawn), and the
+  new process is born in the job's leaf by `clone3(CLONE_INTO_CGROUP)`: before the clone
+  spawn, the manager's migration into the leaf after a quiet spell waited for an RCU grace
+  period (8-20 ms, `shared/measurements/activation-path.md`; 20 ms median in this benchmark
+  then). What is left over the floor's 0.3 ms is the reap, the job's walk through
+  `stopping`, `starting` and the spawn in Python (about 2 ms); without cgroups the sessions
+  model adds a scan of `/proc`.
 * *stop N*: every job gets its kill signal as its `stopping` event is handled (blocking
   events are Upstart's semantics: `stop on stopping X` must hold X), in 20 ms slices of the
   event queue; each reap now rechecks its own job only (before, every killed job was
