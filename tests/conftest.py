@@ -405,8 +405,8 @@ async def start_session(
     run_env["TESTS_HELPERS"] = str(HELPERS)
     run_env["PYTHON"] = PYTHON
     run_env.setdefault("BUSMGR_LOG_LEVEL", "INFO")
-    # asyncio's debug mode in the manager: every callback that holds its loop for more than
-    # BLOCKED_LIMIT is logged, and stop_session fails the test for it.
+    # The manager's loop watch (busmgr.loopwatch): every callback that holds its loop for more
+    # than BLOCKED_LIMIT is logged, and stop_session fails the test for it.
     run_env.setdefault("BUSMGR_LOOP_DEBUG", str(BLOCKED_LIMIT))
     argv = [
         PYTHON,
