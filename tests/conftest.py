@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import logging
 import os
 import shutil
 import signal
@@ -103,19 +102,6 @@ def require_bus(bus: str) -> None:
         pytest.skip(f"{bus} is not installed (.ci/system-deps installs the Debian package)")
 
 
-class _SlowCallbacks(logging.Handler):
-    """Collects the loop watch's reports of callbacks that held the loop too long."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.reports: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith("Executing ") and " took " in message:
-            self.reports.append(message)
-
-
 @pytest_asyncio.fixture(autouse=True, loop_scope="module")
 async def _loop_never_blocked(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     """Fail the test if the event loop was blocked for more than ``TEST_LOOP_LIMIT`` seconds by
@@ -126,17 +112,40 @@ async def _loop_never_blocked(request: pytest.FixtureRequest) -> AsyncIterator[N
     ):
         yield
         return
-    handler = _SlowCallbacks()
-    logger = logging.getLogger("busmgr")
-    logger.addHandler(handler)
-    unwatch = loopwatch.watch(TEST_LOOP_LIMIT)
+    reports: list[str] = []
+    unwatch = loopwatch.watch(TEST_LOOP_LIMIT, reports.append)
     try:
         yield
     finally:
         unwatch()
-        logger.removeHandler(handler)
-    if handler.reports:
-        pytest.fail("the event loop was blocked: " + "; ".join(handler.reports), pytrace=False)
+    if reports:
+        pytest.fail("the event loop was blocked: " + "; ".join(reports), pytrace=False)
+
+
+async def call_method(
+    bus: MessageBus,
+    destination: str,
+    path: str,
+    interface: str,
+    member: str,
+    signature: str = "",
+    body: list[Any] | None = None,
+) -> list[Any]:
+    """One method call on ``bus`` within ``TIMEOUT``: the reply's body, or the error reply
+    raised as ``DBusError``."""
+    message = Message(
+        destination=destination,
+        path=path,
+        interface=interface,
+        member=member,
+        signature=signature,
+        body=body or [],
+    )
+    reply = await asyncio.wait_for(bus.call(message), TIMEOUT)
+    assert reply is not None
+    if reply.message_type is MessageType.ERROR:
+        raise DBusError(reply.error_name, reply.body[0] if reply.body else "")
+    return list(reply.body)
 
 
 class Signals:
@@ -220,22 +229,7 @@ class Session:
         interface: str = MANAGER_INTERFACE,
         destination: str = MANAGER_BUS_NAME,
     ) -> list[Any]:
-        reply = await asyncio.wait_for(
-            self.bus.call(
-                Message(
-                    destination=destination,
-                    path=path,
-                    interface=interface,
-                    member=member,
-                    signature=signature,
-                    body=body or [],
-                )
-            ),
-            TIMEOUT,
-        )
-        if reply.message_type is MessageType.ERROR:
-            raise DBusError(reply.error_name, reply.body[0] if reply.body else "")
-        return list(reply.body)
+        return await call_method(self.bus, destination, path, interface, member, signature, body)
 
     async def start(self, job: str, env: dict[str, str] | None = None, wait: bool = True) -> str:
         return (await self.call("StartJob", "sa{ss}b", [job, env or {}, wait]))[0]
@@ -330,6 +324,45 @@ async def wait_for_file(
         os.close(fd)
 
 
+async def wait_for_manager(address: str, address_file: Path) -> MessageBus:
+    """A new connection to the bus at ``address`` once the manager is back on it: it writes
+    its ``address_file`` again then (the test removed it), and owns its name."""
+    await wait_for_file(address_file)
+    bus = await MessageBus(bus_address=address).connect()
+    await wait_for_owner(bus, MANAGER_BUS_NAME)
+    return bus
+
+
+async def wait_for_owner(bus: MessageBus, name: str) -> str:
+    """The owner of ``name`` once it has one: subscribe to NameOwnerChanged, then ask."""
+    loop = asyncio.get_running_loop()
+    owned: asyncio.Future[str] = loop.create_future()
+
+    def handler(msg: Message) -> None:
+        changed = msg.member == "NameOwnerChanged" and msg.body[0] == name and msg.body[2]
+        if changed and not owned.done():
+            owned.set_result(msg.body[2])
+
+    bus.add_message_handler(handler)
+    await add_match(bus, f"type='signal',member='NameOwnerChanged',arg0='{name}'")
+    reply = await bus.call(
+        Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="GetNameOwner",
+            signature="s",
+            body=[name],
+        )
+    )
+    if reply.message_type is MessageType.METHOD_RETURN and not owned.done():
+        owned.set_result(reply.body[0])
+    try:
+        return await asyncio.wait_for(owned, TIMEOUT)
+    finally:
+        bus.remove_message_handler(handler)
+
+
 async def name_owner(bus: MessageBus, name: str) -> str:
     reply = await bus.call(
         Message(
@@ -368,21 +401,15 @@ async def new_owner_of(bus: MessageBus, name: str, old: str) -> str:
 
 async def add_match(bus: MessageBus, rule: str) -> None:
     """Subscribe ``bus`` to the signals ``rule`` matches (org.freedesktop.DBus.AddMatch)."""
-    reply = await asyncio.wait_for(
-        bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="AddMatch",
-                signature="s",
-                body=[rule],
-            )
-        ),
-        TIMEOUT,
+    await call_method(
+        bus,
+        "org.freedesktop.DBus",
+        "/org/freedesktop/DBus",
+        "org.freedesktop.DBus",
+        "AddMatch",
+        "s",
+        [rule],
     )
-    if reply.message_type is MessageType.ERROR:
-        raise DBusError(reply.error_name, reply.body[0] if reply.body else "")
 
 
 async def start_session(

@@ -23,13 +23,12 @@ from typing import Any
 import psutil
 import pytest
 import pytest_asyncio
-from dbus_fast import Message, MessageType
+from dbus_fast import Message
 from dbus_fast.aio import MessageBus
-from dbus_fast.errors import DBusError
 
 from busmgr import MANAGER_BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH
 
-from conftest import BLOCKED_LIMIT, TIMEOUT
+from conftest import BLOCKED_LIMIT, TIMEOUT, call_method, wait_for_manager
 from sysbus import (
     STOCK_POLICY_DIR,
     SYSTEM_PYTHON,
@@ -69,13 +68,7 @@ class Launched:
 
     async def call(self, destination: str, member: str, signature: str = "", body: Any = None,
                    path: str = TEST, interface: str = TEST_IFACE) -> list[Any]:  # fmt: skip
-        message = Message(destination=destination, path=path, interface=interface,
-                          member=member, signature=signature, body=body or [])  # fmt: skip
-        reply = await asyncio.wait_for(self.client.call(message), TIMEOUT)
-        assert reply is not None
-        if reply.message_type is MessageType.ERROR:
-            raise DBusError(reply.error_name, reply.body[0] if reply.body else "")
-        return list(reply.body)
+        return await call_method(self.client, destination, path, interface, member, signature, body)
 
     async def stop(self) -> tuple[int, list[psutil.Process]]:
         """SIGTERM; the exit status and whatever it had started that is still there."""
@@ -186,7 +179,7 @@ async def test_a_users_session_bus_and_its_death(top: Path) -> None:
         f"dbus {name}\nexec {SYSTEM_PYTHON} {SYSTEM_SERVICE} {name}\n"
     )
     argv = ["--session", "--launch-bus", "--no-import", "--services-dir", str(services),
-            "--state-dir", str(top / "state")]  # fmt: skip
+            "--state-dir", str(top / "state"), "--address-file", str(top / "address")]  # fmt: skip
     busmgr = await launch(argv, base_env(XDG_RUNTIME_DIR=str(top)), top / "manager.log")
     assert busmgr.address == f"unix:path={top / 'bus'}"
     got = await busmgr.call("org.busmgr.Test.Session", "Getenv", "s", ["DBUS_STARTER_BUS_TYPE"])
@@ -195,10 +188,10 @@ async def test_a_users_session_bus_and_its_death(top: Path) -> None:
     # jobs keep running; one that lost its bus name counts as failed) and is back on it.
     old_daemon = busmgr.bus_daemon()
     busmgr.client.disconnect()
+    (top / "address").unlink()  # written again once the manager is back on the bus
     old_daemon.send_signal(signal.SIGKILL)  # a process this manager started
-    client = await _reconnect(busmgr.address)
+    client = await wait_for_manager(busmgr.address, top / "address")
     try:
-        await _wait_owned(client, MANAGER_BUS_NAME)
         again = await asyncio.wait_for(client.call(Message(
             destination="org.busmgr.Test.Session", path=TEST, interface=TEST_IFACE,
             member="Getenv", signature="s", body=["DBUS_STARTER_BUS_TYPE"],
@@ -252,7 +245,8 @@ async def test_a_users_session_bus_as_dbus_broker_and_its_death(top: Path) -> No
         f"dbus {name}\nexec {SYSTEM_PYTHON} {SYSTEM_SERVICE} {name}\n"
     )
     argv = ["--session", "--launch-bus", "--broker", "--no-import", "--services-dir",
-            str(services), "--state-dir", str(top / "state")]  # fmt: skip
+            str(services), "--state-dir", str(top / "state"),
+            "--address-file", str(top / "address")]  # fmt: skip
     busmgr = await launch(argv, base_env(XDG_RUNTIME_DIR=str(top)), top / "manager.log")
     assert busmgr.address == f"unix:path={top / 'bus'}"
     got = await busmgr.call(name, "Getenv", "s", ["DBUS_STARTER_BUS_TYPE"])
@@ -265,10 +259,10 @@ async def test_a_users_session_bus_as_dbus_broker_and_its_death(top: Path) -> No
 
     old = broker()
     busmgr.client.disconnect()
+    (top / "address").unlink()  # written again once the manager is back on the bus
     old.send_signal(signal.SIGKILL)  # a process this manager started
-    client = await _reconnect(busmgr.address)
+    client = await wait_for_manager(busmgr.address, top / "address")
     try:
-        await _wait_owned(client, MANAGER_BUS_NAME)
         again = await asyncio.wait_for(client.call(Message(
             destination=name, path=TEST, interface=TEST_IFACE,
             member="Getenv", signature="s", body=["DBUS_STARTER_BUS_TYPE"],
@@ -283,42 +277,6 @@ async def test_a_users_session_bus_as_dbus_broker_and_its_death(top: Path) -> No
     assert not survivors, survivors
     assert "the dbus-broker busmgr launched killed by signal KILL; starting it again" in log
     assert "Traceback" not in log and not loop_blocked(log), log
-
-
-async def _reconnect(address: str) -> MessageBus:
-    """A client of the bus at ``address`` once it listens again (each refused connect is
-    followed by a wait for the socket file to change, never a fixed sleep)."""
-    deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while True:
-        try:
-            return await MessageBus(bus_address=address).connect()
-        except OSError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            await asyncio.sleep(0.05)
-
-
-async def _wait_owned(client: MessageBus, name: str) -> None:
-    """Return once ``name`` has an owner on ``client``'s bus (NameOwnerChanged or already)."""
-    owned = asyncio.get_running_loop().create_future()
-
-    def handler(msg: Message) -> None:
-        named = msg.member == "NameOwnerChanged" and msg.body[0] == name and msg.body[2]
-        if named and not owned.done():
-            owned.set_result(None)
-
-    client.add_message_handler(handler)
-    rule = f"type='signal',interface='org.freedesktop.DBus',member='NameOwnerChanged',arg0='{name}'"
-    await client.call(Message(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                              interface="org.freedesktop.DBus", member="AddMatch",
-                              signature="s", body=[rule]))  # fmt: skip
-    reply = await client.call(Message(destination="org.freedesktop.DBus",
-                                      path="/org/freedesktop/DBus",
-                                      interface="org.freedesktop.DBus", member="NameHasOwner",
-                                      signature="s", body=[name]))  # fmt: skip
-    if reply is not None and reply.body == [True]:
-        return
-    await asyncio.wait_for(owned, TIMEOUT)
 
 
 async def test_a_bus_already_listening_there_is_never_replaced(top: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from dbus_fast import Message, MessageType
+from dbus_fast import Message
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
@@ -23,10 +23,10 @@ from conftest import (
     TIMEOUT,
     Session,
     Signals,
-    add_match,
     start_session,
     stop_session,
-    wait_for_file,
+    wait_for_manager,
+    wait_for_owner,
 )
 
 pytestmark = pytest.mark.integration
@@ -114,45 +114,6 @@ async def test_a_bug_during_start_up_is_one_line_and_leaves_nothing(tmp_path: Pa
     buses = [p.info["cmdline"] or [] for p in psutil.process_iter(["name", "cmdline"])
              if p.info["name"] == "dbus-daemon"]  # fmt: skip
     assert not [argv for argv in buses if str(tmp_path) in " ".join(argv)]
-
-
-async def wait_for_manager(address: str, address_file: Path) -> MessageBus:
-    """A new connection to the bus at ``address`` once the manager is back on it: it writes
-    its ``address_file`` again then (the test removed it), and owns its name."""
-    await wait_for_file(address_file)
-    bus = await MessageBus(bus_address=address).connect()
-    await wait_for_owner(bus, MANAGER_BUS_NAME)
-    return bus
-
-
-async def wait_for_owner(bus: MessageBus, name: str) -> str:
-    """The owner of ``name`` once it has one: subscribe to NameOwnerChanged, then ask."""
-    loop = asyncio.get_running_loop()
-    owned: asyncio.Future[str] = loop.create_future()
-
-    def handler(msg: Message) -> None:
-        changed = msg.member == "NameOwnerChanged" and msg.body[0] == name and msg.body[2]
-        if changed and not owned.done():
-            owned.set_result(msg.body[2])
-
-    bus.add_message_handler(handler)
-    await add_match(bus, f"type='signal',member='NameOwnerChanged',arg0='{name}'")
-    reply = await bus.call(
-        Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="GetNameOwner",
-            signature="s",
-            body=[name],
-        )
-    )
-    if reply.message_type is MessageType.METHOD_RETURN and not owned.done():
-        owned.set_result(reply.body[0])
-    try:
-        return await asyncio.wait_for(owned, TIMEOUT)
-    finally:
-        bus.remove_message_handler(handler)
 
 
 async def owner_pid(bus: MessageBus, name: str) -> int:

@@ -30,14 +30,13 @@ from typing import Any
 import psutil
 import pytest
 import pytest_asyncio
-from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
 from busmgr import MANAGER_BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH
 from busmgr.bus.values import instance_path
 
-from conftest import TIMEOUT
+from conftest import TIMEOUT, call_method
 from sysbus import (
     STOCK_POLICY_DIR,
     SYSTEM_PYTHON,
@@ -84,23 +83,7 @@ class World:
         path: str = TEST,
         interface: str = TEST_IFACE,
     ) -> list[Any]:
-        reply = await asyncio.wait_for(
-            self.client.call(
-                Message(
-                    destination=destination,
-                    path=path,
-                    interface=interface,
-                    member=member,
-                    signature=signature,
-                    body=body or [],
-                )
-            ),
-            TIMEOUT,
-        )
-        assert reply is not None
-        if reply.message_type is MessageType.ERROR:
-            raise DBusError(reply.error_name, reply.body[0] if reply.body else "")
-        return list(reply.body)
+        return await call_method(self.client, destination, path, interface, member, signature, body)
 
     async def manager_call(self, member: str, signature: str = "", body: Any = None) -> list[Any]:
         return await self.call(

@@ -12,7 +12,6 @@ root's jobs run), and changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -23,14 +22,12 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from dbus_fast import Message, MessageType
 from dbus_fast.aio import MessageBus
-from dbus_fast.errors import DBusError
 
 from busmgr import MANAGER_BUS_NAME, MANAGER_INTERFACE, MANAGER_PATH
 from busmgr.bus.auth import OPEN_METHODS
 
-from conftest import HELPERS, TIMEOUT
+from conftest import HELPERS, call_method
 from sysbus import (
     SYSTEM_PYTHON,
     SYSTEM_SERVICE,
@@ -95,23 +92,7 @@ class System:
         path: str = MANAGER_PATH,
         interface: str = MANAGER_INTERFACE,
     ) -> list[Any]:
-        reply = await asyncio.wait_for(
-            self.client.call(
-                Message(
-                    destination=destination,
-                    path=path,
-                    interface=interface,
-                    member=member,
-                    signature=signature,
-                    body=body or [],
-                )
-            ),
-            TIMEOUT,
-        )
-        assert reply is not None
-        if reply.message_type is MessageType.ERROR:
-            raise DBusError(reply.error_name, reply.body[0] if reply.body else "")
-        return list(reply.body)
+        return await call_method(self.client, destination, path, interface, member, signature, body)
 
     async def getenv(self, key: str) -> str:
         body = await self.call(
